@@ -1,0 +1,52 @@
+"""Regenerate data/sample.csv and data/sample.parquet (deterministic; run from the repo root).
+
+1,000 data rows over 5 locations, HighLevel-shaped 20-character IDs, with a few rows an
+export really produces: blank IDs, an ID with a slash, an over-long ID, whitespace around an
+ID, and repeated (location, contact) pairs.
+"""
+
+from __future__ import annotations
+
+import random
+import string
+
+import polars as pl
+
+ALPHABET = string.ascii_letters + string.digits
+
+
+def make_id(rng: random.Random) -> str:
+    return "".join(rng.choice(ALPHABET) for _ in range(20))
+
+
+def main() -> None:
+    rng = random.Random(2021_07_28)
+    locations = [make_id(rng) for _ in range(5)]
+    rows = [(make_id(rng), locations[i % 5]) for i in range(980)]
+    rows += [rows[rng.randrange(len(rows))] for _ in range(8)]  # duplicates
+    rows += [
+        ("", locations[0]),
+        ("   ", locations[1]),
+        (make_id(rng), ""),
+        ("abc/def" + make_id(rng)[:10], locations[2]),
+        ("x" * 70, locations[3]),
+        ("hello world", locations[4]),
+        (make_id(rng), "loc#1"),
+        ("  " + make_id(rng) + "  ", locations[0]),
+        ("caf\u00e9" + make_id(rng)[:12], locations[1]),
+        ("0001234567890123", locations[2]),
+        (make_id(rng), locations[3]),
+        (make_id(rng), locations[4]),
+    ]
+    rng.shuffle(rows)
+    frame = pl.DataFrame(
+        {"contactId": [c for c, _ in rows], "locationId": [loc for _, loc in rows]},
+        schema={"contactId": pl.String, "locationId": pl.String},
+    )
+    frame.write_csv("data/sample.csv")
+    frame.write_parquet("data/sample.parquet")
+    print(f"{frame.height} rows, {len(locations)} locations")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,170 @@
+"""The command line: ``pipeline run``, ``pipeline sandbox``.
+
+Every way a command can go wrong before sending (bad option, bad config, bad file, missing
+token) ends here as one line on stderr and exit 2; ``--debug`` adds the traceback.
+Precedence of settings: command line > environment (``GHL_*``) > ``--config`` file > defaults
+(click's own order for explicit values, environment variables and ``default_map``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tomllib
+import traceback
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pipeline import constants, logs
+from pipeline.errors import UsageError
+from pipeline.settings import DEFAULT_ID_MAX_LENGTH, DEFAULT_ID_PATTERN, RunSettings, check_base_url, parse_rate
+from pipeline.summary import render
+
+EXIT_OK = 0
+EXIT_ROWS_NOT_DONE = 1
+EXIT_USAGE = 2
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
+
+
+def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """Read a TOML config into click's default_map, so explicit options and env vars win."""
+    if value is None:
+        return None
+    path = Path(value)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise UsageError(f"--config {value}: no such file") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--config {value}: cannot be read ({exc})") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"--config {value}: not valid TOML ({exc})") from exc
+    table = data.get("run", data) if isinstance(data.get("run"), dict) else data
+    known = {p.name for p in ctx.command.params if p.name and p.name not in {"input", "output", "config"}}
+    defaults: dict[str, Any] = {}
+    for key, item in table.items():
+        name = key.replace("-", "_")
+        if name not in known:
+            raise UsageError(f"--config {value}: unknown key {key!r}; known keys are {', '.join(sorted(known))}")
+        defaults[name] = item
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    return value
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="pipeline")
+def cli() -> None:
+    """Bulk-create HighLevel (LeadConnector) conversations from CSV or Parquet."""
+
+
+@cli.command()
+@click.argument("input", type=click.Path(path_type=Path, dir_okay=True))
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Results Parquet file.")
+@click.option("--config", callback=_load_config, is_eager=True, expose_value=False, help="TOML file of option defaults.")
+@click.option("--base-url", envvar="GHL_BASE_URL", default=constants.DEFAULT_BASE_URL, show_default=True)
+@click.option("--api-version", envvar="GHL_API_VERSION", default=constants.DEFAULT_API_VERSION, show_default=True)
+@click.option("--rate", envvar="GHL_RATE", default="100/10s", show_default=True, help="Per-location limit, N/Ts.")
+@click.option("--concurrency", envvar="GHL_CONCURRENCY", type=click.IntRange(1, 4096), default=64, show_default=True,
+              help="Requests in flight at most, across all locations.")
+@click.option("--timeout", "timeout_s", envvar="GHL_TIMEOUT", type=click.FloatRange(0.1, 600), default=30.0,
+              show_default=True, help="Seconds per request.")
+@click.option("--max-attempts", envvar="GHL_MAX_ATTEMPTS", type=click.IntRange(1, 100), default=5, show_default=True)
+@click.option("--contact-column", default=None, help="Name of the contact ID column, if not contactId/contact_id.")
+@click.option("--location-column", default=None, help="Name of the location ID column, if not locationId/location_id.")
+@click.option("--id-pattern", default=DEFAULT_ID_PATTERN, show_default=True, help="Regex an ID must fully match.")
+@click.option("--id-max-length", type=click.IntRange(1, 10_000), default=DEFAULT_ID_MAX_LENGTH, show_default=True)
+@click.option("--token-env", default="GHL_TOKEN", show_default=True, help="Environment variable holding the token.")
+@click.option("--allow-insecure-http", is_flag=True, help="Allow an http:// base URL that is not loopback.")
+@click.option("--dry-run", is_flag=True, help="Validate and plan, send nothing, write skipped/dry_run rows.")
+@click.option("--log-format", type=click.Choice(["auto", "json", "console"]), default="auto", show_default=True)
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+def run(
+    input: Path,  # noqa: A002 - the contract's name
+    output: Path,
+    base_url: str,
+    api_version: str,
+    rate: str,
+    concurrency: int,
+    timeout_s: float,
+    max_attempts: int,
+    contact_column: str | None,
+    location_column: str | None,
+    id_pattern: str,
+    id_max_length: int,
+    token_env: str,
+    allow_insecure_http: bool,
+    dry_run: bool,
+    log_format: logs.LogFormat,
+    debug: bool,
+) -> None:
+    """Create a conversation for every (locationId, contactId) row of INPUT."""
+    from pipeline.run import execute  # the heavy imports (polars, httpx) only when running
+
+    logs.configure(log_format, level=logging.DEBUG if debug else logging.INFO)
+    token = os.environ.get(token_env) or None
+    if token is not None:
+        token = token.strip()
+        logs.register_secret(token)
+    settings = RunSettings(
+        input_path=input,
+        output_path=output,
+        base_url=check_base_url(base_url, allow_insecure_http=allow_insecure_http),
+        api_version=api_version,
+        rate=parse_rate(rate),
+        concurrency=concurrency,
+        timeout_s=timeout_s,
+        max_attempts=max_attempts,
+        contact_column=contact_column,
+        location_column=location_column,
+        id_pattern=id_pattern,
+        id_max_length=id_max_length,
+        dry_run=dry_run,
+    )
+    if token is None and not dry_run:
+        raise UsageError(f"no API token: the environment variable {token_env} is not set")
+    result = execute(settings, token)
+    click.echo(render(result.summary, str(output)))
+    sys.exit(EXIT_OK if result.summary.all_succeeded else EXIT_ROWS_NOT_DONE)
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback by default).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8099, show_default=True, help="0 picks a free port.")
+@click.option("--rate", default="100/10s", show_default=True, help="Per-location limit N/Ts; 0/1s for none.")
+@click.option("--latency-ms", type=click.FloatRange(0), default=0.0, show_default=True)
+@click.option("--config-json", default=None, help="Further sandbox settings as a JSON object.")
+def sandbox(host: str, port: int, rate: str, latency_ms: float, config_json: str | None) -> None:
+    """Serve a local imitation of HighLevel's Conversations API (token: sandbox-token)."""
+    from pipeline.sandbox.__main__ import build_config
+    from pipeline.sandbox.server import serve
+
+    try:
+        config = build_config(rate=rate, latency_ms=latency_ms, config_json=config_json)
+    except ValueError as exc:
+        raise UsageError(f"sandbox: {exc}") from exc
+    serve(config, host=host, port=port)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: maps every pre-send failure to one line and exit 2."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    try:
+        cli.main(args=args, prog_name="pipeline", standalone_mode=False)
+    except (UsageError, click.UsageError, click.BadParameter) as exc:
+        if debug:
+            traceback.print_exc()
+        message = exc.format_message() if isinstance(exc, click.ClickException) else str(exc)
+        click.echo(f"pipeline: error: {' '.join(message.split())}", err=True)
+        sys.exit(EXIT_USAGE)
+    except click.ClickException as exc:
+        click.echo(f"pipeline: error: {exc.format_message()}", err=True)
+        sys.exit(EXIT_USAGE)
+    except click.exceptions.Abort:
+        sys.exit(EXIT_SIGINT)
+    except KeyboardInterrupt:
+        sys.exit(EXIT_SIGINT)

@@ -1,0 +1,89 @@
+"""Logging: structlog, JSON off a terminal, readable on one; secrets redacted in one place.
+
+Redaction is a processor in the chain, not a habit at call sites: every event passes through
+``redact`` before it is rendered, which replaces any registered secret value wherever it
+appears (in any string, nested anywhere), any ``Bearer …`` credential, and the value of any
+key that names a credential (``authorization``, ``token``, ...). Registering the token is
+done once, where it is read.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any, Literal
+
+import structlog
+
+REDACTED = "[REDACTED]"
+_SECRET_KEYS = frozenset({"authorization", "token", "access_token", "api_key", "password", "secret", "ghl_token"})
+_BEARER = re.compile(r"(?i)\bbearer\s+[^\s'\",}]+")
+
+_secrets: set[str] = set()
+
+
+def register_secret(value: str) -> None:
+    """Redact ``value`` from every log event from now on."""
+    if value:
+        _secrets.add(value)
+
+
+def scrub(text: str) -> str:
+    """``text`` with every registered secret and bearer credential replaced."""
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return _BEARER.sub(f"Bearer {REDACTED}", text)
+
+
+def _scrub_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, dict):
+        return {k: REDACTED if _is_secret_key(k) else _scrub_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_scrub_value(v) for v in value]
+    if isinstance(value, BaseException):
+        return scrub(f"{type(value).__name__}: {value}")
+    return value
+
+
+def _is_secret_key(key: object) -> bool:
+    return isinstance(key, str) and key.lower().replace("-", "_") in _SECRET_KEYS
+
+
+def redact(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: scrub every value of the event."""
+    for key, value in list(event_dict.items()):
+        event_dict[key] = REDACTED if _is_secret_key(key) else _scrub_value(value)
+    return event_dict
+
+
+LogFormat = Literal["json", "console", "auto"]
+
+
+def configure(log_format: LogFormat = "auto", *, level: int = logging.INFO) -> None:
+    """Set up structlog to write to stderr; stdout is kept for the summary."""
+    stream = sys.stderr
+    if log_format == "auto":
+        log_format = "console" if stream.isatty() else "json"
+    renderer: structlog.types.Processor
+    if log_format == "json":
+        renderer = structlog.processors.JSONRenderer()
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty())
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,  # tracebacks become text, then get scrubbed
+            redact,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(stream),
+        cache_logger_on_first_use=False,
+    )

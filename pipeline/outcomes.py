@@ -1,0 +1,68 @@
+"""The vocabulary of results: row statuses and error codes.
+
+These strings are the contract with users' scripts (``shared/docs/contract.md``): an analyst
+reconciles a run by grouping on them, so they never change spelling. Add new codes freely;
+never rename one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    CREATED = "created"
+    EXISTS = "exists"
+    DUPLICATE = "duplicate"
+    INVALID = "invalid"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class Code(StrEnum):
+    # validation (status invalid)
+    MISSING_CONTACT_ID = "missing_contact_id"
+    MISSING_LOCATION_ID = "missing_location_id"
+    INVALID_CONTACT_ID = "invalid_contact_id"
+    INVALID_LOCATION_ID = "invalid_location_id"
+    # planning (status duplicate)
+    DUPLICATE_ROW = "duplicate_row"
+    # API answers
+    CONVERSATION_EXISTS = "conversation_exists"
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
+    NOT_FOUND = "not_found"
+    RATE_LIMITED = "rate_limited"
+    BAD_REQUEST = "bad_request"
+    UNPROCESSABLE = "unprocessable"
+    CLIENT_ERROR = "client_error"
+    SERVER_ERROR = "server_error"
+    INVALID_RESPONSE = "invalid_response"
+    INTERNAL_ERROR = "internal_error"
+    # transport
+    TIMEOUT = "timeout"
+    NETWORK_ERROR = "network_error"
+    # reasons of the run (status skipped)
+    DAILY_QUOTA_EXHAUSTED = "daily_quota_exhausted"
+    INTERRUPTED = "interrupted"
+    DRY_RUN = "dry_run"
+
+
+# Answers worth another attempt: the same request may well succeed a moment later.
+RETRYABLE: frozenset[Code] = frozenset(
+    {Code.RATE_LIMITED, Code.SERVER_ERROR, Code.TIMEOUT, Code.NETWORK_ERROR, Code.INVALID_RESPONSE}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RowOutcome:
+    """What finally happened to one sent row: one line of the results (and, later, the journal)."""
+
+    row_index: int
+    status: Status
+    conversation_id: str | None
+    error_code: Code | None
+    http_status: int | None
+    error_message: str | None
+    attempts: int

@@ -1,0 +1,119 @@
+"""Stage 2, validate and plan: decide, per row and as polars expressions, what to do with it.
+
+Every row leaves this stage with a ``status`` that is either null (to be sent) or final:
+``invalid`` (with the reason) or ``duplicate`` (an earlier row has the same location and
+contact; ``duplicate_of`` names it, so the conversation id can be copied once known). Only
+valid first occurrences are ever sent, and each is sent once.
+
+An ID must fully match the ID pattern (a setting, ``[A-Za-z0-9_-]+`` by default) and be at
+most ``id_max_length`` characters. The default pattern keeps out everything that would change
+a URL or a log line: slashes, ``?``, ``#``, ``%``, spaces, quotes, control characters and
+non-ASCII (including the replacement character a non-UTF-8 byte was read as).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import polars as pl
+
+from pipeline.errors import UsageError
+from pipeline.outcomes import Code, Status
+
+
+@dataclass(frozen=True, slots=True)
+class IdRules:
+    pattern: str
+    max_length: int
+
+    def __post_init__(self) -> None:
+        try:
+            re.compile(self.pattern)
+        except re.error as exc:
+            raise UsageError(f"--id-pattern {self.pattern!r}: not a valid regular expression ({exc})") from exc
+        if self.max_length < 1:
+            raise UsageError(f"--id-max-length {self.max_length}: must be at least 1")
+
+    @property
+    def anchored(self) -> str:
+        return f"^(?:{self.pattern})$"
+
+
+def _id_problem(column: str, label: str, missing: Code, invalid: Code, rules: IdRules) -> tuple[pl.Expr, pl.Expr]:
+    """(code, message) expressions for one ID column; null where the ID is fine."""
+    value = pl.col(column)
+    too_long = value.str.len_chars() > rules.max_length
+    bad_chars = ~value.str.contains(rules.anchored)
+    code = (
+        pl.when(value.is_null())
+        .then(pl.lit(missing.value))
+        .when(too_long | bad_chars)
+        .then(pl.lit(invalid.value))
+    )
+    message = (
+        pl.when(value.is_null())
+        .then(pl.lit(f"{label} is empty"))
+        .when(too_long)
+        .then(pl.lit(f"{label} is longer than {rules.max_length} characters"))
+        .when(bad_chars)
+        .then(pl.lit(f"{label} has characters outside {rules.pattern}"))
+    )
+    return code, message
+
+
+def plan(rows: pl.LazyFrame, rules: IdRules) -> pl.LazyFrame:
+    """Add ``status``, ``error_code``, ``error_message`` and ``duplicate_of`` to the rows."""
+    contact_code, contact_msg = _id_problem(
+        "contact_id", "contactId", Code.MISSING_CONTACT_ID, Code.INVALID_CONTACT_ID, rules
+    )
+    location_code, location_msg = _id_problem(
+        "location_id", "locationId", Code.MISSING_LOCATION_ID, Code.INVALID_LOCATION_ID, rules
+    )
+    # Contact problems are reported before location problems; missing before malformed.
+    invalid_code = pl.coalesce(
+        pl.when(pl.col("contact_id").is_null()).then(contact_code),
+        pl.when(pl.col("location_id").is_null()).then(location_code),
+        contact_code,
+        location_code,
+    )
+    invalid_msg = pl.coalesce(
+        pl.when(pl.col("contact_id").is_null()).then(contact_msg),
+        pl.when(pl.col("location_id").is_null()).then(location_msg),
+        contact_msg,
+        location_msg,
+    )
+    checked = rows.with_columns(invalid_code.alias("error_code"), invalid_msg.alias("error_message"))
+    first = (
+        pl.when(pl.col("error_code").is_null())
+        .then(pl.col("row_index").min().over("location_id", "contact_id"))
+        .alias("_first")
+    )
+    is_duplicate = pl.col("error_code").is_null() & (pl.col("_first") != pl.col("row_index"))
+    return (
+        checked.with_columns(first)
+        .with_columns(
+            pl.when(pl.col("error_code").is_not_null())
+            .then(pl.lit(Status.INVALID.value))
+            .when(is_duplicate)
+            .then(pl.lit(Status.DUPLICATE.value))
+            .alias("status"),
+            pl.when(is_duplicate).then(pl.col("_first")).alias("duplicate_of"),
+        )
+        .with_columns(
+            pl.when(pl.col("status") == Status.DUPLICATE.value)
+            .then(pl.lit(Code.DUPLICATE_ROW.value))
+            .otherwise(pl.col("error_code"))
+            .alias("error_code"),
+            pl.when(pl.col("status") == Status.DUPLICATE.value)
+            .then(pl.format("same locationId and contactId as row {}", pl.col("duplicate_of")))
+            .otherwise(pl.col("error_message"))
+            .alias("error_message"),
+        )
+        .drop("_first")
+    )
+
+
+def to_send(planned: pl.DataFrame) -> pl.DataFrame:
+    """The rows to send: valid first occurrences, in input order."""
+    return planned.filter(pl.col("status").is_null()).select("row_index", "location_id", "contact_id")

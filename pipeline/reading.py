@@ -1,0 +1,144 @@
+"""Stage 1, read the input: CSV (optionally gzipped) or Parquet, lazily, through polars.
+
+The output of this stage is a LazyFrame with exactly three columns, whatever the file looked
+like: ``row_index`` (Int64, 0-based among data rows), ``contact_id`` and ``location_id``
+(String, trimmed, null where absent or blank). IDs are always text: an ID column is never
+type-inferred, so ``000123`` stays ``000123``.
+
+Everything that makes a file unusable is found here and raised as one ``UsageError`` that
+names the file and the problem, before anything is sent.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import polars as pl
+
+from pipeline.errors import UsageError
+
+CSV_SUFFIXES = (".csv", ".csv.gz")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+# Header names are compared after dropping case, spaces, underscores and hyphens, so that
+# contactId, contact_id, CONTACT-ID and "Contact Id" all name the same column.
+CONTACT_KEY = "contactid"
+LOCATION_KEY = "locationid"
+
+_SEPARATORS = re.compile(r"[\s_\-]+")
+
+
+def normalise_header(name: str) -> str:
+    return _SEPARATORS.sub("", name.lstrip("\ufeff")).lower()
+
+
+def input_format(path: Path) -> str:
+    name = path.name.lower()
+    if name.endswith(CSV_SUFFIXES):
+        return "csv"
+    if name.endswith(PARQUET_SUFFIXES):
+        return "parquet"
+    raise UsageError(
+        f"{path}: unknown file type; expected one of {', '.join(CSV_SUFFIXES + PARQUET_SUFFIXES)}"
+    )
+
+
+def read_input(
+    path: Path, *, contact_column: str | None = None, location_column: str | None = None
+) -> pl.LazyFrame:
+    """Open ``path`` lazily and return the three-column frame described above."""
+    fmt = input_format(path)
+    _check_readable(path)
+    if fmt == "csv":
+        lf = pl.scan_csv(
+            path,
+            infer_schema=False,  # every column is text: IDs keep their leading zeros
+            encoding="utf8-lossy",  # a stray non-UTF-8 byte spoils one row, not the file
+            truncate_ragged_lines=True,
+            missing_columns="insert",
+        )
+    else:
+        _check_parquet_magic(path)
+        lf = pl.scan_parquet(path)
+    schema = _schema(lf, path)
+    contact = _resolve(path, list(schema), CONTACT_KEY, contact_column, "--contact-column")
+    location = _resolve(path, list(schema), LOCATION_KEY, location_column, "--location-column")
+    for name in (contact, location):
+        _check_id_dtype(path, name, schema[name])
+    return lf.select(
+        pl.int_range(pl.len(), dtype=pl.Int64).alias("row_index"),
+        _clean_id(contact).alias("contact_id"),
+        _clean_id(location).alias("location_id"),
+    )
+
+
+def _clean_id(column: str) -> pl.Expr:
+    text = pl.col(column).cast(pl.String).str.strip_chars()
+    return pl.when(text.str.len_bytes() > 0).then(text).otherwise(None)
+
+
+def _check_readable(path: Path) -> None:
+    if not path.exists():
+        raise UsageError(f"{path}: no such file")
+    if path.is_dir():
+        raise UsageError(f"{path}: is a directory, not a file")
+    try:
+        with path.open("rb") as handle:
+            first = handle.read(1)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    if not first:
+        raise UsageError(f"{path}: the file is empty")
+
+
+def _check_parquet_magic(path: Path) -> None:
+    with path.open("rb") as handle:
+        head = handle.read(4)
+    if head != b"PAR1":
+        raise UsageError(f"{path}: not a Parquet file (it does not start with the Parquet magic bytes)")
+
+
+def _schema(lf: pl.LazyFrame, path: Path) -> pl.Schema:
+    try:
+        return lf.collect_schema()
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise UsageError(f"{path}: cannot be read as {input_format(path)}: {_first_line(exc)}") from exc
+
+
+def _resolve(path: Path, columns: list[str], key: str, explicit: str | None, option: str) -> str:
+    if explicit is not None:
+        if explicit not in columns:
+            raise UsageError(f"{path}: {option} {explicit!r} is not a column; found {_list(columns)}")
+        return explicit
+    matches = [name for name in columns if normalise_header(name) == key]
+    label = "contactId" if key == CONTACT_KEY else "locationId"
+    if not matches:
+        raise UsageError(
+            f"{path}: no {label} column; found {_list(columns)}; accepted names are "
+            f"{label} or {_snake(label)} in any letter case (or name one with {option})"
+        )
+    if len(matches) > 1:
+        raise UsageError(f"{path}: ambiguous {label} column: {_list(matches)} all match; name one with {option}")
+    return matches[0]
+
+
+def _check_id_dtype(path: Path, name: str, dtype: pl.DataType) -> None:
+    if dtype == pl.String or dtype == pl.Categorical or dtype.is_integer() or dtype == pl.Null:
+        return
+    raise UsageError(f"{path}: column {name!r} holds {dtype}, not text; IDs must be strings")
+
+
+def _snake(label: str) -> str:
+    return re.sub(r"(?<!^)([A-Z])", r"_\1", label).lower()
+
+
+def _list(names: list[str]) -> str:
+    shown = ", ".join(repr(n) for n in names[:12])
+    more = f" and {len(names) - 12} more" if len(names) > 12 else ""
+    return f"[{shown}{more}]" if names else "no columns"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

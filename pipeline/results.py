@@ -1,0 +1,118 @@
+"""Stage 5, write results: one row per input data row, in input order, written atomically.
+
+The results join what planning decided (invalid, duplicate) with what sending achieved. A
+row that was planned for sending but has no outcome was not sent for a reason of the run
+(dry run, interruption): it is ``skipped`` with that reason, never silently absent.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import polars as pl
+
+from pipeline.outcomes import Code, RowOutcome, Status
+
+RESULT_SCHEMA: dict[str, pl.DataType] = {
+    "row_index": pl.Int64(),
+    "contact_id": pl.String(),
+    "location_id": pl.String(),
+    "status": pl.String(),
+    "conversation_id": pl.String(),
+    "error_code": pl.String(),
+    "http_status": pl.Int32(),
+    "error_message": pl.String(),
+    "attempts": pl.Int32(),
+}
+
+OUTCOME_SCHEMA: dict[str, pl.DataType] = {
+    name: RESULT_SCHEMA[name]
+    for name in ("row_index", "status", "conversation_id", "error_code", "http_status", "error_message", "attempts")
+}
+
+
+class OutcomeColumns:
+    """Sent rows' outcomes, kept column-wise (cheap) until they become a DataFrame."""
+
+    def __init__(self) -> None:
+        self._columns: dict[str, list[object]] = {name: [] for name in OUTCOME_SCHEMA}
+
+    def __len__(self) -> int:
+        return len(self._columns["row_index"])
+
+    def add(self, outcome: RowOutcome) -> None:
+        cols = self._columns
+        cols["row_index"].append(outcome.row_index)
+        cols["status"].append(outcome.status.value)
+        cols["conversation_id"].append(outcome.conversation_id)
+        cols["error_code"].append(outcome.error_code.value if outcome.error_code else None)
+        cols["http_status"].append(outcome.http_status)
+        cols["error_message"].append(outcome.error_message)
+        cols["attempts"].append(outcome.attempts)
+
+    def to_frame(self) -> pl.DataFrame:
+        return pl.DataFrame(self._columns, schema=OUTCOME_SCHEMA)
+
+
+def assemble(planned: pl.DataFrame, outcomes: pl.DataFrame, *, unsent: Code) -> pl.DataFrame:
+    """Merge planning and sending into the contract's results table."""
+    sent = outcomes.rename({c: f"{c}_sent" for c in outcomes.columns if c != "row_index"})
+    copied = outcomes.select(
+        pl.col("row_index").alias("duplicate_of"), pl.col("conversation_id").alias("conversation_id_dup")
+    )
+    merged = planned.join(sent, on="row_index", how="left").join(copied, on="duplicate_of", how="left")
+    planned_to_send = pl.col("status").is_null()
+    not_sent = planned_to_send & pl.col("status_sent").is_null()
+    return (
+        merged.select(
+            pl.col("row_index"),
+            pl.col("contact_id"),
+            pl.col("location_id"),
+            pl.coalesce("status", "status_sent", pl.lit(Status.SKIPPED.value)).alias("status"),
+            pl.coalesce("conversation_id_sent", "conversation_id_dup").alias("conversation_id"),
+            pl.when(not_sent)
+            .then(pl.lit(unsent.value))
+            .when(planned_to_send)
+            .then(pl.col("error_code_sent"))
+            .otherwise(pl.col("error_code"))
+            .alias("error_code"),
+            pl.col("http_status_sent").alias("http_status"),
+            pl.when(not_sent)
+            .then(pl.lit(_UNSENT_MESSAGES.get(unsent, "not sent")))
+            .when(planned_to_send)
+            .then(pl.col("error_message_sent"))
+            .otherwise(pl.col("error_message"))
+            .alias("error_message"),
+            pl.col("attempts_sent").fill_null(0).alias("attempts"),
+        )
+        .sort("row_index")
+        .cast(RESULT_SCHEMA)  # type: ignore[arg-type]
+    )
+
+
+_UNSENT_MESSAGES = {
+    Code.DRY_RUN: "dry run: not sent",
+    Code.INTERRUPTED: "the run was interrupted before this row was sent",
+}
+
+
+def write_atomically(frame: pl.DataFrame, path: Path) -> None:
+    """Write to a temporary file beside ``path``, fsync, then rename over it.
+
+    A reader (or a crash) sees either the old file or the complete new one, never half.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        frame.write_parquet(tmp, compression="zstd", statistics=True)
+        with tmp.open("rb") as handle:
+            os.fsync(handle.fileno())
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
