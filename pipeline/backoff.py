@@ -23,7 +23,7 @@ class Backoff:
 
     def ceiling(self, attempt: int) -> float:
         """The most we would wait after failed attempt number ``attempt`` (1-based)."""
-        return min(self.cap_s, self.base_s * 2 ** (attempt - 1))
+        return float(min(self.cap_s, self.base_s * 2.0 ** (attempt - 1)))
 
     def delay(self, attempt: int, answer: Answer) -> float:
         rate = answer.rate

@@ -20,7 +20,13 @@ import click
 
 from pipeline import constants, logs
 from pipeline.errors import UsageError
-from pipeline.settings import DEFAULT_ID_MAX_LENGTH, DEFAULT_ID_PATTERN, RunSettings, check_base_url, parse_rate
+from pipeline.settings import (
+    DEFAULT_ID_MAX_LENGTH,
+    DEFAULT_ID_PATTERN,
+    RunSettings,
+    check_base_url,
+    parse_rate,
+)
 from pipeline.summary import render
 
 EXIT_OK = 0
@@ -44,12 +50,16 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None)
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"--config {value}: not valid TOML ({exc})") from exc
     table = data.get("run", data) if isinstance(data.get("run"), dict) else data
-    known = {p.name for p in ctx.command.params if p.name and p.name not in {"input", "output", "config"}}
+    known = {
+        p.name for p in ctx.command.params if p.name and p.name not in {"input", "output", "config"}
+    }
     defaults: dict[str, Any] = {}
     for key, item in table.items():
         name = key.replace("-", "_")
         if name not in known:
-            raise UsageError(f"--config {value}: unknown key {key!r}; known keys are {', '.join(sorted(known))}")
+            raise UsageError(
+                f"--config {value}: unknown key {key!r}; known keys are {', '.join(sorted(known))}"
+            )
         defaults[name] = item
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
     return value
@@ -63,27 +73,99 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("input", type=click.Path(path_type=Path, dir_okay=True))
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Results Parquet file.")
-@click.option("--config", callback=_load_config, is_eager=True, expose_value=False, help="TOML file of option defaults.")
-@click.option("--base-url", envvar="GHL_BASE_URL", default=constants.DEFAULT_BASE_URL, show_default=True)
-@click.option("--api-version", envvar="GHL_API_VERSION", default=constants.DEFAULT_API_VERSION, show_default=True)
-@click.option("--rate", envvar="GHL_RATE", default="100/10s", show_default=True, help="Per-location limit, N/Ts.")
-@click.option("--concurrency", envvar="GHL_CONCURRENCY", type=click.IntRange(1, 4096), default=64, show_default=True,
-              help="Requests in flight at most, across all locations.")
-@click.option("--timeout", "timeout_s", envvar="GHL_TIMEOUT", type=click.FloatRange(0.1, 600), default=30.0,
-              show_default=True, help="Seconds per request.")
-@click.option("--max-attempts", envvar="GHL_MAX_ATTEMPTS", type=click.IntRange(1, 100), default=5, show_default=True)
-@click.option("--contact-column", default=None, help="Name of the contact ID column, if not contactId/contact_id.")
-@click.option("--location-column", default=None, help="Name of the location ID column, if not locationId/location_id.")
-@click.option("--id-pattern", default=DEFAULT_ID_PATTERN, show_default=True, help="Regex an ID must fully match.")
-@click.option("--id-max-length", type=click.IntRange(1, 10_000), default=DEFAULT_ID_MAX_LENGTH, show_default=True)
-@click.option("--token-env", default="GHL_TOKEN", show_default=True, help="Environment variable holding the token.")
-@click.option("--allow-insecure-http", is_flag=True, help="Allow an http:// base URL that is not loopback.")
-@click.option("--dry-run", is_flag=True, help="Validate and plan, send nothing, write skipped/dry_run rows.")
-@click.option("--log-format", type=click.Choice(["auto", "json", "console"]), default="auto", show_default=True)
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path), required=True, help="Results Parquet file."
+)
+@click.option(
+    "--config",
+    callback=_load_config,
+    is_eager=True,
+    expose_value=False,
+    help="TOML file of option defaults.",
+)
+@click.option(
+    "--base-url", envvar="GHL_BASE_URL", default=constants.DEFAULT_BASE_URL, show_default=True
+)
+@click.option(
+    "--api-version",
+    envvar="GHL_API_VERSION",
+    default=constants.DEFAULT_API_VERSION,
+    show_default=True,
+)
+@click.option(
+    "--rate",
+    envvar="GHL_RATE",
+    default="100/10s",
+    show_default=True,
+    help="Per-location limit, N/Ts.",
+)
+@click.option(
+    "--concurrency",
+    envvar="GHL_CONCURRENCY",
+    type=click.IntRange(1, 4096),
+    default=64,
+    show_default=True,
+    help="Requests in flight at most, across all locations.",
+)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    envvar="GHL_TIMEOUT",
+    type=click.FloatRange(0.1, 600),
+    default=30.0,
+    show_default=True,
+    help="Seconds per request.",
+)
+@click.option(
+    "--max-attempts",
+    envvar="GHL_MAX_ATTEMPTS",
+    type=click.IntRange(1, 100),
+    default=5,
+    show_default=True,
+)
+@click.option(
+    "--contact-column",
+    default=None,
+    help="Name of the contact ID column, if not contactId/contact_id.",
+)
+@click.option(
+    "--location-column",
+    default=None,
+    help="Name of the location ID column, if not locationId/location_id.",
+)
+@click.option(
+    "--id-pattern",
+    default=DEFAULT_ID_PATTERN,
+    show_default=True,
+    help="Regex an ID must fully match.",
+)
+@click.option(
+    "--id-max-length",
+    type=click.IntRange(1, 10_000),
+    default=DEFAULT_ID_MAX_LENGTH,
+    show_default=True,
+)
+@click.option(
+    "--token-env",
+    default="GHL_TOKEN",
+    show_default=True,
+    help="Environment variable holding the token.",
+)
+@click.option(
+    "--allow-insecure-http", is_flag=True, help="Allow an http:// base URL that is not loopback."
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Validate and plan, send nothing, write skipped/dry_run rows."
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["auto", "json", "console"]),
+    default="auto",
+    show_default=True,
+)
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
 def run(
-    input: Path,  # noqa: A002 - the contract's name
+    input: Path,
     output: Path,
     base_url: str,
     api_version: str,
@@ -131,22 +213,13 @@ def run(
     sys.exit(EXIT_OK if result.summary.all_succeeded else EXIT_ROWS_NOT_DONE)
 
 
-@cli.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback by default).")
-@click.option("--port", type=click.IntRange(0, 65535), default=8099, show_default=True, help="0 picks a free port.")
-@click.option("--rate", default="100/10s", show_default=True, help="Per-location limit N/Ts; 0/1s for none.")
-@click.option("--latency-ms", type=click.FloatRange(0), default=0.0, show_default=True)
-@click.option("--config-json", default=None, help="Further sandbox settings as a JSON object.")
-def sandbox(host: str, port: int, rate: str, latency_ms: float, config_json: str | None) -> None:
-    """Serve a local imitation of HighLevel's Conversations API (token: sandbox-token)."""
-    from pipeline.sandbox.__main__ import build_config
-    from pipeline.sandbox.server import serve
+@cli.command(context_settings={"ignore_unknown_options": True, "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def sandbox(args: tuple[str, ...]) -> None:
+    """Serve a local imitation of HighLevel's API (token: sandbox-token); --help for options."""
+    from pipeline.sandbox.__main__ import main as sandbox_main
 
-    try:
-        config = build_config(rate=rate, latency_ms=latency_ms, config_json=config_json)
-    except ValueError as exc:
-        raise UsageError(f"sandbox: {exc}") from exc
-    serve(config, host=host, port=port)
+    sys.exit(sandbox_main(list(args)))
 
 
 def main(argv: list[str] | None = None) -> None:

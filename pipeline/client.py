@@ -141,7 +141,9 @@ def classify(status_code: int, headers: Mapping[str, str], body: bytes) -> Answe
 def classify_exception(exc: httpx.HTTPError) -> Answer:
     """A request that got no HTTP answer. The message names the failure, never headers."""
     if isinstance(exc, httpx.TimeoutException) and not _is_disconnect(exc):
-        return Answer(Status.FAILED, Code.TIMEOUT, message=f"no answer in time ({type(exc).__name__})")
+        return Answer(
+            Status.FAILED, Code.TIMEOUT, message=f"no answer in time ({type(exc).__name__})"
+        )
     detail = " ".join(str(exc).split())[:MAX_MESSAGE_CHARS] or type(exc).__name__
     return Answer(Status.FAILED, Code.NETWORK_ERROR, message=f"{type(exc).__name__}: {detail}")
 
@@ -168,7 +170,9 @@ class ConversationsClient:
         max_connections: int,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
         self._http = httpx.AsyncClient(
             base_url=base_url,
             headers={

@@ -18,7 +18,9 @@ from typing import Any, Literal
 import structlog
 
 REDACTED = "[REDACTED]"
-_SECRET_KEYS = frozenset({"authorization", "token", "access_token", "api_key", "password", "secret", "ghl_token"})
+_SECRET_KEYS = frozenset(
+    {"authorization", "token", "access_token", "api_key", "password", "secret", "ghl_token"}
+)
 _BEARER = re.compile(r"(?i)\bbearer\s+[^\s'\",}]+")
 
 _secrets: set[str] = set()
@@ -54,7 +56,9 @@ def _is_secret_key(key: object) -> bool:
     return isinstance(key, str) and key.lower().replace("-", "_") in _SECRET_KEYS
 
 
-def redact(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+def redact(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     """structlog processor: scrub every value of the event."""
     for key, value in list(event_dict.items()):
         event_dict[key] = REDACTED if _is_secret_key(key) else _scrub_value(value)

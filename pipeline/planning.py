@@ -31,7 +31,9 @@ class IdRules:
         try:
             re.compile(self.pattern)
         except re.error as exc:
-            raise UsageError(f"--id-pattern {self.pattern!r}: not a valid regular expression ({exc})") from exc
+            raise UsageError(
+                f"--id-pattern {self.pattern!r}: not a valid regular expression ({exc})"
+            ) from exc
         if self.max_length < 1:
             raise UsageError(f"--id-max-length {self.max_length}: must be at least 1")
 
@@ -40,7 +42,9 @@ class IdRules:
         return f"^(?:{self.pattern})$"
 
 
-def _id_problem(column: str, label: str, missing: Code, invalid: Code, rules: IdRules) -> tuple[pl.Expr, pl.Expr]:
+def _id_problem(
+    column: str, label: str, missing: Code, invalid: Code, rules: IdRules
+) -> tuple[pl.Expr, pl.Expr]:
     """(code, message) expressions for one ID column; null where the ID is fine."""
     value = pl.col(column)
     too_long = value.str.len_chars() > rules.max_length
@@ -83,7 +87,9 @@ def plan(rows: pl.LazyFrame, rules: IdRules) -> pl.LazyFrame:
         contact_msg,
         location_msg,
     )
-    checked = rows.with_columns(invalid_code.alias("error_code"), invalid_msg.alias("error_message"))
+    checked = rows.with_columns(
+        invalid_code.alias("error_code"), invalid_msg.alias("error_message")
+    )
     first = (
         pl.when(pl.col("error_code").is_null())
         .then(pl.col("row_index").min().over("location_id", "contact_id"))
@@ -116,4 +122,6 @@ def plan(rows: pl.LazyFrame, rules: IdRules) -> pl.LazyFrame:
 
 def to_send(planned: pl.DataFrame) -> pl.DataFrame:
     """The rows to send: valid first occurrences, in input order."""
-    return planned.filter(pl.col("status").is_null()).select("row_index", "location_id", "contact_id")
+    return planned.filter(pl.col("status").is_null()).select(
+        "row_index", "location_id", "contact_id"
+    )

@@ -96,20 +96,26 @@ def _check_parquet_magic(path: Path) -> None:
     with path.open("rb") as handle:
         head = handle.read(4)
     if head != b"PAR1":
-        raise UsageError(f"{path}: not a Parquet file (it does not start with the Parquet magic bytes)")
+        raise UsageError(
+            f"{path}: not a Parquet file (it does not start with the Parquet magic bytes)"
+        )
 
 
 def _schema(lf: pl.LazyFrame, path: Path) -> pl.Schema:
     try:
         return lf.collect_schema()
     except (pl.exceptions.PolarsError, OSError) as exc:
-        raise UsageError(f"{path}: cannot be read as {input_format(path)}: {_first_line(exc)}") from exc
+        raise UsageError(
+            f"{path}: cannot be read as {input_format(path)}: {_first_line(exc)}"
+        ) from exc
 
 
 def _resolve(path: Path, columns: list[str], key: str, explicit: str | None, option: str) -> str:
     if explicit is not None:
         if explicit not in columns:
-            raise UsageError(f"{path}: {option} {explicit!r} is not a column; found {_list(columns)}")
+            raise UsageError(
+                f"{path}: {option} {explicit!r} is not a column; found {_list(columns)}"
+            )
         return explicit
     matches = [name for name in columns if normalise_header(name) == key]
     label = "contactId" if key == CONTACT_KEY else "locationId"
@@ -119,7 +125,9 @@ def _resolve(path: Path, columns: list[str], key: str, explicit: str | None, opt
             f"{label} or {_snake(label)} in any letter case (or name one with {option})"
         )
     if len(matches) > 1:
-        raise UsageError(f"{path}: ambiguous {label} column: {_list(matches)} all match; name one with {option}")
+        raise UsageError(
+            f"{path}: ambiguous {label} column: {_list(matches)} all match; name one with {option}"
+        )
     return matches[0]
 
 

@@ -28,7 +28,15 @@ RESULT_SCHEMA: dict[str, pl.DataType] = {
 
 OUTCOME_SCHEMA: dict[str, pl.DataType] = {
     name: RESULT_SCHEMA[name]
-    for name in ("row_index", "status", "conversation_id", "error_code", "http_status", "error_message", "attempts")
+    for name in (
+        "row_index",
+        "status",
+        "conversation_id",
+        "error_code",
+        "http_status",
+        "error_message",
+        "attempts",
+    )
 }
 
 
@@ -59,9 +67,12 @@ def assemble(planned: pl.DataFrame, outcomes: pl.DataFrame, *, unsent: Code) -> 
     """Merge planning and sending into the contract's results table."""
     sent = outcomes.rename({c: f"{c}_sent" for c in outcomes.columns if c != "row_index"})
     copied = outcomes.select(
-        pl.col("row_index").alias("duplicate_of"), pl.col("conversation_id").alias("conversation_id_dup")
+        pl.col("row_index").alias("duplicate_of"),
+        pl.col("conversation_id").alias("conversation_id_dup"),
     )
-    merged = planned.join(sent, on="row_index", how="left").join(copied, on="duplicate_of", how="left")
+    merged = planned.join(sent, on="row_index", how="left").join(
+        copied, on="duplicate_of", how="left"
+    )
     planned_to_send = pl.col("status").is_null()
     not_sent = planned_to_send & pl.col("status_sent").is_null()
     return (

@@ -36,9 +36,14 @@ class RunResult:
 def check_paths(settings: RunSettings) -> None:
     """Refuse an output that would clobber the input, before reading anything."""
     if settings.output_path.resolve() == settings.input_path.resolve():
-        raise UsageError(f"{settings.output_path}: the output would overwrite the input; choose another -o")
+        raise UsageError(
+            f"{settings.output_path}: the output would overwrite the input; choose another -o"
+        )
     if settings.output_path.exists() and settings.output_path.is_dir():
-        raise UsageError(f"{settings.output_path}: the output is a directory; give a file path such as out/results.parquet")
+        raise UsageError(
+            f"{settings.output_path}: the output is a directory; "
+            "give a file path such as out/results.parquet"
+        )
 
 
 def load_plan(settings: RunSettings) -> pl.DataFrame:
@@ -57,11 +62,17 @@ def load_plan(settings: RunSettings) -> pl.DataFrame:
 
 def location_batches(sendable: pl.DataFrame) -> Iterator[LocationBatch]:
     """The rows to send grouped by location, locations in order of first appearance."""
-    for (location_id,), part in sendable.partition_by("location_id", maintain_order=True, as_dict=True).items():
-        yield LocationBatch(str(location_id), part["row_index"].to_list(), part["contact_id"].to_list())
+    for (location_id,), part in sendable.partition_by(
+        "location_id", maintain_order=True, as_dict=True
+    ).items():
+        yield LocationBatch(
+            str(location_id), part["row_index"].to_list(), part["contact_id"].to_list()
+        )
 
 
-async def send(settings: RunSettings, token: str, sendable: pl.DataFrame, outcomes: OutcomeColumns) -> SendStats:
+async def send(
+    settings: RunSettings, token: str, sendable: pl.DataFrame, outcomes: OutcomeColumns
+) -> SendStats:
     async with ConversationsClient(
         base_url=settings.base_url,
         token=token,
@@ -100,7 +111,9 @@ def execute(settings: RunSettings, token: str | None) -> RunResult:
     if token is not None and not settings.dry_run and sendable.height:
         stats = asyncio.run(send(settings, token, sendable, outcomes))
         requests = stats.requests
-    results = assemble(planned, outcomes.to_frame(), unsent=Code.DRY_RUN if settings.dry_run else Code.INTERRUPTED)
+    results = assemble(
+        planned, outcomes.to_frame(), unsent=Code.DRY_RUN if settings.dry_run else Code.INTERRUPTED
+    )
     write_atomically(results, settings.output_path)
     summary = summarise(results, requests=requests, elapsed_s=time.monotonic() - started)
     log.info("finished", **summary.to_dict())

@@ -100,14 +100,21 @@ class Sender:
         for row_index, contact_id in zip(batch.row_indices, batch.contact_ids, strict=True):
             await limiter.acquire()
             await self._slots.acquire()
-            task = asyncio.create_task(self._send_row(batch.location_id, row_index, contact_id, limiter))
+            task = asyncio.create_task(
+                self._send_row(batch.location_id, row_index, contact_id, limiter)
+            )
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         if tasks:
             await asyncio.gather(*tasks)
 
-    async def _send_row(self, location_id: str, row_index: int, contact_id: str, limiter: WindowLimiter) -> None:
-        """Send one row until it succeeds or is out of attempts. Enters holding a permit and a slot."""
+    async def _send_row(
+        self, location_id: str, row_index: int, contact_id: str, limiter: WindowLimiter
+    ) -> None:
+        """Send one row until it succeeds or runs out of attempts.
+
+        Entered holding a location permit and a global slot.
+        """
         attempt = 0
         waited = 0.0
         answer: Answer | None = None
@@ -128,8 +135,12 @@ class Sender:
                 if answer.code is Code.RATE_LIMITED:
                     limiter.block_for(delay)
                 log.debug(
-                    "retrying", row_index=row_index, location_id=location_id, attempt=attempt,
-                    error_code=answer.code, delay_s=round(delay, 3),
+                    "retrying",
+                    row_index=row_index,
+                    location_id=location_id,
+                    attempt=attempt,
+                    error_code=answer.code,
+                    delay_s=round(delay, 3),
                 )
                 await asyncio.sleep(delay)
                 waited += delay
@@ -137,7 +148,9 @@ class Sender:
                 await self._slots.acquire()
         except Exception as exc:  # a bug must cost one row's result, never the run's
             log.exception("row failed unexpectedly", row_index=row_index, location_id=location_id)
-            answer = Answer(Status.FAILED, Code.INTERNAL_ERROR, message=f"internal error: {type(exc).__name__}")
+            answer = Answer(
+                Status.FAILED, Code.INTERNAL_ERROR, message=f"internal error: {type(exc).__name__}"
+            )
         self._finish(row_index, answer, attempt)
 
     def _finish(self, row_index: int, answer: Answer, attempts: int) -> None:

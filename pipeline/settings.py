@@ -49,7 +49,9 @@ def check_base_url(url: str, *, allow_insecure_http: bool) -> str:
     """Refuse a base URL that would send the token in clear text to another machine."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UsageError(f"--base-url {url!r}: expected an http(s) URL such as {constants.DEFAULT_BASE_URL}")
+        raise UsageError(
+            f"--base-url {url!r}: expected an http(s) URL such as {constants.DEFAULT_BASE_URL}"
+        )
     if parts.scheme == "http" and not allow_insecure_http and not _is_loopback(parts.hostname):
         raise UsageError(
             f"--base-url {url!r}: plain http would send the token unencrypted; "

@@ -29,7 +29,7 @@ class Summary:
 
     @property
     def all_succeeded(self) -> bool:
-        """Exit-code 0 condition: no row is invalid, failed, or skipped for a reason other than a dry run."""
+        """Exit code 0: no row is invalid, failed, or skipped for a reason other than a dry run."""
         return self.problem_rows == 0
 
     def to_dict(self) -> dict[str, object]:
@@ -45,7 +45,12 @@ class Summary:
 
 def summarise(results: pl.DataFrame, *, requests: int, elapsed_s: float) -> Summary:
     def counts(column: str) -> dict[str, int]:
-        grouped = results.drop_nulls(column).group_by(column).len().sort(["len", column], descending=[True, False])
+        grouped = (
+            results.drop_nulls(column)
+            .group_by(column)
+            .len()
+            .sort(["len", column], descending=[True, False])
+        )
         return dict(zip(grouped[column].to_list(), grouped["len"].to_list(), strict=True))
 
     return Summary(
@@ -56,7 +61,10 @@ def summarise(results: pl.DataFrame, *, requests: int, elapsed_s: float) -> Summ
         elapsed_s=elapsed_s,
         problem_rows=results.filter(
             ~pl.col("status").is_in([s.value for s in SUCCESS_STATUSES])
-            & ~((pl.col("status") == Status.SKIPPED.value) & (pl.col("error_code") == Code.DRY_RUN.value))
+            & ~(
+                (pl.col("status") == Status.SKIPPED.value)
+                & (pl.col("error_code") == Code.DRY_RUN.value)
+            )
         ).height,
     )
 
@@ -64,13 +72,16 @@ def summarise(results: pl.DataFrame, *, requests: int, elapsed_s: float) -> Summ
 def render(summary: Summary, output: str) -> str:
     lines = [f"{summary.rows} rows -> {output}"]
     order = [s.value for s in Status]
-    for status in sorted(summary.by_status, key=lambda s: order.index(s) if s in order else len(order)):
+    for status in sorted(
+        summary.by_status, key=lambda s: order.index(s) if s in order else len(order)
+    ):
         lines.append(f"  {status:<10} {summary.by_status[status]:>9}")
     if summary.by_error_code:
         lines.append("error codes:")
         for code, count in summary.by_error_code.items():
             lines.append(f"  {code:<24} {count:>9}")
     lines.append(
-        f"{summary.requests} requests in {summary.elapsed_s:.2f}s ({summary.requests_per_s:.1f} requests/s)"
+        f"{summary.requests} requests in {summary.elapsed_s:.2f}s "
+        f"({summary.requests_per_s:.1f} requests/s)"
     )
     return "\n".join(lines)

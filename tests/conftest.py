@@ -1,0 +1,57 @@
+"""Shared fixtures: a sandbox API on a real loopback socket, and a way to run the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from pipeline.sandbox import SandboxConfig, SandboxThread
+
+TOKEN = "sandbox-token"
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def sandbox() -> Iterator[SandboxThread]:
+    """A fresh sandbox per test: fast limits are set by the test through update_config."""
+    with SandboxThread(SandboxConfig(tokens=[TOKEN])) as server:
+        yield server
+
+
+@dataclass
+class Completed:
+    code: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, token: str | None = TOKEN, timeout: float = 120
+) -> Completed:
+    """Run ``python -m pipeline`` as a real subprocess, the way users and cron do."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("GHL_")}
+    if token is not None:
+        environ["GHL_TOKEN"] = token
+    environ.update(env or {})
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline", *args],
+        capture_output=True,
+        text=True,
+        env=environ,
+        timeout=timeout,
+        cwd=REPO,
+    )
+    return Completed(proc.returncode, proc.stdout, proc.stderr)
+
+
+def write_csv(
+    path: Path, rows: list[tuple[str, str]], header: str = "contactId,locationId"
+) -> Path:
+    path.write_text(header + "\n" + "".join(f"{c},{loc}\n" for c, loc in rows), encoding="utf-8")
+    return path

@@ -1,0 +1,82 @@
+"""Validation and planning as polars expressions: every rule, and the duplicate bookkeeping."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from pipeline.errors import UsageError
+from pipeline.planning import IdRules, plan, to_send
+
+RULES = IdRules(r"[A-Za-z0-9_-]+", 64)
+
+
+def planned(
+    contacts: list[str | None], locations: list[str | None], rules: IdRules = RULES
+) -> pl.DataFrame:
+    rows = pl.DataFrame(
+        {"row_index": range(len(contacts)), "contact_id": contacts, "location_id": locations},
+        schema={"row_index": pl.Int64, "contact_id": pl.String, "location_id": pl.String},
+    )
+    return plan(rows.lazy(), rules).collect()
+
+
+@pytest.mark.parametrize(
+    ("contact", "location", "code"),
+    [
+        (None, "L1", "missing_contact_id"),
+        ("c1", None, "missing_location_id"),
+        (None, None, "missing_contact_id"),
+        ("a/b", "L1", "invalid_contact_id"),
+        ("a?b", "L1", "invalid_contact_id"),
+        ("a#b", "L1", "invalid_contact_id"),
+        ("a%2F", "L1", "invalid_contact_id"),
+        ("a b", "L1", "invalid_contact_id"),
+        ('a"b', "L1", "invalid_contact_id"),
+        ("a\nb", "L1", "invalid_contact_id"),
+        ("a\x00b", "L1", "invalid_contact_id"),
+        ("caf\u00e9", "L1", "invalid_contact_id"),
+        ("bad\ufffd", "L1", "invalid_contact_id"),
+        ("x" * 65, "L1", "invalid_contact_id"),
+        ("c1", "L/1", "invalid_location_id"),
+        ("c1", "y" * 65, "invalid_location_id"),
+        (None, "L/1", "missing_contact_id"),
+        ("c/1", None, "missing_location_id"),
+    ],
+)
+def test_invalid_rows(contact: str | None, location: str | None, code: str) -> None:
+    row = planned([contact], [location]).row(0, named=True)
+    assert (row["status"], row["error_code"]) == ("invalid", code)
+    assert row["error_message"]
+
+
+@pytest.mark.parametrize(
+    "value", ["tDtDnQdgm2LXpyiqYvZ6", "ve9EPM428kjkvShlRW1KT", "0001", "a_b-c", "x" * 64, "Z"]
+)
+def test_plausible_ids_are_valid(value: str) -> None:
+    row = planned([value], [value]).row(0, named=True)
+    assert row["status"] is None and row["error_code"] is None
+
+
+def test_duplicates_point_at_their_first_occurrence_and_are_not_sent() -> None:
+    frame = planned(["a", "b", "a", "a", "a", None], ["L", "L", "L", "M", "L", "L"])
+    assert frame["status"].to_list() == [None, None, "duplicate", None, "duplicate", "invalid"]
+    assert frame["duplicate_of"].to_list() == [None, None, 0, None, 0, None]
+    assert frame["error_code"].to_list()[2] == "duplicate_row"
+    assert to_send(frame)["row_index"].to_list() == [0, 1, 3]
+
+
+def test_an_invalid_row_is_never_the_original_of_a_duplicate() -> None:
+    frame = planned(["a/b", "a/b"], ["L", "L"])
+    assert frame["status"].to_list() == ["invalid", "invalid"]
+
+
+def test_pattern_is_a_setting() -> None:
+    strict = IdRules(r"[A-Za-z0-9]{20,21}", 21)
+    frame = planned(["tDtDnQdgm2LXpyiqYvZ6", "short"], ["tDtDnQdgm2LXpyiqYvZ6"] * 2, strict)
+    assert frame["error_code"].to_list() == [None, "invalid_contact_id"]
+
+
+def test_bad_pattern_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="id-pattern"):
+        IdRules("[unclosed", 64)
