@@ -50,16 +50,20 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None)
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"--config {value}: not valid TOML ({exc})") from exc
     table = data.get("run", data) if isinstance(data.get("run"), dict) else data
+    # A key is a long option name (hyphens or underscores): "max-attempts", "timeout".
     known = {
-        p.name for p in ctx.command.params if p.name and p.name not in {"input", "output", "config"}
+        opt[2:].replace("-", "_"): param.name
+        for param in ctx.command.params
+        if isinstance(param, click.Option) and param.name not in {"output", "config"}
+        for opt in param.opts
+        if opt.startswith("--") and param.name
     }
     defaults: dict[str, Any] = {}
     for key, item in table.items():
-        name = key.replace("-", "_")
-        if name not in known:
-            raise UsageError(
-                f"--config {value}: unknown key {key!r}; known keys are {', '.join(sorted(known))}"
-            )
+        name = known.get(key.replace("-", "_"))
+        if name is None:
+            listed = ", ".join(sorted(k.replace("_", "-") for k in known))
+            raise UsageError(f"--config {value}: unknown key {key!r}; known keys are {listed}")
         defaults[name] = item
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
     return value

@@ -271,3 +271,13 @@ def test_config_file_sets_defaults_and_the_command_line_wins(
     bad.write_text("colour = 1\n", encoding="utf-8")
     done = run_cli("run", str(src), "-o", str(out), "--config", str(bad))
     assert done.code == 2 and "unknown key 'colour'" in done.stderr
+
+
+@pytest.mark.parametrize("name", ["example.toml", "sandbox.toml"])
+def test_bundled_configs_load(tmp_path: Path, name: str) -> None:
+    src = write_csv(tmp_path / "in.csv", [("a", "L")])
+    config = REPO / "configs" / name
+    done = run_cli(
+        "run", str(src), "-o", str(tmp_path / "o.parquet"), "--config", str(config), "--dry-run"
+    )
+    assert done.code == 0, done.stderr
