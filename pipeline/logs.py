@@ -13,7 +13,7 @@ import logging
 import re
 import sys
 from collections.abc import MutableMapping
-from typing import Any, Literal
+from typing import Any, Literal, TextIO
 
 import structlog
 
@@ -68,9 +68,11 @@ def redact(
 LogFormat = Literal["json", "console", "auto"]
 
 
-def configure(log_format: LogFormat = "auto", *, level: int = logging.INFO) -> None:
-    """Set up structlog to write to stderr; stdout is kept for the summary."""
-    stream = sys.stderr
+def configure(
+    log_format: LogFormat = "auto", *, level: int = logging.INFO, stream: TextIO | None = None
+) -> None:
+    """Set up structlog to write to ``stream`` (stderr); stdout is kept for the summary."""
+    stream = stream or sys.stderr
     if log_format == "auto":
         log_format = "console" if stream.isatty() else "json"
     renderer: structlog.types.Processor
