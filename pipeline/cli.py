@@ -13,6 +13,7 @@ import os
 import sys
 import tomllib
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,7 @@ def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None)
     known = {
         opt[2:].replace("-", "_"): param.name
         for param in ctx.command.params
-        if isinstance(param, click.Option) and param.name not in {"output", "config"}
+        if isinstance(param, click.Option) and param.name not in {"output", "config", "resume"}
         for opt in param.opts
         if opt.startswith("--") and param.name
     }
@@ -75,145 +76,169 @@ def cli() -> None:
     """Bulk-create HighLevel (LeadConnector) conversations from CSV or Parquet."""
 
 
+_RUN_OPTIONS = [
+    click.option(
+        "-o",
+        "--output",
+        type=click.Path(path_type=Path),
+        required=True,
+        help="Results Parquet file.",
+    ),
+    click.option(
+        "--config",
+        callback=_load_config,
+        is_eager=True,
+        expose_value=False,
+        help="TOML file of option defaults.",
+    ),
+    click.option(
+        "--base-url", envvar="GHL_BASE_URL", default=constants.DEFAULT_BASE_URL, show_default=True
+    ),
+    click.option(
+        "--api-version",
+        envvar="GHL_API_VERSION",
+        default=constants.DEFAULT_API_VERSION,
+        show_default=True,
+    ),
+    click.option(
+        "--rate",
+        envvar="GHL_RATE",
+        default="100/10s",
+        show_default=True,
+        help="Per-location limit, N/Ts.",
+    ),
+    click.option(
+        "--concurrency",
+        envvar="GHL_CONCURRENCY",
+        type=click.IntRange(1, 4096),
+        default=64,
+        show_default=True,
+        help="Requests in flight at most, across all locations.",
+    ),
+    click.option(
+        "--timeout",
+        "timeout_s",
+        envvar="GHL_TIMEOUT",
+        type=click.FloatRange(0.1, 600),
+        default=30.0,
+        show_default=True,
+        help="Seconds per request.",
+    ),
+    click.option(
+        "--max-attempts",
+        envvar="GHL_MAX_ATTEMPTS",
+        type=click.IntRange(1, 100),
+        default=5,
+        show_default=True,
+    ),
+    click.option(
+        "--contact-column", default=None, help="The contact ID column, if not contactId/contact_id."
+    ),
+    click.option(
+        "--location-column",
+        default=None,
+        help="The location ID column, if not locationId/location_id.",
+    ),
+    click.option(
+        "--id-pattern",
+        default=DEFAULT_ID_PATTERN,
+        show_default=True,
+        help="Regex an ID must fully match.",
+    ),
+    click.option(
+        "--id-max-length",
+        type=click.IntRange(1, 10_000),
+        default=DEFAULT_ID_MAX_LENGTH,
+        show_default=True,
+    ),
+    click.option(
+        "--token-env",
+        default="GHL_TOKEN",
+        show_default=True,
+        help="Environment variable holding the token.",
+    ),
+    click.option(
+        "--allow-insecure-http",
+        is_flag=True,
+        help="Allow an http:// base URL that is not loopback.",
+    ),
+    click.option(
+        "--dry-run",
+        is_flag=True,
+        help="Validate and plan, send nothing, write skipped/dry_run rows.",
+    ),
+    click.option(
+        "--resume",
+        is_flag=True,
+        help="Continue an interrupted or crashed run: keep what its journal and results hold.",
+    ),
+    click.option(
+        "--log-format",
+        type=click.Choice(["auto", "json", "console"]),
+        default="auto",
+        show_default=True,
+    ),
+    click.option("--debug", is_flag=True, help="Show tracebacks and debug logs."),
+]
+
+
+def _run_options(command: Callable[..., None]) -> Callable[..., None]:
+    for option in reversed(_RUN_OPTIONS):
+        command = option(command)
+    return command
+
+
 @cli.command()
-@click.argument("input", type=click.Path(path_type=Path, dir_okay=True))
-@click.option(
-    "-o", "--output", type=click.Path(path_type=Path), required=True, help="Results Parquet file."
-)
-@click.option(
-    "--config",
-    callback=_load_config,
-    is_eager=True,
-    expose_value=False,
-    help="TOML file of option defaults.",
-)
-@click.option(
-    "--base-url", envvar="GHL_BASE_URL", default=constants.DEFAULT_BASE_URL, show_default=True
-)
-@click.option(
-    "--api-version",
-    envvar="GHL_API_VERSION",
-    default=constants.DEFAULT_API_VERSION,
-    show_default=True,
-)
-@click.option(
-    "--rate",
-    envvar="GHL_RATE",
-    default="100/10s",
-    show_default=True,
-    help="Per-location limit, N/Ts.",
-)
-@click.option(
-    "--concurrency",
-    envvar="GHL_CONCURRENCY",
-    type=click.IntRange(1, 4096),
-    default=64,
-    show_default=True,
-    help="Requests in flight at most, across all locations.",
-)
-@click.option(
-    "--timeout",
-    "timeout_s",
-    envvar="GHL_TIMEOUT",
-    type=click.FloatRange(0.1, 600),
-    default=30.0,
-    show_default=True,
-    help="Seconds per request.",
-)
-@click.option(
-    "--max-attempts",
-    envvar="GHL_MAX_ATTEMPTS",
-    type=click.IntRange(1, 100),
-    default=5,
-    show_default=True,
-)
-@click.option(
-    "--contact-column",
-    default=None,
-    help="Name of the contact ID column, if not contactId/contact_id.",
-)
-@click.option(
-    "--location-column",
-    default=None,
-    help="Name of the location ID column, if not locationId/location_id.",
-)
-@click.option(
-    "--id-pattern",
-    default=DEFAULT_ID_PATTERN,
-    show_default=True,
-    help="Regex an ID must fully match.",
-)
-@click.option(
-    "--id-max-length",
-    type=click.IntRange(1, 10_000),
-    default=DEFAULT_ID_MAX_LENGTH,
-    show_default=True,
-)
-@click.option(
-    "--token-env",
-    default="GHL_TOKEN",
-    show_default=True,
-    help="Environment variable holding the token.",
-)
-@click.option(
-    "--allow-insecure-http", is_flag=True, help="Allow an http:// base URL that is not loopback."
-)
-@click.option(
-    "--dry-run", is_flag=True, help="Validate and plan, send nothing, write skipped/dry_run rows."
-)
-@click.option(
-    "--log-format",
-    type=click.Choice(["auto", "json", "console"]),
-    default="auto",
-    show_default=True,
-)
-@click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
-def run(
-    input: Path,
-    output: Path,
-    base_url: str,
-    api_version: str,
-    rate: str,
-    concurrency: int,
-    timeout_s: float,
-    max_attempts: int,
-    contact_column: str | None,
-    location_column: str | None,
-    id_pattern: str,
-    id_max_length: int,
-    token_env: str,
-    allow_insecure_http: bool,
-    dry_run: bool,
-    log_format: logs.LogFormat,
-    debug: bool,
-) -> None:
+@click.argument("input", type=click.Path(path_type=Path))
+@_run_options
+def run(input: Path, **options: Any) -> None:
     """Create a conversation for every (locationId, contactId) row of INPUT."""
+    _execute(input, options, retry_from=None)
+
+
+@cli.command()
+@click.argument("results", type=click.Path(path_type=Path))
+@_run_options
+def retry(results: Path, **options: Any) -> None:
+    """Send again the rows of RESULTS that did not settle; write a complete new results file.
+
+    Rows that failed for a transient reason (429, 5xx, timeout, network, rejected token) and
+    skipped rows are sent; every other row keeps its outcome.
+    """
+    _execute(results, options, retry_from=results)
+
+
+def _execute(input_path: Path, options: dict[str, Any], *, retry_from: Path | None) -> None:
     from pipeline.run import execute  # the heavy imports (polars, httpx) only when running
 
-    logs.configure(log_format, level=logging.DEBUG if debug else logging.INFO)
-    token = os.environ.get(token_env) or None
+    logs.configure(options["log_format"], level=logging.DEBUG if options["debug"] else logging.INFO)
+    token_env: str = options["token_env"]
+    token = (os.environ.get(token_env) or "").strip() or None
     if token is not None:
-        token = token.strip()
         logs.register_secret(token)
     settings = RunSettings(
-        input_path=input,
-        output_path=output,
-        base_url=check_base_url(base_url, allow_insecure_http=allow_insecure_http),
-        api_version=api_version,
-        rate=parse_rate(rate),
-        concurrency=concurrency,
-        timeout_s=timeout_s,
-        max_attempts=max_attempts,
-        contact_column=contact_column,
-        location_column=location_column,
-        id_pattern=id_pattern,
-        id_max_length=id_max_length,
-        dry_run=dry_run,
+        input_path=input_path,
+        output_path=options["output"],
+        base_url=check_base_url(
+            options["base_url"], allow_insecure_http=options["allow_insecure_http"]
+        ),
+        api_version=options["api_version"],
+        rate=parse_rate(options["rate"]),
+        concurrency=options["concurrency"],
+        timeout_s=options["timeout_s"],
+        max_attempts=options["max_attempts"],
+        contact_column=options["contact_column"],
+        location_column=options["location_column"],
+        id_pattern=options["id_pattern"],
+        id_max_length=options["id_max_length"],
+        dry_run=options["dry_run"],
     )
-    if token is None and not dry_run:
+    if token is None and not settings.dry_run:
         raise UsageError(f"no API token: the environment variable {token_env} is not set")
-    result = execute(settings, token)
-    click.echo(render(result.summary, str(output)))
+    result = execute(settings, token, resume=options["resume"], retry_from=retry_from)
+    click.echo(render(result.summary, str(settings.output_path)))
+    if result.signal is not None:
+        sys.exit(128 + result.signal)
     sys.exit(EXIT_OK if result.summary.all_succeeded else EXIT_ROWS_NOT_DONE)
 
 

@@ -138,6 +138,40 @@ def classify(status_code: int, headers: Mapping[str, str], body: bytes) -> Answe
     return Answer(Status.FAILED, code, None, status_code, message, rate)
 
 
+def classify_search(
+    status_code: int, headers: Mapping[str, str], body: bytes, contact_id: str
+) -> Answer:
+    """A search answer: ``exists`` with the contact's conversation id, or why not.
+
+    Found: ``Status.EXISTS`` with the id. Not (yet) indexed: ``Status.EXISTS`` without an id.
+    Anything else is classified like a create answer, so the caller can retry or give up.
+    """
+    if not 200 <= status_code < 300:
+        return classify(status_code, headers, body)
+    rate = parse_rate_info(headers)
+    try:
+        data: Any = json.loads(body) if body else None
+    except (ValueError, UnicodeDecodeError):
+        data = None
+    items = data.get("conversations") if isinstance(data, dict) else None
+    if not isinstance(items, list):
+        return Answer(
+            Status.FAILED,
+            Code.INVALID_RESPONSE,
+            http_status=status_code,
+            message="search answer has no conversations list",
+            rate=rate,
+        )
+    for item in items:
+        if isinstance(item, dict) and item.get("contactId", contact_id) == contact_id:
+            conv_id = item.get("id")
+            if isinstance(conv_id, str) and conv_id:
+                return Answer(
+                    Status.EXISTS, Code.CONVERSATION_EXISTS, conv_id, status_code, None, rate
+                )
+    return Answer(Status.EXISTS, Code.CONVERSATION_EXISTS, None, status_code, None, rate)
+
+
 def classify_exception(exc: httpx.HTTPError) -> Answer:
     """A request that got no HTTP answer. The message names the failure, never headers."""
     if isinstance(exc, httpx.TimeoutException) and not _is_disconnect(exc):
@@ -193,6 +227,15 @@ class ConversationsClient:
         except httpx.HTTPError as exc:
             return classify_exception(exc)
         return classify(response.status_code, response.headers, response.content)
+
+    async def find_conversation(self, location_id: str, contact_id: str) -> Answer:
+        """Look up the contact's existing conversation (after an "already exists" answer)."""
+        params = {"locationId": location_id, "contactId": contact_id}
+        try:
+            response = await self._http.get(constants.SEARCH_CONVERSATIONS_PATH, params=params)
+        except httpx.HTTPError as exc:
+            return classify_exception(exc)
+        return classify_search(response.status_code, response.headers, response.content, contact_id)
 
     async def aclose(self) -> None:
         await self._http.aclose()

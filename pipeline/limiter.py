@@ -32,6 +32,7 @@ class WindowLimiter:
         self._free = max_requests  # permits usable right now
         self._resting: list[float] = []  # heap of times at which resting permits become free
         self._in_flight = 0
+        self._surplus = 0  # permits to retire because the server announced a lower max
         self._blocked_until = 0.0  # no permit is handed out before this (server said wait)
         self._changed = asyncio.Event()
 
@@ -62,8 +63,44 @@ class WindowLimiter:
     def release(self) -> None:
         """The request on a permit has been answered (or failed): rest the permit for T."""
         self._in_flight -= 1
-        heapq.heappush(self._resting, self._clock() + self.interval_s)
+        if self._surplus > 0:
+            self._surplus -= 1  # retired: the server allows fewer than we started with
+        else:
+            heapq.heappush(self._resting, self._clock() + self.interval_s)
         self._changed.set()
+
+    def cancel(self) -> None:
+        """A permit was taken but no request was sent on it: it is free again at once."""
+        self._in_flight -= 1
+        self._free += 1
+        self._changed.set()
+
+    def observe(
+        self, *, max_requests: int | None, interval_ms: int | None, remaining: int | None
+    ) -> None:
+        """Tighten to what the server says in its rate headers; never loosen.
+
+        A lower ``X-RateLimit-Max`` retires permits, a longer interval lengthens every rest,
+        and a ``X-RateLimit-Remaining`` below our free permits (someone else is using this
+        location's budget) rests the difference for one interval.
+        """
+        if interval_ms is not None and interval_ms > 0 and interval_ms / 1000.0 > self.interval_s:
+            self.interval_s = interval_ms / 1000.0
+        if max_requests is not None and 0 < max_requests < self.max_requests:
+            retire = self.max_requests - max_requests
+            self.max_requests = max_requests
+            taken = min(retire, self._free)
+            self._free -= taken
+            retire -= taken
+            while retire and self._resting:
+                heapq.heappop(self._resting)
+                retire -= 1
+            self._surplus += retire
+        if remaining is not None and 0 <= remaining < self._free:
+            rest_until = self._clock() + self.interval_s
+            for _ in range(self._free - remaining):
+                heapq.heappush(self._resting, rest_until)
+            self._free = remaining
 
     def block_for(self, seconds: float) -> None:
         """Hand out no permit for ``seconds`` (the server said to back off)."""

@@ -49,10 +49,36 @@ class Code(StrEnum):
     DRY_RUN = "dry_run"
 
 
+# Why a row was not sent, for ``error_message`` of ``skipped`` rows.
+SKIP_MESSAGES: dict[Code, str] = {
+    Code.DAILY_QUOTA_EXHAUSTED: "the location's daily request quota is spent; rerun later",
+    Code.FORBIDDEN: "the token was refused for this location; not sent",
+    Code.UNAUTHORIZED: "the token was rejected; the run stopped before sending this row",
+    Code.INTERRUPTED: "the run was interrupted before this row was done",
+    Code.DRY_RUN: "dry run: not sent",
+}
+
 # Answers worth another attempt: the same request may well succeed a moment later.
 RETRYABLE: frozenset[Code] = frozenset(
     {Code.RATE_LIMITED, Code.SERVER_ERROR, Code.TIMEOUT, Code.NETWORK_ERROR, Code.INVALID_RESPONSE}
 )
+
+
+def is_final(status: str, code: str | None) -> bool:
+    """Whether a sent row's outcome is settled, so that a resumed run must not send it again.
+
+    Created and exists are settled; so is a failure that sending again would not change (a
+    rejected ID, a 4xx). Transient failures and skipped rows are not: a resumed run or
+    ``pipeline retry`` sends them again.
+    """
+    if status in (Status.CREATED, Status.EXISTS):
+        return True
+    return status == Status.FAILED and code not in RESENDABLE
+
+
+# Failures worth sending again in a later run (``--resume``, ``pipeline retry``): the
+# transient ones, and those that a fixed token or a fixed bug turns into successes.
+RESENDABLE: frozenset[Code] = RETRYABLE | {Code.UNAUTHORIZED, Code.FORBIDDEN, Code.INTERNAL_ERROR}
 
 
 @dataclass(frozen=True, slots=True)

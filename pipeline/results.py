@@ -12,7 +12,8 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.outcomes import Code, RowOutcome, Status
+from pipeline.errors import UsageError
+from pipeline.outcomes import RESENDABLE, SKIP_MESSAGES, Code, RowOutcome, Status
 
 RESULT_SCHEMA: dict[str, pl.DataType] = {
     "row_index": pl.Int64(),
@@ -63,6 +64,38 @@ class OutcomeColumns:
         return pl.DataFrame(self._columns, schema=OUTCOME_SCHEMA)
 
 
+def settled(outcomes: pl.DataFrame) -> pl.DataFrame:
+    """The outcomes a later run must not send again (``outcomes.is_final``, as an expression)."""
+    status, code = pl.col("status"), pl.col("error_code")
+    final = status.is_in([Status.CREATED.value, Status.EXISTS.value]) | (
+        (status == Status.FAILED.value)
+        & ~code.is_in([c.value for c in RESENDABLE]).fill_null(False)
+    )
+    return outcomes.filter(final)
+
+
+def outcomes_from_results(path: Path, planned: pl.DataFrame) -> pl.DataFrame:
+    """The settled rows of an earlier results file for the same input (resume and retry)."""
+    try:
+        earlier = pl.read_parquet(path, columns=list(RESULT_SCHEMA))
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise UsageError(
+            f"{path}: cannot be read as a results file ({str(exc).splitlines()[0]})"
+        ) from exc
+    ids = ["row_index", "contact_id", "location_id"]
+    mismatched = (
+        earlier.select(ids)
+        .join(planned.select(ids), on="row_index", how="left", suffix="_now")
+        .filter(
+            ~pl.col("contact_id").eq_missing(pl.col("contact_id_now"))
+            | ~pl.col("location_id").eq_missing(pl.col("location_id_now"))
+        )
+    )
+    if earlier.height != planned.height or mismatched.height:
+        raise UsageError(f"{path}: these results are of a different input (the rows do not match)")
+    return settled(earlier.select(list(OUTCOME_SCHEMA)).cast(OUTCOME_SCHEMA))  # type: ignore[arg-type]
+
+
 def assemble(planned: pl.DataFrame, outcomes: pl.DataFrame, *, unsent: Code) -> pl.DataFrame:
     """Merge planning and sending into the contract's results table."""
     sent = outcomes.rename({c: f"{c}_sent" for c in outcomes.columns if c != "row_index"})
@@ -90,7 +123,7 @@ def assemble(planned: pl.DataFrame, outcomes: pl.DataFrame, *, unsent: Code) -> 
             .alias("error_code"),
             pl.col("http_status_sent").alias("http_status"),
             pl.when(not_sent)
-            .then(pl.lit(_UNSENT_MESSAGES.get(unsent, "not sent")))
+            .then(pl.lit(SKIP_MESSAGES[unsent]))
             .when(planned_to_send)
             .then(pl.col("error_message_sent"))
             .otherwise(pl.col("error_message"))
@@ -100,12 +133,6 @@ def assemble(planned: pl.DataFrame, outcomes: pl.DataFrame, *, unsent: Code) -> 
         .sort("row_index")
         .cast(RESULT_SCHEMA)  # type: ignore[arg-type]
     )
-
-
-_UNSENT_MESSAGES = {
-    Code.DRY_RUN: "dry run: not sent",
-    Code.INTERRUPTED: "the run was interrupted before this row was sent",
-}
 
 
 def write_atomically(frame: pl.DataFrame, path: Path) -> None:

@@ -5,16 +5,28 @@ order; for each it takes a permit from the location's ``WindowLimiter`` and then
 the global concurrency semaphore, and starts the row's task. Taking the location permit
 first means a location that is waiting on its own limit holds no global slot, so a slow or
 throttled location never stalls the others. A row's task owns its retries: between attempts
-it holds nothing, and each new attempt takes a permit and a slot again.
+it holds nothing, and each new request takes a permit and a slot again.
 
-Each finished row is handed to ``sink`` once, as a ``RowOutcome``.
+What the API says steers the run, not just the row:
+- every answer's rate headers tighten that location's limiter; a 429 pauses it;
+- a spent daily quota stops that location (its rows become ``daily_quota_exhausted``);
+- repeated 403s stop that location (``forbidden``); repeated 401s stop the run
+  (``unauthorized``): a rejected token never costs thousands of doomed requests;
+- "already exists" is followed by a search for the existing id, so a create whose answer
+  was lost and then re-sent still ends with the right conversation id.
+
+``stop()`` (a signal, a rejected token) ends the run gracefully: no new row starts, rows
+waiting between attempts end at once, requests in flight get a bounded grace period.
+
+Each row handed to a task reaches ``sink`` exactly once, as a ``RowOutcome``. Rows never
+handed out (the run stopped first) reach it not at all; ``stop_code`` says why.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -23,14 +35,21 @@ import structlog
 from pipeline.backoff import Backoff
 from pipeline.client import Answer
 from pipeline.limiter import WindowLimiter
-from pipeline.outcomes import RETRYABLE, Code, RowOutcome, Status
+from pipeline.outcomes import RETRYABLE, SKIP_MESSAGES, Code, RowOutcome, Status
 from pipeline.settings import Rate
 
 log = structlog.get_logger("pipeline.sending")
 
+# Waits between searches for an existing conversation: the index may lag a few seconds.
+SEARCH_WAITS_S = (0.25, 0.5, 1.0, 2.0, 3.0)
+MAX_UNAUTHORIZED = 5  # 401s in one run before the token is taken as rejected
+MAX_FORBIDDEN = 3  # 403s for one location before the location is given up
 
-class CreatesConversations(Protocol):
+
+class ConversationsAPI(Protocol):
     async def create_conversation(self, location_id: str, contact_id: str) -> Answer: ...
+
+    async def find_conversation(self, location_id: str, contact_id: str) -> Answer: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,17 +67,37 @@ class SendStats:
     rows: int = 0
     started_at: float = 0.0
     finished_at: float = 0.0
-    status_counts: dict[str, int] = field(default_factory=dict)
 
     @property
     def elapsed_s(self) -> float:
         return max(0.0, self.finished_at - self.started_at)
 
 
+@dataclass(slots=True)
+class _Location:
+    location_id: str
+    limiter: WindowLimiter
+    stopped_by: Code | None = None  # daily quota or forbidden: send no more rows here
+    forbidden: int = 0
+
+    def still_open(self) -> bool:
+        return self.stopped_by is None
+
+
+@dataclass(slots=True)
+class _Row:
+    location: _Location
+    row_index: int
+    contact_id: str
+    attempts: int = 0
+    last: Answer | None = None
+    in_request: bool = field(default=False)
+
+
 class Sender:
     def __init__(
         self,
-        client: CreatesConversations,
+        client: ConversationsAPI,
         *,
         rate: Rate,
         concurrency: int,
@@ -66,6 +105,8 @@ class Sender:
         max_total_backoff_s: float,
         sink: Callable[[RowOutcome], None],
         backoff: Backoff | None = None,
+        grace_s: float = 10.0,
+        search_waits_s: Sequence[float] = SEARCH_WAITS_S,
     ) -> None:
         self._client = client
         self._rate = rate
@@ -74,95 +115,213 @@ class Sender:
         self._max_total_backoff_s = max_total_backoff_s
         self._sink = sink
         self._backoff = backoff or Backoff()
-        self._limiters: dict[str, WindowLimiter] = {}
+        self._grace_s = grace_s
+        self._search_waits_s = tuple(search_waits_s)
+        self._locations: dict[str, _Location] = {}
+        self._dispatchers: list[asyncio.Task[None]] = []
+        self._rows: dict[asyncio.Task[None], _Row] = {}
+        self._unauthorized = 0
+        self.stop_code: Code | None = None
         self.stats = SendStats()
 
-    def limiter(self, location_id: str) -> WindowLimiter:
-        limiter = self._limiters.get(location_id)
-        if limiter is None:
-            limiter = WindowLimiter(self._rate.max_requests, self._rate.interval_s)
-            self._limiters[location_id] = limiter
-        return limiter
+    # -- public -------------------------------------------------------------------------
+
+    def location(self, location_id: str) -> _Location:
+        found = self._locations.get(location_id)
+        if found is None:
+            found = _Location(
+                location_id, WindowLimiter(self._rate.max_requests, self._rate.interval_s)
+            )
+            self._locations[location_id] = found
+        return found
 
     async def run(self, batches: Iterable[LocationBatch]) -> SendStats:
         self.stats.started_at = time.monotonic()
         try:
-            async with asyncio.TaskGroup() as group:
-                for batch in batches:
-                    group.create_task(self._dispatch(batch))
+            self._dispatchers = [asyncio.create_task(self._dispatch(batch)) for batch in batches]
+            await asyncio.gather(*self._dispatchers, return_exceptions=True)
+            while self._rows:
+                await asyncio.wait(list(self._rows))
         finally:
             self.stats.finished_at = time.monotonic()
         return self.stats
 
+    def stop(self, code: Code) -> None:
+        """Start no new row; end rows waiting between attempts; give requests in flight a grace."""
+        if self.stop_code is not None:
+            return
+        self.stop_code = code
+        log.warning("stopping", reason=code.value, rows_in_flight=len(self._rows))
+        for task in self._dispatchers:
+            task.cancel()
+        for task, row in list(self._rows.items()):
+            if not row.in_request:
+                task.cancel()
+        asyncio.get_running_loop().call_later(self._grace_s, self._cancel_rows)
+
+    def _cancel_rows(self) -> None:
+        for task in list(self._rows):
+            task.cancel()
+
+    # -- dispatching --------------------------------------------------------------------
+
     async def _dispatch(self, batch: LocationBatch) -> None:
-        limiter = self.limiter(batch.location_id)
-        tasks: set[asyncio.Task[None]] = set()
+        location = self.location(batch.location_id)
         for row_index, contact_id in zip(batch.row_indices, batch.contact_ids, strict=True):
-            await limiter.acquire()
+            row = _Row(location, row_index, contact_id)
+            if location.stopped_by is None:
+                await self._take(location)
+                if location.still_open():  # nothing decided while we waited for the permit
+                    task = asyncio.create_task(self._send_row(row, holding=True))
+                    self._rows[task] = row
+                    task.add_done_callback(self._rows.pop)
+                    continue
+                location.limiter.cancel()
+                self._slots.release()
+            self._finish(row, self._skipped(location.stopped_by or Code.INTERRUPTED))
+
+    async def _take(self, location: _Location) -> None:
+        """A permit of the location, then a global slot; nothing held if cancelled."""
+        await location.limiter.acquire()
+        try:
             await self._slots.acquire()
-            task = asyncio.create_task(
-                self._send_row(batch.location_id, row_index, contact_id, limiter)
-            )
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-        if tasks:
-            await asyncio.gather(*tasks)
+        except asyncio.CancelledError:
+            location.limiter.cancel()
+            raise
 
-    async def _send_row(
-        self, location_id: str, row_index: int, contact_id: str, limiter: WindowLimiter
-    ) -> None:
-        """Send one row until it succeeds or runs out of attempts.
+    # -- one row ------------------------------------------------------------------------
 
-        Entered holding a location permit and a global slot.
-        """
-        attempt = 0
+    async def _send_row(self, row: _Row, *, holding: bool) -> None:
+        """Send one row until it settles, runs out of attempts, or the run stops."""
+        location = row.location
         waited = 0.0
-        answer: Answer | None = None
+        answer: Answer
         try:
             while True:
-                attempt += 1
-                try:
-                    answer = await self._client.create_conversation(location_id, contact_id)
-                finally:
-                    limiter.release()
-                    self._slots.release()
-                    self.stats.requests += 1
-                if answer.code not in RETRYABLE or attempt >= self._max_attempts:
+                if not holding:
+                    await self._take(location)
+                holding = False
+                row.attempts += 1
+                answer = await self._request(row, self._client.create_conversation)
+                if answer.status is Status.EXISTS:
+                    answer = await self._find_existing(row, answer)
                     break
-                delay = self._backoff.delay(attempt, answer)
+                if answer.code is Code.RATE_LIMITED and answer.rate.daily_remaining == 0:
+                    answer = self._skipped(Code.DAILY_QUOTA_EXHAUSTED, answer)
+                    break
+                if answer.code not in RETRYABLE or row.attempts >= self._max_attempts:
+                    break
+                if self.stop_code is not None:
+                    answer = self._skipped(self.stop_code, answer)
+                    break
+                delay = self._backoff.delay(row.attempts, answer)
                 if waited + delay > self._max_total_backoff_s:
                     break
                 if answer.code is Code.RATE_LIMITED:
-                    limiter.block_for(delay)
+                    location.limiter.block_for(delay)
                 log.debug(
                     "retrying",
-                    row_index=row_index,
-                    location_id=location_id,
-                    attempt=attempt,
+                    row_index=row.row_index,
+                    location_id=location.location_id,
+                    attempt=row.attempts,
                     error_code=answer.code,
                     delay_s=round(delay, 3),
                 )
                 await asyncio.sleep(delay)
                 waited += delay
-                await limiter.acquire()
-                await self._slots.acquire()
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()  # this row's story ends here; the run goes on to write it
+            answer = self._skipped(self.stop_code or Code.INTERRUPTED, row.last)
         except Exception as exc:  # a bug must cost one row's result, never the run's
-            log.exception("row failed unexpectedly", row_index=row_index, location_id=location_id)
+            log.exception("row failed unexpectedly", row_index=row.row_index)
             answer = Answer(
                 Status.FAILED, Code.INTERNAL_ERROR, message=f"internal error: {type(exc).__name__}"
             )
-        self._finish(row_index, answer, attempt)
+        self._finish(row, answer)
 
-    def _finish(self, row_index: int, answer: Answer, attempts: int) -> None:
-        outcome = RowOutcome(
-            row_index=row_index,
-            status=answer.status,
-            conversation_id=answer.conversation_id,
-            error_code=answer.code,
-            http_status=answer.http_status,
-            error_message=answer.message,
-            attempts=attempts,
+    async def _request(self, row: _Row, call: Callable[[str, str], Awaitable[Answer]]) -> Answer:
+        """One HTTP request; entered holding a permit and a slot, which it gives back."""
+        location = row.location
+        row.in_request = True
+        try:
+            answer = await call(location.location_id, row.contact_id)
+        finally:
+            row.in_request = False
+            location.limiter.release()
+            self._slots.release()
+            self.stats.requests += 1
+        row.last = answer
+        self._observe(location, answer)
+        return answer
+
+    async def _find_existing(self, row: _Row, exists: Answer) -> Answer:
+        """After "already exists": search for the id, waiting out the index's lag."""
+        for wait in (0.0, *self._search_waits_s):
+            if wait:
+                await asyncio.sleep(wait)
+            if self.stop_code is not None:
+                break
+            await self._take(row.location)
+            found = await self._request(row, self._client.find_conversation)
+            if found.conversation_id is not None:
+                return Answer(
+                    Status.EXISTS,
+                    Code.CONVERSATION_EXISTS,
+                    found.conversation_id,
+                    exists.http_status,
+                    exists.message,
+                    found.rate,
+                )
+        return Answer(
+            Status.EXISTS,
+            Code.CONVERSATION_EXISTS,
+            None,
+            exists.http_status,
+            f"{exists.message} (its id was not found by search)",
+            exists.rate,
         )
+
+    def _observe(self, location: _Location, answer: Answer) -> None:
+        """Let the answer steer the location and the run."""
+        rate = answer.rate
+        location.limiter.observe(
+            max_requests=rate.max_requests, interval_ms=rate.interval_ms, remaining=rate.remaining
+        )
+        if rate.daily_remaining == 0 and location.stopped_by is None:
+            location.stopped_by = Code.DAILY_QUOTA_EXHAUSTED
+            log.warning("daily quota spent", location_id=location.location_id)
+        if answer.code is Code.FORBIDDEN:
+            location.forbidden += 1
+            if location.forbidden >= MAX_FORBIDDEN and location.stopped_by is None:
+                location.stopped_by = Code.FORBIDDEN
+                log.error("location refused to this token", location_id=location.location_id)
+        elif answer.code is Code.UNAUTHORIZED:
+            self._unauthorized += 1
+            if self._unauthorized >= MAX_UNAUTHORIZED:
+                self.stop(Code.UNAUTHORIZED)
+
+    @staticmethod
+    def _skipped(code: Code, last: Answer | None = None) -> Answer:
+        """A row not (or no longer) sent for a reason of the run; keeps the last HTTP status."""
+        return Answer(
+            Status.SKIPPED,
+            code,
+            http_status=last.http_status if last else None,
+            message=SKIP_MESSAGES[code],
+        )
+
+    def _finish(self, row: _Row, answer: Answer) -> None:
         self.stats.rows += 1
-        self.stats.status_counts[answer.status] = self.stats.status_counts.get(answer.status, 0) + 1
-        self._sink(outcome)
+        self._sink(
+            RowOutcome(
+                row_index=row.row_index,
+                status=answer.status,
+                conversation_id=answer.conversation_id,
+                error_code=answer.code,
+                http_status=answer.http_status,
+                error_message=answer.message,
+                attempts=row.attempts,
+            )
+        )

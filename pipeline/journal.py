@@ -1,0 +1,165 @@
+"""Stage 4, journal: an append-only record of settled rows, so a crash loses nothing.
+
+Beside the results file (``results.parquet.journal``), one JSON line per settled row
+(created, exists, or a failure that sending again would not change), written as rows settle,
+flushed and fsynced in small batches at most ``FLUSH_INTERVAL_S`` behind. A ``kill -9`` at
+any moment therefore loses at most the last batch: those rows are sent again by
+``--resume``, and the API's "already exists" answer (followed by a search for the id) makes
+the second send harmless.
+
+The first line is a header with a fingerprint of the planned input, so that a journal is
+never applied to a different file. A torn last line (the process died mid-write) is
+ignored on reading and cut off before appending, so the journal survives any crash.
+
+The journal exists only while a run is unfinished: once the results file is written, it
+holds everything the journal did, and the journal is removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import polars as pl
+import structlog
+
+from pipeline.errors import UsageError
+from pipeline.outcomes import RowOutcome, is_final
+from pipeline.results import OUTCOME_SCHEMA
+
+log = structlog.get_logger("pipeline.journal")
+
+JOURNAL_VERSION = 1
+FLUSH_INTERVAL_S = 0.5
+
+
+def journal_path(output: Path) -> Path:
+    return output.with_name(output.name + ".journal")
+
+
+def fingerprint(planned: pl.DataFrame) -> str:
+    """A digest of the rows as planned: the same input file gives the same fingerprint."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(str(planned.height).encode())
+    for column in ("contact_id", "location_id"):
+        joined = planned[column].fill_null("\x00").str.join("\x1f")
+        digest.update(b"\x1e" + str(joined.item() if len(joined) else "").encode())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class JournalContents:
+    fingerprint: str
+    outcomes: pl.DataFrame  # OUTCOME_SCHEMA, one row per settled row
+    valid_bytes: int  # length of the journal up to its last complete line
+    torn: bool
+
+
+def read_journal(path: Path) -> JournalContents:
+    """Read a journal, ignoring a torn last line."""
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1  # everything after the last newline is a torn write
+    torn = end < len(data)
+    lines = data[:end].splitlines()
+    if not lines:  # died while writing the header: nothing was sent under this journal
+        return JournalContents("", pl.DataFrame(schema=OUTCOME_SCHEMA), 0, torn)
+    try:
+        header = json.loads(lines[0])
+        print_ = header["fingerprint"]
+        if header.get("journal") != JOURNAL_VERSION:
+            raise ValueError("version")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"{path}: not a pipeline journal (bad header)") from exc
+    body = b"\n".join(lines[1:])
+    outcomes = _parse_records(body) if body else pl.DataFrame(schema=OUTCOME_SCHEMA)
+    if torn:
+        log.warning(
+            "journal has a torn last record; ignoring it", path=str(path), bytes=len(data) - end
+        )
+    return JournalContents(
+        fingerprint=str(print_),
+        outcomes=outcomes.unique(subset="row_index", keep="last", maintain_order=True),
+        valid_bytes=end,
+        torn=torn,
+    )
+
+
+def _parse_records(body: bytes) -> pl.DataFrame:
+    try:
+        return pl.read_ndjson(io.BytesIO(body), schema=OUTCOME_SCHEMA)
+    except pl.exceptions.PolarsError:
+        # Not expected from an append-only, fsynced file; salvage every line that parses.
+        records: list[dict[str, Any]] = []
+        for line in body.splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                log.warning(
+                    "skipping unreadable journal line", line=line[:80].decode(errors="replace")
+                )
+        return pl.DataFrame(records, schema=OUTCOME_SCHEMA)
+
+
+class JournalWriter:
+    """Appends settled outcomes; ``flush()`` makes them durable (write, flush, fsync)."""
+
+    def __init__(
+        self, path: Path, *, fingerprint: str, resume_from: JournalContents | None = None
+    ) -> None:
+        self.path = path
+        self._pending: list[bytes] = []
+        self._file: BinaryIO
+        self.written = 0
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if resume_from is not None and resume_from.valid_bytes > 0:
+            self._file = path.open("r+b")
+            self._file.truncate(resume_from.valid_bytes)  # cut a torn tail before appending
+            self._file.seek(resume_from.valid_bytes)
+        else:
+            self._file = path.open("wb")
+            header = {"journal": JOURNAL_VERSION, "fingerprint": fingerprint}
+            self._file.write(json.dumps(header).encode() + b"\n")
+            self._sync()
+
+    def add(self, outcome: RowOutcome) -> None:
+        if not is_final(outcome.status, outcome.error_code):
+            return  # skipped and transient rows are sent again by --resume
+        record = {
+            "row_index": outcome.row_index,
+            "status": outcome.status.value,
+            "conversation_id": outcome.conversation_id,
+            "error_code": outcome.error_code.value if outcome.error_code else None,
+            "http_status": outcome.http_status,
+            "error_message": outcome.error_message,
+            "attempts": outcome.attempts,
+        }
+        self._pending.append(json.dumps(record, separators=(",", ":")).encode() + b"\n")
+
+    def flush(self) -> None:
+        if not self._pending or self._file.closed:
+            return
+        batch, self._pending = self._pending, []
+        self._file.write(b"".join(batch))
+        self._sync()
+        self.written += len(batch)
+
+    async def flush_periodically(self, interval_s: float = FLUSH_INTERVAL_S) -> None:
+        """Run alongside sending; cancelled when sending ends."""
+        while True:
+            await asyncio.sleep(interval_s)
+            self.flush()
+
+    def _sync(self) -> None:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self.flush()
+            self._file.close()
