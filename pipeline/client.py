@@ -128,6 +128,16 @@ def classify(status_code: int, headers: Mapping[str, str], body: bytes) -> Answe
             message="success status but the body has no conversation.id",
             rate=rate,
         )
+    if status_code == 400 and not isinstance(data, dict):
+        # HighLevel words every 400 in JSON; without it we cannot tell "already exists" from
+        # a real bad request, and sending again is harmless, so treat it as unreadable.
+        return Answer(
+            Status.FAILED,
+            Code.INVALID_RESPONSE,
+            http_status=status_code,
+            message="400 answer with an unreadable body",
+            rate=rate,
+        )
     message = _message(data, reason)
     if status_code == 400 and is_exists_message(message):
         return Answer(Status.EXISTS, Code.CONVERSATION_EXISTS, None, status_code, message, rate)

@@ -57,6 +57,7 @@ def test_already_exists_is_exists() -> None:
     ("status", "payload", "code", "message"),
     [
         (400, {"statusCode": 400, "message": "Bad Request"}, Code.BAD_REQUEST, "Bad Request"),
+        (400, None, Code.INVALID_RESPONSE, "400 answer with an unreadable body"),
         (
             401,
             {

@@ -94,3 +94,44 @@ async def test_acquire_waits_for_a_release() -> None:
     limiter.release()
     await asyncio.wait_for(waiter, 1.0)
     assert limiter.in_flight == 1
+
+
+def test_server_headers_tighten_but_never_loosen() -> None:
+    clock = FakeClock()
+    limiter = WindowLimiter(100, 10.0, clock=clock)
+    limiter.observe(max_requests=200, interval_ms=5000, remaining=None)
+    assert (limiter.max_requests, limiter.interval_s) == (100, 10.0)
+    limiter.observe(max_requests=10, interval_ms=20_000, remaining=None)
+    assert (limiter.max_requests, limiter.interval_s) == (10, 20.0)
+    assert sum(limiter.try_acquire() == 0.0 for _ in range(50)) == 10
+
+
+def test_lower_max_retires_permits_in_flight() -> None:
+    clock = FakeClock()
+    limiter = WindowLimiter(4, 1.0, clock=clock)
+    for _ in range(4):
+        assert limiter.try_acquire() == 0.0
+    limiter.observe(max_requests=2, interval_ms=None, remaining=None)
+    for _ in range(4):
+        limiter.release()
+    clock.now += 1.0
+    assert [limiter.try_acquire() for _ in range(3)][:2] == [0.0, 0.0]
+    assert limiter.try_acquire() is None  # only two permits are left
+
+
+def test_low_remaining_rests_the_difference() -> None:
+    clock = FakeClock()
+    limiter = WindowLimiter(10, 10.0, clock=clock)
+    assert limiter.try_acquire() == 0.0
+    limiter.observe(max_requests=None, interval_ms=None, remaining=3)
+    assert sum(limiter.try_acquire() == 0.0 for _ in range(20)) == 3
+    clock.now += 10.0
+    assert sum(limiter.try_acquire() == 0.0 for _ in range(20)) == 6
+
+
+def test_cancel_returns_an_unused_permit_at_once() -> None:
+    clock = FakeClock()
+    limiter = WindowLimiter(1, 10.0, clock=clock)
+    assert limiter.try_acquire() == 0.0
+    limiter.cancel()
+    assert limiter.try_acquire() == 0.0

@@ -1,0 +1,75 @@
+"""The journal on its own: durable appends, torn tails, resumption."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from pipeline.journal import JournalWriter, fingerprint, read_journal
+from pipeline.outcomes import Code, RowOutcome, Status
+
+
+def outcome(i: int, status: Status = Status.CREATED, code: Code | None = None) -> RowOutcome:
+    return RowOutcome(
+        i, status, f"conv{i}" if status is Status.CREATED else None, code, 201, None, 1
+    )
+
+
+def test_only_settled_rows_are_journalled(tmp_path: Path) -> None:
+    path = tmp_path / "r.parquet.journal"
+    writer = JournalWriter(path, fingerprint="fp")
+    writer.add(outcome(0))
+    writer.add(outcome(1, Status.FAILED, Code.SERVER_ERROR))  # transient: send again
+    writer.add(outcome(2, Status.FAILED, Code.UNPROCESSABLE))  # settled failure
+    writer.add(outcome(3, Status.SKIPPED, Code.INTERRUPTED))
+    writer.add(outcome(4, Status.EXISTS, Code.CONVERSATION_EXISTS))
+    writer.close()
+    contents = read_journal(path)
+    assert contents.fingerprint == "fp" and not contents.torn
+    assert contents.outcomes["row_index"].to_list() == [0, 2, 4]
+    assert contents.outcomes["conversation_id"].to_list() == ["conv0", None, None]
+
+
+def test_nothing_is_on_disk_before_a_flush_and_everything_after(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    writer = JournalWriter(path, fingerprint="fp")
+    writer.add(outcome(0))
+    assert read_journal(path).outcomes.height == 0
+    writer.flush()
+    assert read_journal(path).outcomes.height == 1
+    writer.close()
+
+
+def test_a_torn_tail_is_ignored_then_cut_before_appending(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    writer = JournalWriter(path, fingerprint="fp")
+    writer.add(outcome(0))
+    writer.close()
+    with path.open("ab") as handle:
+        handle.write(b'{"row_index": 1, "sta')
+    contents = read_journal(path)
+    assert contents.torn and contents.outcomes["row_index"].to_list() == [0]
+    resumed = JournalWriter(path, fingerprint="fp", resume_from=contents)
+    resumed.add(outcome(2))
+    resumed.close()
+    again = read_journal(path)
+    assert not again.torn and again.outcomes["row_index"].to_list() == [0, 2]
+
+
+def test_a_torn_header_means_nothing_was_recorded(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    path.write_bytes(b'{"journal": 1, "finger')
+    contents = read_journal(path)
+    assert contents.valid_bytes == 0 and contents.outcomes.height == 0
+    writer = JournalWriter(path, fingerprint="fp", resume_from=contents)
+    writer.close()
+    assert read_journal(path).fingerprint == "fp"
+
+
+def test_fingerprint_follows_the_rows() -> None:
+    a = pl.DataFrame({"contact_id": ["x", None], "location_id": ["L", "L"]})
+    b = pl.DataFrame({"contact_id": ["x", ""], "location_id": ["L", "L"]})
+    assert fingerprint(a) == fingerprint(a.clone())
+    assert fingerprint(a) != fingerprint(b)
+    assert fingerprint(a) != fingerprint(a.head(1))
