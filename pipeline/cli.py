@@ -132,6 +132,14 @@ _RUN_OPTIONS = [
         show_default=True,
     ),
     click.option(
+        "--max-retry-wait",
+        "max_total_backoff_s",
+        type=click.FloatRange(0, 86_400),
+        default=300.0,
+        show_default=True,
+        help="Seconds a row may spend waiting between its attempts, in all.",
+    ),
+    click.option(
         "--contact-column", default=None, help="The contact ID column, if not contactId/contact_id."
     ),
     click.option(
@@ -227,6 +235,7 @@ def _execute(input_path: Path, options: dict[str, Any], *, retry_from: Path | No
         concurrency=options["concurrency"],
         timeout_s=options["timeout_s"],
         max_attempts=options["max_attempts"],
+        max_total_backoff_s=options["max_total_backoff_s"],
         contact_column=options["contact_column"],
         location_column=options["location_column"],
         id_pattern=options["id_pattern"],
