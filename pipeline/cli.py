@@ -29,6 +29,7 @@ from pipeline.settings import (
     parse_rate,
 )
 from pipeline.summary import render
+from pipeline.transport import HTTP_STACKS
 
 EXIT_OK = 0
 EXIT_ROWS_NOT_DONE = 1
@@ -140,6 +141,14 @@ _RUN_OPTIONS = [
         help="Seconds a row may spend waiting between its attempts, in all.",
     ),
     click.option(
+        "--backoff-base",
+        "backoff_base_s",
+        type=click.FloatRange(0.001, 60),
+        default=0.5,
+        show_default=True,
+        help="Seconds: the first retry waits up to this, doubling each attempt (capped at 30).",
+    ),
+    click.option(
         "--contact-column", default=None, help="The contact ID column, if not contactId/contact_id."
     ),
     click.option(
@@ -179,6 +188,13 @@ _RUN_OPTIONS = [
         "--resume",
         is_flag=True,
         help="Continue an interrupted or crashed run: keep what its journal and results hold.",
+    ),
+    click.option(
+        "--http-stack",
+        type=click.Choice(HTTP_STACKS),
+        default="aiohttp",
+        show_default=True,
+        help="HTTP client library behind the API client.",
     ),
     click.option(
         "--log-format",
@@ -236,11 +252,13 @@ def _execute(input_path: Path, options: dict[str, Any], *, retry_from: Path | No
         timeout_s=options["timeout_s"],
         max_attempts=options["max_attempts"],
         max_total_backoff_s=options["max_total_backoff_s"],
+        backoff_base_s=options["backoff_base_s"],
         contact_column=options["contact_column"],
         location_column=options["location_column"],
         id_pattern=options["id_pattern"],
         id_max_length=options["id_max_length"],
         dry_run=options["dry_run"],
+        http_stack=options["http_stack"],
     )
     if token is None and not settings.dry_run:
         raise UsageError(f"no API token: the environment variable {token_env} is not set")

@@ -1,9 +1,7 @@
 """The API client: builds Create Conversation requests and classifies every answer.
 
 The client knows HighLevel's API (paths, headers, bodies, what each answer means). How bytes
-move is a separate seam: an ``httpx.AsyncBaseTransport``. The default is httpx over an
-aiohttp connection pool (``httpx_aiohttp``), measured several times faster than httpx's own
-transport on this workload; tests may hand in any other transport.
+move is a separate seam, ``transport.Transport`` (aiohttp directly by default, or httpx).
 
 Classification is a pure function of (status, headers, body), so every rule is unit-tested
 without a server, and the same function serves real answers and the sandbox's.
@@ -17,10 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from httpx_aiohttp import AiohttpTransport
 
 from pipeline import constants
+from pipeline.logs import scrub
 from pipeline.outcomes import Code, Status
+from pipeline.transport import HttpStack, Transport, TransportFailure, make_transport
 
 MAX_MESSAGE_CHARS = 300
 
@@ -182,27 +181,14 @@ def classify_search(
     return Answer(Status.EXISTS, Code.CONVERSATION_EXISTS, None, status_code, None, rate)
 
 
-def classify_exception(exc: httpx.HTTPError) -> Answer:
+def classify_failure(failure: TransportFailure) -> Answer:
     """A request that got no HTTP answer. The message names the failure, never headers."""
-    if isinstance(exc, httpx.TimeoutException) and not _is_disconnect(exc):
-        return Answer(
-            Status.FAILED, Code.TIMEOUT, message=f"no answer in time ({type(exc).__name__})"
-        )
-    detail = " ".join(str(exc).split())[:MAX_MESSAGE_CHARS] or type(exc).__name__
-    return Answer(Status.FAILED, Code.NETWORK_ERROR, message=f"{type(exc).__name__}: {detail}")
-
-
-def _is_disconnect(exc: BaseException) -> bool:
-    """httpx_aiohttp maps every aiohttp connection error to ConnectTimeout; tell them apart."""
-    cause = exc.__cause__
-    if cause is None:
-        return False
-    name = type(cause).__name__
-    return "Timeout" not in name
+    code = Code.TIMEOUT if failure.timeout else Code.NETWORK_ERROR
+    return Answer(Status.FAILED, code, message=scrub(str(failure))[:MAX_MESSAGE_CHARS])
 
 
 class ConversationsClient:
-    """One shared async HTTP client for the whole run: a keep-alive pool sized to concurrency."""
+    """HighLevel's conversation endpoints over one shared, pooled transport for the whole run."""
 
     def __init__(
         self,
@@ -212,43 +198,42 @@ class ConversationsClient:
         api_version: str,
         timeout_s: float,
         max_connections: int,
-        transport: httpx.AsyncBaseTransport | None = None,
+        stack: HttpStack = "aiohttp",
+        transport: Transport | None = None,
     ) -> None:
-        limits = httpx.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_connections
-        )
-        self._http = httpx.AsyncClient(
+        headers = {
+            "Authorization": f"Bearer {token}",
+            constants.H_VERSION: api_version,
+            "Accept": "application/json",
+            "Content-Type": "application/json",
+        }
+        self._transport = transport or make_transport(
+            stack,
             base_url=base_url,
-            headers={
-                "Authorization": f"Bearer {token}",
-                constants.H_VERSION: api_version,
-                "Accept": "application/json",
-                "Content-Type": "application/json",
-            },
-            timeout=httpx.Timeout(timeout_s),
-            transport=transport or AiohttpTransport(limits=limits),
-            follow_redirects=False,
+            headers=headers,
+            timeout_s=timeout_s,
+            max_connections=max_connections,
         )
 
     async def create_conversation(self, location_id: str, contact_id: str) -> Answer:
         body = json.dumps({"locationId": location_id, "contactId": contact_id}).encode()
         try:
-            response = await self._http.post(constants.CREATE_CONVERSATION_PATH, content=body)
-        except httpx.HTTPError as exc:
-            return classify_exception(exc)
-        return classify(response.status_code, response.headers, response.content)
+            raw = await self._transport.post(constants.CREATE_CONVERSATION_PATH, body)
+        except TransportFailure as failure:
+            return classify_failure(failure)
+        return classify(raw.status, raw.headers, raw.body)
 
     async def find_conversation(self, location_id: str, contact_id: str) -> Answer:
         """Look up the contact's existing conversation (after an "already exists" answer)."""
         params = {"locationId": location_id, "contactId": contact_id}
         try:
-            response = await self._http.get(constants.SEARCH_CONVERSATIONS_PATH, params=params)
-        except httpx.HTTPError as exc:
-            return classify_exception(exc)
-        return classify_search(response.status_code, response.headers, response.content, contact_id)
+            raw = await self._transport.get(constants.SEARCH_CONVERSATIONS_PATH, params)
+        except TransportFailure as failure:
+            return classify_failure(failure)
+        return classify_search(raw.status, raw.headers, raw.body, contact_id)
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self._transport.aclose()
 
     async def __aenter__(self) -> ConversationsClient:
         return self

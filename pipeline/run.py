@@ -18,6 +18,7 @@ from pathlib import Path
 import polars as pl
 import structlog
 
+from pipeline.backoff import Backoff
 from pipeline.client import ConversationsClient
 from pipeline.errors import UsageError
 from pipeline.journal import JournalContents, JournalWriter, fingerprint, journal_path, read_journal
@@ -134,6 +135,7 @@ async def _send(
         api_version=settings.api_version,
         timeout_s=settings.timeout_s,
         max_connections=settings.concurrency,
+        stack=settings.http_stack,
     ) as client:
         sender = Sender(
             client,
@@ -143,6 +145,7 @@ async def _send(
             max_total_backoff_s=settings.max_total_backoff_s,
             sink=record,
             grace_s=min(settings.timeout_s, 10.0),
+            backoff=Backoff(base_s=settings.backoff_base_s),
         )
 
         def on_signal(signum: int) -> None:

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from pipeline import constants
 from pipeline.errors import UsageError
+from pipeline.transport import HttpStack
 
 DEFAULT_ID_PATTERN = r"[A-Za-z0-9_-]+"
 DEFAULT_ID_MAX_LENGTH = 64
@@ -82,9 +83,10 @@ class RunSettings:
     timeout_s: float = 30.0
     max_attempts: int = 5
     max_total_backoff_s: float = 300.0
+    backoff_base_s: float = 0.5
     contact_column: str | None = None
     location_column: str | None = None
     id_pattern: str = DEFAULT_ID_PATTERN
     id_max_length: int = DEFAULT_ID_MAX_LENGTH
     dry_run: bool = False
-    overwrite: bool = True
+    http_stack: HttpStack = "aiohttp"

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 
-import httpx
 import pytest
 
-from pipeline.client import classify, classify_exception
+from pipeline.client import classify, classify_failure
 from pipeline.outcomes import Code, Status
+from pipeline.transport import TransportFailure
 
 RATE_HEADERS = {
     "X-RateLimit-Limit-Daily": "200000",
@@ -113,6 +113,10 @@ def test_messages_are_one_short_line() -> None:
 
 
 def test_timeouts_and_network_errors() -> None:
-    assert classify_exception(httpx.ReadTimeout("slow")).code is Code.TIMEOUT
-    assert classify_exception(httpx.ConnectError("refused")).code is Code.NETWORK_ERROR
-    assert classify_exception(httpx.RemoteProtocolError("closed")).code is Code.NETWORK_ERROR
+    assert classify_failure(TransportFailure("slow", timeout=True)).code is Code.TIMEOUT
+    refused = classify_failure(TransportFailure("ClientConnectorError: refused", timeout=False))
+    assert (refused.status, refused.code, refused.message) == (
+        Status.FAILED,
+        Code.NETWORK_ERROR,
+        "ClientConnectorError: refused",
+    )

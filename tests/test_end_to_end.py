@@ -281,3 +281,29 @@ def test_bundled_configs_load(tmp_path: Path, name: str) -> None:
         "run", str(src), "-o", str(tmp_path / "o.parquet"), "--config", str(config), "--dry-run"
     )
     assert done.code == 0, done.stderr
+
+
+@pytest.mark.parametrize("stack", ["aiohttp", "httpx", "httpx-aiohttp"])
+def test_every_http_stack_gives_the_same_results(
+    sandbox: SandboxThread, tmp_path: Path, stack: str
+) -> None:
+    create_directly(sandbox, "L", "c0")
+    sandbox.update_config(fault_drop=0.1, fault_500=0.1, seed=1)
+    src = write_csv(tmp_path / "in.csv", [(f"c{i}", "L") for i in range(20)])
+    out = tmp_path / "out.parquet"
+    done = run_cli(
+        "run",
+        str(src),
+        "-o",
+        str(out),
+        "--http-stack",
+        stack,
+        "--max-attempts",
+        "10",
+        *fast_limits(sandbox),
+    )
+    assert done.code == 0, done.stderr[-2000:]
+    results = pl.read_parquet(out)
+    created = sandbox.state.conversations()
+    assert results["status"].to_list() == ["exists"] + ["created"] * 19
+    assert results["conversation_id"].to_list() == [created[("L", f"c{i}")] for i in range(20)]

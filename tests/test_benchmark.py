@@ -1,0 +1,207 @@
+"""The benchmark harness's pure parts, on synthetic request logs: no server, no subprocess."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+from pipeline import benchmark as bm
+
+
+def record(
+    t: float, location: str | None = "loc0001", status: int = 201, method: str = "POST"
+) -> dict[str, Any]:
+    path = "/conversations/" if method == "POST" else "/conversations/search"
+    return {
+        "t": t,
+        "method": method,
+        "path": path,
+        "locationId": location,
+        "status": status,
+        "fault": None,
+    }
+
+
+def ideal_log(location: str, start: float, rows: int = 300, latency: float = 0.08) -> list[Any]:
+    """Bursts of 100 at once, each 10 s after the previous burst's answers."""
+    out = []
+    t = start
+    for _ in range(rows // 100):
+        out += [record(t + i * 1e-4, location) for i in range(100)]
+        t += 10.0 + latency
+    return out
+
+
+def test_parse_requests_reads_the_admin_shape() -> None:
+    payload = json.loads(json.dumps({"requests": [record(1.5), record(2.0, None, 422)]}))
+    requests = bm.parse_requests(payload["requests"])
+    assert requests[0] == bm.Request(1.5, "POST", "/conversations/", "loc0001", 201)
+    assert requests[1].location_id is None and requests[1].status == 422
+    assert all(bm.is_create(r) for r in requests)
+    assert not bm.is_create(bm.parse_requests([record(3.0, method="GET")])[0])
+
+
+def test_ideal_span_counts_intervals_between_bursts() -> None:
+    assert bm.ideal_span(300, 100, 10.0) == 20.0
+    assert bm.ideal_span(301, 100, 10.0) == 30.0
+    assert bm.ideal_span(100, 100, 10.0) == 0.0
+
+
+def test_max_in_window_is_half_open() -> None:
+    # 100 at t=0, 100 at exactly t=10: never more than 100 in any 10 s window.
+    times = [0.0] * 100 + [10.0] * 100
+    assert bm.max_in_window(times, 10.0) == 100
+    # One request a hair early shares the window with the first burst.
+    assert bm.max_in_window([0.0] * 100 + [9.999] + [10.0] * 99, 10.0) == 101
+    assert bm.max_in_window([], 10.0) == 0
+    assert bm.max_in_window([5.0], 10.0) == 1
+
+
+def test_max_in_window_slides() -> None:
+    times = [0.0, 1.0, 2.0, 11.5, 12.0, 12.5, 13.0]
+    assert bm.max_in_window(times, 10.0) == 4  # [11.5, 21.5) holds the last four
+    assert bm.max_in_window(times, 1.0) == 2
+    assert bm.max_in_window(times, 100.0) == 7
+
+
+def test_limit_metrics_of_an_ideal_schedule() -> None:
+    log = ideal_log("loc0001", 100.0) + ideal_log("loc0002", 100.5)
+    metrics = bm.limit_metrics(bm.parse_requests(log), 10.0)
+    assert metrics.locations == 2
+    assert metrics.requests == 600
+    assert metrics.too_many == 0 and metrics.share_429 == 0.0
+    expected = 20.16 + 99e-4
+    assert metrics.mean_span_s == pytest.approx(expected)
+    assert metrics.max_span_s == pytest.approx(expected)
+    assert metrics.max_in_window == 100
+    assert metrics.sending_s == pytest.approx(0.5 + expected)
+    assert metrics.mean_span_s / bm.ideal_span(300, 100, 10.0) < bm.SPAN_RATIO_TARGET
+
+
+def test_limit_metrics_counts_429s_and_overfull_windows() -> None:
+    log = [record(0.0 + i * 0.01) for i in range(100)]
+    log += [record(1.5, status=429), record(1.6, status=429)]  # sent too early: refused
+    log += [record(10.5 + i * 0.01) for i in range(100)]
+    log += [record(3.0, None, 401)]  # no location: not counted
+    metrics = bm.limit_metrics(bm.parse_requests(log), 10.0)
+    assert metrics.requests == 202
+    assert metrics.too_many == 2
+    assert metrics.share_429 == pytest.approx(2 / 202)
+    assert metrics.max_in_window == 102  # the client sent 102 within 10 s
+    assert metrics.max_span_s == pytest.approx(10.5 + 0.99)
+
+
+def test_limit_metrics_spans_per_location() -> None:
+    log = [record(0.0, "a"), record(5.0, "a"), record(1.0, "b"), record(21.0, "b")]
+    metrics = bm.limit_metrics(bm.parse_requests(log), 10.0)
+    assert (metrics.min_span_s, metrics.max_span_s, metrics.mean_span_s) == (5.0, 20.0, 12.5)
+
+
+def test_limit_metrics_refuses_an_empty_log() -> None:
+    with pytest.raises(ValueError):
+        bm.limit_metrics(bm.parse_requests([record(1.0, None, 401)]), 10.0)
+
+
+def test_send_rate_counts_creates_between_first_and_last_receipt() -> None:
+    log = [record(100.0 + i * 0.001) for i in range(1001)]  # 1001 creates over 1 s
+    log.append(record(100.2, method="GET"))  # a search is no create
+    rate = bm.send_rate(bm.parse_requests(log))
+    assert rate.creates == 1001
+    assert rate.seconds == pytest.approx(1.0)
+    assert rate.per_s == pytest.approx(1001.0)
+    with pytest.raises(ValueError):
+        bm.send_rate(bm.parse_requests([record(1.0)]))
+
+
+def test_status_counts() -> None:
+    log = [record(0.0), record(0.1, status=429), record(0.2)]
+    assert bm.status_counts(bm.parse_requests(log)) == {201: 2, 429: 1}
+
+
+def test_cpu_share_interpolates_between_samples() -> None:
+    samples = [(0.0, 0.0), (1.0, 0.5), (2.0, 1.5), (3.0, 1.5)]
+    assert bm.cpu_share(samples, 1.0, 2.0) == pytest.approx(1.0)
+    assert bm.cpu_share(samples, 0.5, 2.5) == pytest.approx((1.5 - 0.25) / 2.0)
+    assert bm.cpu_share(samples, 0.0, 3.0) == pytest.approx(0.5)
+    assert bm.cpu_share(samples, -1.0, 2.0) is None  # not covered by samples
+    assert bm.cpu_share(samples, 2.0, 4.0) is None
+    assert bm.cpu_share(samples[:1], 0.0, 0.0) is None
+
+
+def test_bottleneck_reading() -> None:
+    assert bm.bottleneck(1000, 1900, 0.5, 1.0, 4).startswith("the client")
+    assert bm.bottleneck(1000, 1050, 0.97, 0.6, 4).startswith("the sandbox, its core saturated")
+    assert bm.bottleneck(1000, 1000, 0.8, 0.9, 2).startswith("the machine")
+    assert bm.bottleneck(1000, 1000, 0.5, 0.5, 8).startswith("the sandbox")
+
+
+def test_tables_render_verdicts() -> None:
+    table = bm.Table("1. Something")
+    table.add("ratio", "1.010", "<= 1.05", True)
+    table.add("share", "2.00%", "<= 1%", False)
+    table.add("wall | time", "21 s")
+    table.notes.append("how it was measured")
+    assert [f.verdict for f in table.figures] == ["PASS", "MISS", ""]
+    assert table.missed == [table.figures[1]]
+    text = bm.render_text([table])
+    assert "1. Something" in text and "PASS" in text and "MISS" in text
+    assert "* how it was measured" in text
+    markdown = bm.render_markdown([table])
+    assert "### 1. Something" in markdown
+    assert "| ratio | 1.010 | <= 1.05 | **PASS** |" in markdown
+    assert "wall \\| time" in markdown  # a pipe inside a cell is escaped
+    assert "- how it was measured" in markdown
+
+
+def test_require_loopback() -> None:
+    assert bm.require_loopback("http://127.0.0.1:8099/") == "http://127.0.0.1:8099"
+    for url in ("https://127.0.0.1:1", "http://localhost:1", "http://10.0.0.1:80", "x"):
+        with pytest.raises(ValueError):
+            bm.require_loopback(url)
+
+
+def test_child_env_drops_settings_and_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GHL_RATE", "1/s")
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    env = bm.child_env("sandbox-token")
+    assert "GHL_RATE" not in env and "HTTPS_PROXY" not in env
+    assert env["GHL_TOKEN"] == "sandbox-token"
+    assert "127.0.0.1" in env["NO_PROXY"]
+    assert "GHL_TOKEN" not in bm.child_env(None)
+
+
+def test_even_frame_is_unique_and_even() -> None:
+    frame = bm.even_frame(20, 30)
+    assert frame.columns == ["contactId", "locationId"]
+    assert frame.height == 600
+    assert frame["contactId"].n_unique() == 600
+    counts = frame["locationId"].value_counts()["count"]
+    assert counts.min() == counts.max() == 30
+    assert set(frame["locationId"]) == {bm.location_id(k) for k in range(20)}
+    assert bm.location_id(0) == "loc0001"
+
+
+def test_scale_frame_has_about_one_percent_invalid_and_duplicate(tmp_path: Path) -> None:
+    frame = bm.scale_frame(20_000, 50)
+    assert frame.height == 20_000
+    invalid = frame.filter(pl.col("contactId").str.contains(" ") | (pl.col("locationId") == ""))
+    assert invalid.height == 200
+    valid = frame.join(invalid, on=["contactId", "locationId"], how="anti")
+    duplicates = valid.height - valid.unique(["contactId", "locationId"]).height
+    assert duplicates == 199
+    assert frame.filter(pl.col("locationId") != "")["locationId"].n_unique() == 50
+    for name in ("in.csv", "in.parquet"):
+        path = bm.write_frame(frame, tmp_path / name)
+        back = pl.read_csv(path) if name.endswith(".csv") else pl.read_parquet(path)
+        assert back.height == 20_000
+
+
+def test_main_rejects_bad_arguments() -> None:
+    with pytest.raises(SystemExit):
+        bm.main(["--quick", "--large"])
+    with pytest.raises(SystemExit):
+        bm.main(["--repeats", "0"])
