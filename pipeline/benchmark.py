@@ -157,6 +157,8 @@ class LimitMetrics:
     min_span_s: float
     max_span_s: float
     max_in_window: int
+    mean_first_burst_s: float  # a location's first ``burst`` requests, first to last
+    first_bursts_done_s: float  # from the first request to the end of the last first burst
     first_t: float
     last_t: float
 
@@ -169,13 +171,19 @@ class LimitMetrics:
         return self.last_t - self.first_t
 
 
-def limit_metrics(requests: Sequence[Request], window_s: float) -> LimitMetrics:
-    """Spans, 429 share and the densest window, over every request that names a location."""
+def limit_metrics(requests: Sequence[Request], window_s: float, burst: int = 100) -> LimitMetrics:
+    """Spans, 429 share and the densest window, over every request that names a location.
+
+    Also how long each location's first ``burst`` requests took to arrive: ideally they all
+    arrive at once, and any spread there delays every later burst of that location too.
+    """
     by_location = times_by_location(requests)
     spans = [span(times) for times in by_location.values()]
     located = [r for r in requests if r.location_id is not None]
     if not located:
         raise ValueError("the request log holds no request for any location")
+    first_t = min(r.t for r in located)
+    burst_ends = [times[: max(1, burst)][-1] for times in by_location.values()]
     return LimitMetrics(
         locations=len(by_location),
         requests=len(located),
@@ -184,7 +192,11 @@ def limit_metrics(requests: Sequence[Request], window_s: float) -> LimitMetrics:
         min_span_s=min(spans),
         max_span_s=max(spans),
         max_in_window=max(max_in_window(times, window_s) for times in by_location.values()),
-        first_t=min(r.t for r in located),
+        mean_first_burst_s=statistics.fmean(
+            end - times[0] for end, times in zip(burst_ends, by_location.values(), strict=True)
+        ),
+        first_bursts_done_s=max(burst_ends) - first_t,
+        first_t=first_t,
         last_t=max(r.t for r in located),
     )
 
@@ -842,22 +854,33 @@ def bench_limit(options: Options, locations: int, rows_per_location: int = 300) 
     input_path = write_frame(even_frame(locations, rows_per_location), work / "input.parquet")
     output = work / "results.parquet"
     deadline = max(180.0, ideal * 6 + rows / 200)
-    with SandboxProcess(work, rate=rate, latency_ms=latency_ms, config={}) as sandbox:
+    with (
+        SandboxProcess(work, rate=rate, latency_ms=latency_ms, config={}) as sandbox,
+        CpuSampler() as sampler,
+    ):
         log(f"limit: {rows} rows over {locations} locations (deadline {deadline:.0f} s)")
+        sampler.watch("sandbox", sandbox.pid)
         argv = pipeline_argv(
             input_path, output, sandbox.base_url, "--rate", rate, "--concurrency",
             str(options.concurrency),
         )  # fmt: skip
-        run = run_child(argv, child_env(TOKEN), work, "pipeline", deadline)
+        child = Child(argv, child_env(TOKEN), work, "pipeline", deadline)
+        sampler.watch("pipeline", child.pid, tree=True)
+        run = child.wait()
+        sampler.finish("pipeline", run.ended, run.cpu_s)
         requests = sandbox.requests()
     if run.timed_out or run.code not in (0, 1) or not output.exists():
         failed_run(table, "pipeline", run)
         return table
-    metrics = limit_metrics(requests, interval_s)
     statuses = result_statuses(output)
     created = statuses.get("created", 0)
     table.add("rows created", f"{created:,} / {rows:,}", "all", created == rows)
     table.add("pipeline exit code", str(run.code), "0", run.code == 0)
+    if not any(r.location_id is not None for r in requests):
+        failed_run(table, "pipeline", run)
+        table.notes.append(f"the sandbox received no request; results by status {statuses}")
+        return table
+    metrics = limit_metrics(requests, interval_s, rate_max)
     table.add("mean span per location", f"{metrics.mean_span_s:.2f} s", f"ideal {ideal:g} s")
     table.add("max span per location", f"{metrics.max_span_s:.2f} s")
     ratio = metrics.mean_span_s / ideal
@@ -879,13 +902,39 @@ def bench_limit(options: Options, locations: int, rows_per_location: int = 300) 
         f"<= {rate_max}",
         metrics.max_in_window <= rate_max,
     )
+    table.add(
+        f"a location's first {rate_max} requests arrive within",
+        f"{metrics.mean_first_burst_s:.2f} s",
+        "ideal 0 s (mean)",
+    )
+    table.add(
+        f"all locations' first {rate_max} requests arrived after",
+        f"{metrics.first_bursts_done_s:.2f} s",
+    )
     table.add("sending time, all locations", f"{metrics.sending_s:.2f} s")
     table.add("pipeline wall time", f"{run.wall_s:.2f} s")
+    first_burst_end = metrics.first_t + metrics.first_bursts_done_s
+    table.add(
+        "CPU during the first bursts",
+        f"sandbox {fmt_share(sampler.share('sandbox', metrics.first_t, first_burst_end))}, "
+        f"pipeline {fmt_share(sampler.share('pipeline', metrics.first_t, first_burst_end))}",
+    )
+    table.add(
+        "CPU while sending",
+        f"sandbox {fmt_share(sampler.share('sandbox', metrics.first_t, metrics.last_t))}, "
+        f"pipeline {fmt_share(sampler.share('pipeline', metrics.first_t, metrics.last_t))}",
+    )
     table.notes.append(
         f"pipeline run --rate {rate} --concurrency {options.concurrency}; "
         f"{metrics.requests:,} API requests for {metrics.locations} locations, "
         f"answers by status {status_counts(requests)}; "
         f"span min {metrics.min_span_s:.2f} s"
+    )
+    floor = locations * rate_max * latency_ms / 1000 / options.concurrency
+    table.notes.append(
+        f"the first bursts ({locations} x {rate_max} requests) at --concurrency "
+        f"{options.concurrency} and {latency_ms:g} ms latency need at least {floor:.2f} s; "
+        "if the pipeline interleaves locations, every location's bursts spread that much"
     )
     return table
 
@@ -918,7 +967,14 @@ def _capacity_sample(
     finished = [child.wait() for child in children]
     for (name, _), run in zip(argvs, finished, strict=True):
         sampler.finish(name, run.ended, run.cpu_s)
-    rate = send_rate(sandbox.requests())
+    try:
+        rate = send_rate(sandbox.requests())
+    except ValueError as exc:
+        why = "; ".join(
+            f"{name}: exit {run.code}, {run.stdout().strip()[-300:]!r} {run.stderr_tail(2)!r}"
+            for (name, _), run in zip(argvs, finished, strict=True)
+        )
+        raise RuntimeError(f"{exc} ({why})") from exc
     shares = [sampler.share(name, rate.first_t, rate.last_t) for name, _ in argvs]
     client_cpu = None if any(s is None for s in shares) else sum(s or 0.0 for s in shares)
     ok = all(f.code in (0,) and not f.timed_out for f in finished)
@@ -1213,6 +1269,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     print("\n".join(header) + "\n")
     print(render_text(tables))
+    figures = [f for t in tables for f in t.figures if f.ok is not None]
+    print(
+        f"{sum(1 for f in figures if f.ok)} PASS, {sum(1 for f in figures if not f.ok)} MISS "
+        f"of {len(figures)} figures with a target"
+    )
     if args.markdown:
         text = "\n".join(f"- {line}" for line in header) + "\n\n" + render_markdown(tables)
         _write_or_print(args.markdown, text)

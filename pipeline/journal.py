@@ -1,11 +1,13 @@
-"""Stage 4, journal: an append-only record of settled rows, so a crash loses nothing.
+"""Stage 4, journal: an append-only record of every sent row's outcome, so a crash loses nothing.
 
-Beside the results file (``results.parquet.journal``), one JSON line per settled row
-(created, exists, or a failure that sending again would not change), written as rows settle,
+Beside the results file (``results.parquet.journal``), one JSON line per row as it finishes,
 flushed and fsynced in small batches at most ``FLUSH_INTERVAL_S`` behind. A ``kill -9`` at
 any moment therefore loses at most the last batch: those rows are sent again by
-``--resume``, and the API's "already exists" answer (followed by a search for the id) makes
-the second send harmless.
+``--resume`` (which keeps only the *settled* outcomes, ``results.settled``), and the API's
+"already exists" answer (followed by a search for the id) makes the second send harmless.
+
+The journal is also how outcomes reach the results file: they are streamed to disk as they
+come and read back once at the end, so memory does not grow with the number of rows sent.
 
 The first line is a header with a fingerprint of the planned input, so that a journal is
 never applied to a different file. A torn last line (the process died mid-write) is
@@ -30,7 +32,7 @@ import polars as pl
 import structlog
 
 from pipeline.errors import UsageError
-from pipeline.outcomes import RowOutcome, is_final
+from pipeline.outcomes import RowOutcome
 from pipeline.results import OUTCOME_SCHEMA
 
 log = structlog.get_logger("pipeline.journal")
@@ -76,18 +78,29 @@ def read_journal(path: Path) -> JournalContents:
             raise ValueError("version")
     except (ValueError, KeyError, TypeError) as exc:
         raise UsageError(f"{path}: not a pipeline journal (bad header)") from exc
-    body = b"\n".join(lines[1:])
-    outcomes = _parse_records(body) if body else pl.DataFrame(schema=OUTCOME_SCHEMA)
+    header_end = len(lines[0]) + 1
+    outcomes = read_records(path, start=header_end, end=end)
     if torn:
         log.warning(
             "journal has a torn last record; ignoring it", path=str(path), bytes=len(data) - end
         )
     return JournalContents(
         fingerprint=str(print_),
-        outcomes=outcomes.unique(subset="row_index", keep="last", maintain_order=True),
+        outcomes=outcomes,
         valid_bytes=end,
         torn=torn,
     )
+
+
+def read_records(path: Path, *, start: int, end: int | None = None) -> pl.DataFrame:
+    """The outcomes recorded between two byte offsets, last record per row winning."""
+    with path.open("rb") as handle:
+        handle.seek(start)
+        body = handle.read() if end is None else handle.read(max(0, end - start))
+    body = body[: body.rfind(b"\n") + 1]  # never a torn tail
+    if not body.strip():
+        return pl.DataFrame(schema=OUTCOME_SCHEMA)
+    return _parse_records(body).unique(subset="row_index", keep="last", maintain_order=True)
 
 
 def _parse_records(body: bytes) -> pl.DataFrame:
@@ -115,21 +128,23 @@ class JournalWriter:
         self.path = path
         self._pending: list[bytes] = []
         self._file: BinaryIO
+        self.start_offset: int  # where this run's records begin
         self.written = 0
         path.parent.mkdir(parents=True, exist_ok=True)
         if resume_from is not None and resume_from.valid_bytes > 0:
             self._file = path.open("r+b")
             self._file.truncate(resume_from.valid_bytes)  # cut a torn tail before appending
             self._file.seek(resume_from.valid_bytes)
+            self.start_offset = resume_from.valid_bytes
         else:
             self._file = path.open("wb")
             header = {"journal": JOURNAL_VERSION, "fingerprint": fingerprint}
-            self._file.write(json.dumps(header).encode() + b"\n")
+            line = json.dumps(header).encode() + b"\n"
+            self._file.write(line)
             self._sync()
+            self.start_offset = len(line)
 
     def add(self, outcome: RowOutcome) -> None:
-        if not is_final(outcome.status, outcome.error_code):
-            return  # skipped and transient rows are sent again by --resume
         record = {
             "row_index": outcome.row_index,
             "status": outcome.status.value,

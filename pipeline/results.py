@@ -13,7 +13,7 @@ from pathlib import Path
 import polars as pl
 
 from pipeline.errors import UsageError
-from pipeline.outcomes import RESENDABLE, SKIP_MESSAGES, Code, RowOutcome, Status
+from pipeline.outcomes import RESENDABLE, SKIP_MESSAGES, Code, Status
 
 RESULT_SCHEMA: dict[str, pl.DataType] = {
     "row_index": pl.Int64(),
@@ -39,29 +39,6 @@ OUTCOME_SCHEMA: dict[str, pl.DataType] = {
         "attempts",
     )
 }
-
-
-class OutcomeColumns:
-    """Sent rows' outcomes, kept column-wise (cheap) until they become a DataFrame."""
-
-    def __init__(self) -> None:
-        self._columns: dict[str, list[object]] = {name: [] for name in OUTCOME_SCHEMA}
-
-    def __len__(self) -> int:
-        return len(self._columns["row_index"])
-
-    def add(self, outcome: RowOutcome) -> None:
-        cols = self._columns
-        cols["row_index"].append(outcome.row_index)
-        cols["status"].append(outcome.status.value)
-        cols["conversation_id"].append(outcome.conversation_id)
-        cols["error_code"].append(outcome.error_code.value if outcome.error_code else None)
-        cols["http_status"].append(outcome.http_status)
-        cols["error_message"].append(outcome.error_message)
-        cols["attempts"].append(outcome.attempts)
-
-    def to_frame(self) -> pl.DataFrame:
-        return pl.DataFrame(self._columns, schema=OUTCOME_SCHEMA)
 
 
 def settled(outcomes: pl.DataFrame) -> pl.DataFrame:

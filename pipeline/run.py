@@ -21,13 +21,19 @@ import structlog
 from pipeline.backoff import Backoff
 from pipeline.client import ConversationsClient
 from pipeline.errors import UsageError
-from pipeline.journal import JournalContents, JournalWriter, fingerprint, journal_path, read_journal
-from pipeline.outcomes import Code, RowOutcome
+from pipeline.journal import (
+    JournalContents,
+    JournalWriter,
+    fingerprint,
+    journal_path,
+    read_journal,
+    read_records,
+)
+from pipeline.outcomes import Code
 from pipeline.planning import IdRules, plan, to_send
 from pipeline.reading import read_input
 from pipeline.results import (
     OUTCOME_SCHEMA,
-    OutcomeColumns,
     assemble,
     outcomes_from_results,
     settled,
@@ -78,9 +84,14 @@ def location_batches(sendable: pl.DataFrame) -> Iterator[LocationBatch]:
     """The rows to send grouped by location, locations in order of first appearance."""
     parts = sendable.partition_by("location_id", maintain_order=True, as_dict=True)
     for (location_id,), part in parts.items():
-        yield LocationBatch(
-            str(location_id), part["row_index"].to_list(), part["contact_id"].to_list()
-        )
+        yield LocationBatch(str(location_id), _pairs(part))
+
+
+def _pairs(part: pl.DataFrame, chunk: int = 4096) -> Iterator[tuple[int, str]]:
+    """(row_index, contact_id) pairs, turned into Python objects a chunk at a time."""
+    for offset in range(0, part.height, chunk):
+        piece = part.slice(offset, chunk)
+        yield from zip(piece["row_index"].to_list(), piece["contact_id"].to_list(), strict=True)
 
 
 def _earlier_outcomes(
@@ -115,19 +126,11 @@ def _earlier_outcomes(
 
 
 async def _send(
-    settings: RunSettings,
-    token: str,
-    sendable: pl.DataFrame,
-    sink: OutcomeColumns,
-    journal: JournalWriter,
+    settings: RunSettings, token: str, sendable: pl.DataFrame, journal: JournalWriter
 ) -> tuple[int, Code | None, int | None]:
     """Send under signal handlers; returns (requests, stop code, signal received)."""
     loop = asyncio.get_running_loop()
     received: list[int] = []
-
-    def record(outcome: RowOutcome) -> None:
-        sink.add(outcome)
-        journal.add(outcome)
 
     async with ConversationsClient(
         base_url=settings.base_url,
@@ -143,7 +146,7 @@ async def _send(
             concurrency=settings.concurrency,
             max_attempts=settings.max_attempts,
             max_total_backoff_s=settings.max_total_backoff_s,
-            sink=record,
+            sink=journal.add,
             grace_s=min(settings.timeout_s, 10.0),
             backoff=Backoff(base_s=settings.backoff_base_s),
         )
@@ -195,21 +198,20 @@ def execute(
         rate=str(settings.rate),
         dry_run=settings.dry_run,
     )
-    outcomes = OutcomeColumns()
     requests, stop_code, received = 0, None, None
+    this_run = pl.DataFrame(schema=OUTCOME_SCHEMA)
     journal_file = journal_path(settings.output_path)
     if token is not None and not settings.dry_run and sendable.height:
         journal = JournalWriter(
             journal_file, fingerprint=fingerprint(planned), resume_from=journal_contents
         )
         try:
-            requests, stop_code, received = asyncio.run(
-                _send(settings, token, sendable, outcomes, journal)
-            )
+            requests, stop_code, received = asyncio.run(_send(settings, token, sendable, journal))
         finally:
             journal.close()
+        this_run = read_records(journal_file, start=journal.start_offset)
     unsent = Code.DRY_RUN if settings.dry_run else (stop_code or Code.INTERRUPTED)
-    everything = pl.concat([earlier, outcomes.to_frame()])
+    everything = pl.concat([earlier, this_run]).unique(subset="row_index", keep="last")
     results = assemble(planned, everything, unsent=unsent)
     write_atomically(results, settings.output_path)
     if not settings.dry_run:

@@ -34,7 +34,7 @@ import structlog
 
 from pipeline.backoff import Backoff
 from pipeline.client import Answer
-from pipeline.limiter import WindowLimiter
+from pipeline.limiter import PrioritySlots, WindowLimiter
 from pipeline.outcomes import RETRYABLE, SKIP_MESSAGES, Code, RowOutcome, Status
 from pipeline.settings import Rate
 
@@ -57,8 +57,7 @@ class LocationBatch:
     """The rows of one location, in input order."""
 
     location_id: str
-    row_indices: Sequence[int]
-    contact_ids: Sequence[str]
+    rows: Iterable[tuple[int, str]]  # (row_index, contact_id), consumed once
 
 
 @dataclass(slots=True)
@@ -77,6 +76,7 @@ class SendStats:
 class _Location:
     location_id: str
     limiter: WindowLimiter
+    priority: int  # order of first appearance: earlier locations are served first
     stopped_by: Code | None = None  # daily quota or forbidden: send no more rows here
     forbidden: int = 0
 
@@ -110,7 +110,7 @@ class Sender:
     ) -> None:
         self._client = client
         self._rate = rate
-        self._slots = asyncio.Semaphore(concurrency)
+        self._slots = PrioritySlots(concurrency)
         self._max_attempts = max_attempts
         self._max_total_backoff_s = max_total_backoff_s
         self._sink = sink
@@ -129,9 +129,8 @@ class Sender:
     def location(self, location_id: str) -> _Location:
         found = self._locations.get(location_id)
         if found is None:
-            found = _Location(
-                location_id, WindowLimiter(self._rate.max_requests, self._rate.interval_s)
-            )
+            limiter = WindowLimiter(self._rate.max_requests, self._rate.interval_s)
+            found = _Location(location_id, limiter, priority=len(self._locations))
             self._locations[location_id] = found
         return found
 
@@ -167,7 +166,7 @@ class Sender:
 
     async def _dispatch(self, batch: LocationBatch) -> None:
         location = self.location(batch.location_id)
-        for row_index, contact_id in zip(batch.row_indices, batch.contact_ids, strict=True):
+        for row_index, contact_id in batch.rows:
             row = _Row(location, row_index, contact_id)
             if location.stopped_by is None:
                 await self._take(location)
@@ -184,7 +183,7 @@ class Sender:
         """A permit of the location, then a global slot; nothing held if cancelled."""
         await location.limiter.acquire()
         try:
-            await self._slots.acquire()
+            await self._slots.acquire(location.priority)
         except asyncio.CancelledError:
             location.limiter.cancel()
             raise

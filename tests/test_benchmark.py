@@ -79,6 +79,8 @@ def test_limit_metrics_of_an_ideal_schedule() -> None:
     assert metrics.max_span_s == pytest.approx(expected)
     assert metrics.max_in_window == 100
     assert metrics.sending_s == pytest.approx(0.5 + expected)
+    assert metrics.mean_first_burst_s == pytest.approx(99e-4)
+    assert metrics.first_bursts_done_s == pytest.approx(0.5 + 99e-4)
     assert metrics.mean_span_s / bm.ideal_span(300, 100, 10.0) < bm.SPAN_RATIO_TARGET
 
 
@@ -99,6 +101,11 @@ def test_limit_metrics_spans_per_location() -> None:
     log = [record(0.0, "a"), record(5.0, "a"), record(1.0, "b"), record(21.0, "b")]
     metrics = bm.limit_metrics(bm.parse_requests(log), 10.0)
     assert (metrics.min_span_s, metrics.max_span_s, metrics.mean_span_s) == (5.0, 20.0, 12.5)
+    # With bursts of 1, the first burst is a single request: no spread.
+    burst_one = bm.limit_metrics(bm.parse_requests(log), 10.0, burst=1)
+    assert burst_one.mean_first_burst_s == 0.0 and burst_one.first_bursts_done_s == 1.0
+    # A location with fewer requests than a burst ends its first burst with its last one.
+    assert metrics.mean_first_burst_s == 12.5
 
 
 def test_limit_metrics_refuses_an_empty_log() -> None:

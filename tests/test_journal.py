@@ -6,8 +6,9 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.journal import JournalWriter, fingerprint, read_journal
+from pipeline.journal import JournalWriter, fingerprint, read_journal, read_records
 from pipeline.outcomes import Code, RowOutcome, Status
+from pipeline.results import settled
 
 
 def outcome(i: int, status: Status = Status.CREATED, code: Code | None = None) -> RowOutcome:
@@ -16,7 +17,7 @@ def outcome(i: int, status: Status = Status.CREATED, code: Code | None = None) -
     )
 
 
-def test_only_settled_rows_are_journalled(tmp_path: Path) -> None:
+def test_every_outcome_is_journalled_and_resume_keeps_the_settled(tmp_path: Path) -> None:
     path = tmp_path / "r.parquet.journal"
     writer = JournalWriter(path, fingerprint="fp")
     writer.add(outcome(0))
@@ -27,8 +28,24 @@ def test_only_settled_rows_are_journalled(tmp_path: Path) -> None:
     writer.close()
     contents = read_journal(path)
     assert contents.fingerprint == "fp" and not contents.torn
-    assert contents.outcomes["row_index"].to_list() == [0, 2, 4]
-    assert contents.outcomes["conversation_id"].to_list() == ["conv0", None, None]
+    assert contents.outcomes["row_index"].to_list() == [0, 1, 2, 3, 4]
+    kept = settled(contents.outcomes)
+    assert kept["row_index"].to_list() == [0, 2, 4]
+    assert kept["conversation_id"].to_list() == ["conv0", None, None]
+
+
+def test_records_of_this_run_only(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    first = JournalWriter(path, fingerprint="fp")
+    first.add(outcome(0, Status.FAILED, Code.TIMEOUT))
+    first.close()
+    resumed = JournalWriter(path, fingerprint="fp", resume_from=read_journal(path))
+    resumed.add(outcome(0))
+    resumed.add(outcome(1))
+    resumed.close()
+    this_run = read_records(path, start=resumed.start_offset)
+    assert this_run["status"].to_list() == ["created", "created"]
+    assert read_journal(path).outcomes["status"].to_list() == ["created", "created"]  # last wins
 
 
 def test_nothing_is_on_disk_before_a_flush_and_everything_after(tmp_path: Path) -> None:

@@ -135,3 +135,35 @@ def test_cancel_returns_an_unused_permit_at_once() -> None:
     assert limiter.try_acquire() == 0.0
     limiter.cancel()
     assert limiter.try_acquire() == 0.0
+
+
+async def test_priority_slots_serve_the_lowest_number_first() -> None:
+    from pipeline.limiter import PrioritySlots
+
+    slots = PrioritySlots(1)
+    await slots.acquire(5)
+    order: list[int] = []
+
+    async def wait(priority: int) -> None:
+        await slots.acquire(priority)
+        order.append(priority)
+        slots.release()
+
+    waiters = [asyncio.create_task(wait(p)) for p in (3, 1, 2, 1)]
+    await asyncio.sleep(0)
+    slots.release()
+    await asyncio.gather(*waiters)
+    assert order == [1, 1, 2, 3]
+
+
+async def test_a_cancelled_waiter_does_not_lose_a_slot() -> None:
+    from pipeline.limiter import PrioritySlots
+
+    slots = PrioritySlots(1)
+    await slots.acquire()
+    waiter = asyncio.create_task(slots.acquire())
+    await asyncio.sleep(0)
+    waiter.cancel()
+    await asyncio.sleep(0)
+    slots.release()
+    await asyncio.wait_for(slots.acquire(), 1.0)  # the slot came back
