@@ -226,6 +226,13 @@ def send_rate(requests: Sequence[Request]) -> SendRate:
     return SendRate(len(times), min(times), max(times))
 
 
+def save_requests(requests: Iterable[Request], path: Path) -> None:
+    """The request log as JSON lines, for a look afterwards (``--keep``)."""
+    with path.open("w", encoding="utf-8") as out:
+        for r in requests:
+            out.write(json.dumps([r.t, r.method, r.path, r.location_id, r.status]) + "\n")
+
+
 def status_counts(requests: Iterable[Request]) -> dict[int, int]:
     """Answers by HTTP status."""
     return dict(sorted(Counter(r.status for r in requests).items()))
@@ -869,6 +876,7 @@ def bench_limit(options: Options, locations: int, rows_per_location: int = 300) 
         run = child.wait()
         sampler.finish("pipeline", run.ended, run.cpu_s)
         requests = sandbox.requests()
+    save_requests(requests, work / "requests.jsonl")
     if run.timed_out or run.code not in (0, 1) or not output.exists():
         failed_run(table, "pipeline", run)
         return table

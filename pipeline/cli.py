@@ -190,6 +190,14 @@ _RUN_OPTIONS = [
         help="Continue an interrupted or crashed run: keep what its journal and results hold.",
     ),
     click.option(
+        "--workers",
+        envvar="GHL_WORKERS",
+        type=click.IntRange(1, 64),
+        default=1,
+        show_default=True,
+        help="Processes sending at once; each owns whole locations.",
+    ),
+    click.option(
         "--http-stack",
         type=click.Choice(HTTP_STACKS),
         default="aiohttp",
@@ -259,6 +267,9 @@ def _execute(input_path: Path, options: dict[str, Any], *, retry_from: Path | No
         id_max_length=options["id_max_length"],
         dry_run=options["dry_run"],
         http_stack=options["http_stack"],
+        workers=options["workers"],
+        log_format=options["log_format"],
+        log_level=logging.DEBUG if options["debug"] else logging.INFO,
     )
     if token is None and not settings.dry_run:
         raise UsageError(f"no API token: the environment variable {token_env} is not set")

@@ -39,6 +39,7 @@ log = structlog.get_logger("pipeline.journal")
 
 JOURNAL_VERSION = 1
 FLUSH_INTERVAL_S = 0.5
+MAX_PENDING = 10_000  # records; a burst of skipped rows is flushed before it piles up
 
 
 def journal_path(output: Path) -> Path:
@@ -120,22 +121,21 @@ def _parse_records(body: bytes) -> pl.DataFrame:
 
 
 class JournalWriter:
-    """Appends settled outcomes; ``flush()`` makes them durable (write, flush, fsync)."""
+    """Appends outcomes; ``flush()`` makes them durable (write, flush, fsync)."""
 
-    def __init__(
-        self, path: Path, *, fingerprint: str, resume_from: JournalContents | None = None
-    ) -> None:
+    def __init__(self, path: Path, *, fingerprint: str, resume_at: int | None = None) -> None:
+        """A new journal, or (``resume_at``: its valid length) the continuation of one."""
         self.path = path
         self._pending: list[bytes] = []
         self._file: BinaryIO
         self.start_offset: int  # where this run's records begin
         self.written = 0
         path.parent.mkdir(parents=True, exist_ok=True)
-        if resume_from is not None and resume_from.valid_bytes > 0:
+        if resume_at:
             self._file = path.open("r+b")
-            self._file.truncate(resume_from.valid_bytes)  # cut a torn tail before appending
-            self._file.seek(resume_from.valid_bytes)
-            self.start_offset = resume_from.valid_bytes
+            self._file.truncate(resume_at)  # cut a torn tail before appending
+            self._file.seek(resume_at)
+            self.start_offset = resume_at
         else:
             self._file = path.open("wb")
             header = {"journal": JOURNAL_VERSION, "fingerprint": fingerprint}
@@ -155,6 +155,8 @@ class JournalWriter:
             "attempts": outcome.attempts,
         }
         self._pending.append(json.dumps(record, separators=(",", ":")).encode() + b"\n")
+        if len(self._pending) >= MAX_PENDING:
+            self.flush()
 
     def flush(self) -> None:
         if not self._pending or self._file.closed:

@@ -8,18 +8,13 @@ Each stage lives in its own module and knows nothing of the ones after it.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 import structlog
 
-from pipeline.backoff import Backoff
-from pipeline.client import ConversationsClient
 from pipeline.errors import UsageError
 from pipeline.journal import (
     JournalContents,
@@ -39,9 +34,10 @@ from pipeline.results import (
     settled,
     write_atomically,
 )
-from pipeline.sending import LocationBatch, Sender
+from pipeline.session import SessionResult, send_session
 from pipeline.settings import RunSettings
 from pipeline.summary import Summary, summarise
+from pipeline.workers import run_workers
 
 log = structlog.get_logger("pipeline.run")
 
@@ -80,97 +76,78 @@ def load_plan(settings: RunSettings) -> pl.DataFrame:
         raise UsageError(f"{settings.input_path}: cannot be read: {first}") from exc
 
 
-def location_batches(sendable: pl.DataFrame) -> Iterator[LocationBatch]:
-    """The rows to send grouped by location, locations in order of first appearance."""
-    parts = sendable.partition_by("location_id", maintain_order=True, as_dict=True)
-    for (location_id,), part in parts.items():
-        yield LocationBatch(str(location_id), _pairs(part))
+def journal_files(output: Path, workers: int) -> list[Path]:
+    """The journals this run writes: one, or one per worker."""
+    single = journal_path(output)
+    if workers == 1:
+        return [single]
+    return [single.with_name(f"{single.name}.w{k}") for k in range(workers)]
 
 
-def _pairs(part: pl.DataFrame, chunk: int = 4096) -> Iterator[tuple[int, str]]:
-    """(row_index, contact_id) pairs, turned into Python objects a chunk at a time."""
-    for offset in range(0, part.height, chunk):
-        piece = part.slice(offset, chunk)
-        yield from zip(piece["row_index"].to_list(), piece["contact_id"].to_list(), strict=True)
+def existing_journals(output: Path) -> list[Path]:
+    single = journal_path(output)
+    return sorted(p for p in output.parent.glob(f"{single.name}*") if p.is_file())
 
 
 def _earlier_outcomes(
     settings: RunSettings, planned: pl.DataFrame, *, resume: bool, retry_from: Path | None
-) -> tuple[pl.DataFrame, JournalContents | None]:
-    """Settled outcomes of earlier runs that this run must keep and not send again."""
-    journal = journal_path(settings.output_path)
-    contents: JournalContents | None = None
-    if journal.exists() and not settings.dry_run:
-        if not resume:
-            raise UsageError(
-                f"{journal}: an unfinished run left this journal; add --resume to continue it "
-                "(or delete the journal to start over)"
-            )
-        contents = read_journal(journal)
-        if contents.valid_bytes and contents.fingerprint != fingerprint(planned):
-            raise UsageError(
-                f"{journal}: the journal belongs to a different input (the rows differ); "
-                "use the input it was written for, or another -o"
-            )
+) -> tuple[pl.DataFrame, dict[Path, int]]:
+    """Settled outcomes of earlier runs that this run keeps and does not send again, and
+    the valid length of each journal found (a resumed journal is appended to from there)."""
+    found = existing_journals(settings.output_path)
+    if found and not resume:
+        raise UsageError(
+            f"{found[0]}: an unfinished run left this journal; add --resume to continue it "
+            "(or delete the journal to start over)"
+        )
     parts: list[pl.DataFrame] = []
     if retry_from is not None:
         parts.append(outcomes_from_results(retry_from, planned))
     if resume and settings.output_path.exists():
         parts.append(outcomes_from_results(settings.output_path, planned))
-    if contents is not None:
+    valid: dict[Path, int] = {}
+    expected = fingerprint(planned) if found else ""
+    for journal in found:
+        contents: JournalContents = read_journal(journal)
+        if contents.valid_bytes and contents.fingerprint != expected:
+            raise UsageError(
+                f"{journal}: the journal belongs to a different input (the rows differ); "
+                "use the input it was written for, or another -o"
+            )
+        valid[journal] = contents.valid_bytes
         parts.append(settled(contents.outcomes))
     if not parts:
-        return pl.DataFrame(schema=OUTCOME_SCHEMA), contents
+        return pl.DataFrame(schema=OUTCOME_SCHEMA), valid
     earlier = pl.concat(parts).unique(subset="row_index", keep="last", maintain_order=True)
-    return earlier, contents
+    return earlier, valid
 
 
-async def _send(
-    settings: RunSettings, token: str, sendable: pl.DataFrame, journal: JournalWriter
-) -> tuple[int, Code | None, int | None]:
-    """Send under signal handlers; returns (requests, stop code, signal received)."""
-    loop = asyncio.get_running_loop()
-    received: list[int] = []
-
-    async with ConversationsClient(
-        base_url=settings.base_url,
-        token=token,
-        api_version=settings.api_version,
-        timeout_s=settings.timeout_s,
-        max_connections=settings.concurrency,
-        stack=settings.http_stack,
-    ) as client:
-        sender = Sender(
-            client,
-            rate=settings.rate,
-            concurrency=settings.concurrency,
-            max_attempts=settings.max_attempts,
-            max_total_backoff_s=settings.max_total_backoff_s,
-            sink=journal.add,
-            grace_s=min(settings.timeout_s, 10.0),
-            backoff=Backoff(base_s=settings.backoff_base_s),
+def _send(
+    settings: RunSettings,
+    token: str,
+    sendable: pl.DataFrame,
+    journals: list[Path],
+    print_: str,
+    resume_at: dict[Path, int],
+) -> tuple[SessionResult, dict[Path, int]]:
+    """Send, in this process or in workers; returns where each journal's new records begin."""
+    if len(journals) > 1:
+        return run_workers(
+            settings,
+            token,
+            sendable,
+            journals=journals,
+            fingerprint=print_,
+            resume_at=resume_at,
+            log_format=settings.log_format,
+            log_level=settings.log_level,
         )
-
-        def on_signal(signum: int) -> None:
-            if received:  # a second signal: leave now; the journal holds every settled row
-                journal.flush()
-                os._exit(128 + signum)
-            received.append(signum)
-            log.warning(
-                "signal received: finishing requests in flight", signal=signal.Signals(signum).name
-            )
-            sender.stop(Code.INTERRUPTED)
-
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, on_signal, signum)
-        flusher = asyncio.create_task(journal.flush_periodically())
-        try:
-            stats = await sender.run(location_batches(sendable))
-        finally:
-            flusher.cancel()
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(signum)
-    return stats.requests, sender.stop_code, received[0] if received else None
+    journal = JournalWriter(journals[0], fingerprint=print_, resume_at=resume_at.get(journals[0]))
+    try:
+        result = asyncio.run(send_session(settings, token, sendable, journal))
+    finally:
+        journal.close()
+    return result, {journals[0]: journal.start_offset}
 
 
 def execute(
@@ -185,9 +162,11 @@ def execute(
         raise UsageError("no API token: set GHL_TOKEN (or name another variable with --token-env)")
     started = time.monotonic()
     planned = load_plan(settings)
-    earlier, journal_contents = _earlier_outcomes(
-        settings, planned, resume=resume, retry_from=retry_from
-    )
+    valid: dict[Path, int] = {}
+    if settings.dry_run:
+        earlier = pl.DataFrame(schema=OUTCOME_SCHEMA)
+    else:
+        earlier, valid = _earlier_outcomes(settings, planned, resume=resume, retry_from=retry_from)
     sendable = to_send(planned).join(earlier.select("row_index"), on="row_index", how="anti")
     log.info(
         "planned",
@@ -198,24 +177,21 @@ def execute(
         rate=str(settings.rate),
         dry_run=settings.dry_run,
     )
-    requests, stop_code, received = 0, None, None
+    session = SessionResult(0, None, None)
     this_run = pl.DataFrame(schema=OUTCOME_SCHEMA)
-    journal_file = journal_path(settings.output_path)
+    journals = journal_files(settings.output_path, settings.workers)
     if token is not None and not settings.dry_run and sendable.height:
-        journal = JournalWriter(
-            journal_file, fingerprint=fingerprint(planned), resume_from=journal_contents
+        session, starts = _send(settings, token, sendable, journals, fingerprint(planned), valid)
+        this_run = pl.concat(
+            [read_records(j, start=offset) for j, offset in starts.items() if j.exists()]
         )
-        try:
-            requests, stop_code, received = asyncio.run(_send(settings, token, sendable, journal))
-        finally:
-            journal.close()
-        this_run = read_records(journal_file, start=journal.start_offset)
-    unsent = Code.DRY_RUN if settings.dry_run else (stop_code or Code.INTERRUPTED)
+    unsent = Code.DRY_RUN if settings.dry_run else (session.stop_code or Code.INTERRUPTED)
     everything = pl.concat([earlier, this_run]).unique(subset="row_index", keep="last")
     results = assemble(planned, everything, unsent=unsent)
     write_atomically(results, settings.output_path)
     if not settings.dry_run:
-        journal_file.unlink(missing_ok=True)  # the results now hold all it did
-    summary = summarise(results, requests=requests, elapsed_s=time.monotonic() - started)
+        for journal in {*existing_journals(settings.output_path), *journals}:
+            journal.unlink(missing_ok=True)  # the results now hold all they did
+    summary = summarise(results, requests=session.requests, elapsed_s=time.monotonic() - started)
     log.info("finished", **summary.to_dict())
-    return RunResult(summary, results, received)
+    return RunResult(summary, results, session.signal)

@@ -18,8 +18,8 @@ What the API says steers the run, not just the row:
 ``stop()`` (a signal, a rejected token) ends the run gracefully: no new row starts, rows
 waiting between attempts end at once, requests in flight get a bounded grace period.
 
-Each row handed to a task reaches ``sink`` exactly once, as a ``RowOutcome``. Rows never
-handed out (the run stopped first) reach it not at all; ``stop_code`` says why.
+Every row of every batch reaches ``sink`` exactly once, as a ``RowOutcome``: rows the run
+never got to (it stopped first) as ``skipped`` with ``stop_code`` as the reason.
 """
 
 from __future__ import annotations
@@ -166,10 +166,18 @@ class Sender:
 
     async def _dispatch(self, batch: LocationBatch) -> None:
         location = self.location(batch.location_id)
-        for row_index, contact_id in batch.rows:
+        rows = iter(batch.rows)
+        for row_index, contact_id in rows:
             row = _Row(location, row_index, contact_id)
             if location.stopped_by is None:
-                await self._take(location)
+                try:
+                    await self._take(location)
+                except asyncio.CancelledError:  # the run stopped: account for every row left
+                    code = self.stop_code or Code.INTERRUPTED
+                    self._finish(row, self._skipped(code))
+                    for row_index, contact_id in rows:
+                        self._finish(_Row(location, row_index, contact_id), self._skipped(code))
+                    raise
                 if location.still_open():  # nothing decided while we waited for the permit
                     task = asyncio.create_task(self._send_row(row, holding=True))
                     self._rows[task] = row

@@ -6,6 +6,7 @@ one clear ``UsageError`` naming the option, instead of a failure deep inside a s
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 from ipaddress import ip_address
@@ -14,6 +15,7 @@ from urllib.parse import urlsplit
 
 from pipeline import constants
 from pipeline.errors import UsageError
+from pipeline.logs import LogFormat
 from pipeline.transport import HttpStack
 
 DEFAULT_ID_PATTERN = r"[A-Za-z0-9_-]+"
@@ -90,3 +92,6 @@ class RunSettings:
     id_max_length: int = DEFAULT_ID_MAX_LENGTH
     dry_run: bool = False
     http_stack: HttpStack = "aiohttp"
+    workers: int = 1
+    log_format: LogFormat = "auto"
+    log_level: int = logging.INFO

@@ -39,7 +39,7 @@ def test_records_of_this_run_only(tmp_path: Path) -> None:
     first = JournalWriter(path, fingerprint="fp")
     first.add(outcome(0, Status.FAILED, Code.TIMEOUT))
     first.close()
-    resumed = JournalWriter(path, fingerprint="fp", resume_from=read_journal(path))
+    resumed = JournalWriter(path, fingerprint="fp", resume_at=read_journal(path).valid_bytes)
     resumed.add(outcome(0))
     resumed.add(outcome(1))
     resumed.close()
@@ -67,7 +67,7 @@ def test_a_torn_tail_is_ignored_then_cut_before_appending(tmp_path: Path) -> Non
         handle.write(b'{"row_index": 1, "sta')
     contents = read_journal(path)
     assert contents.torn and contents.outcomes["row_index"].to_list() == [0]
-    resumed = JournalWriter(path, fingerprint="fp", resume_from=contents)
+    resumed = JournalWriter(path, fingerprint="fp", resume_at=contents.valid_bytes)
     resumed.add(outcome(2))
     resumed.close()
     again = read_journal(path)
@@ -79,7 +79,7 @@ def test_a_torn_header_means_nothing_was_recorded(tmp_path: Path) -> None:
     path.write_bytes(b'{"journal": 1, "finger')
     contents = read_journal(path)
     assert contents.valid_bytes == 0 and contents.outcomes.height == 0
-    writer = JournalWriter(path, fingerprint="fp", resume_from=contents)
+    writer = JournalWriter(path, fingerprint="fp", resume_at=contents.valid_bytes)
     writer.close()
     assert read_journal(path).fingerprint == "fp"
 

@@ -1,0 +1,110 @@
+"""One sending session in one process: the client, the sender, the journal, the signals.
+
+Used by a plain run (in the main process) and by each ``--workers`` process alike, so both
+behave the same: SIGINT/SIGTERM stop the session gracefully, a second one leaves at once
+with the journal intact, and every row handed in is journalled exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import polars as pl
+import structlog
+
+from pipeline.backoff import Backoff
+from pipeline.client import ConversationsClient
+from pipeline.journal import JournalWriter
+from pipeline.outcomes import Code
+from pipeline.sending import LocationBatch, Sender
+from pipeline.settings import RunSettings
+
+log = structlog.get_logger("pipeline.session")
+
+
+@dataclass(frozen=True, slots=True)
+class SessionResult:
+    requests: int
+    stop_code: Code | None  # why the session stopped early, if it did
+    signal: int | None  # the signal that stopped it, if one did
+
+
+def location_batches(sendable: pl.DataFrame) -> Iterator[LocationBatch]:
+    """The rows to send grouped by location, locations in order of first appearance."""
+    parts = sendable.partition_by("location_id", maintain_order=True, as_dict=True)
+    for (location_id,), part in parts.items():
+        yield LocationBatch(str(location_id), _pairs(part))
+
+
+def _pairs(part: pl.DataFrame, chunk: int = 4096) -> Iterator[tuple[int, str]]:
+    """(row_index, contact_id) pairs, turned into Python objects a chunk at a time."""
+    for offset in range(0, part.height, chunk):
+        piece = part.slice(offset, chunk)
+        yield from zip(piece["row_index"].to_list(), piece["contact_id"].to_list(), strict=True)
+
+
+async def send_session(
+    settings: RunSettings,
+    token: str,
+    sendable: pl.DataFrame,
+    journal: JournalWriter,
+    *,
+    parent_pid: int | None = None,
+) -> SessionResult:
+    """Send ``sendable``; a worker passes ``parent_pid`` so that it stops if orphaned."""
+    loop = asyncio.get_running_loop()
+    received: list[int] = []
+    async with ConversationsClient(
+        base_url=settings.base_url,
+        token=token,
+        api_version=settings.api_version,
+        timeout_s=settings.timeout_s,
+        max_connections=settings.concurrency,
+        stack=settings.http_stack,
+    ) as client:
+        sender = Sender(
+            client,
+            rate=settings.rate,
+            concurrency=settings.concurrency,
+            max_attempts=settings.max_attempts,
+            max_total_backoff_s=settings.max_total_backoff_s,
+            sink=journal.add,
+            grace_s=min(settings.timeout_s, 10.0),
+            backoff=Backoff(base_s=settings.backoff_base_s),
+        )
+
+        def on_signal(signum: int) -> None:
+            if received:  # a second signal: leave now; the journal holds what is done
+                journal.flush()
+                os._exit(128 + signum)
+            received.append(signum)
+            log.warning(
+                "signal received: finishing requests in flight", signal=signal.Signals(signum).name
+            )
+            sender.stop(Code.INTERRUPTED)
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, on_signal, signum)
+        helpers = [asyncio.create_task(journal.flush_periodically())]
+        if parent_pid is not None:
+            helpers.append(asyncio.create_task(_stop_when_orphaned(parent_pid, sender)))
+        try:
+            stats = await sender.run(location_batches(sendable))
+        finally:
+            for helper in helpers:
+                helper.cancel()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+    return SessionResult(stats.requests, sender.stop_code, received[0] if received else None)
+
+
+async def _stop_when_orphaned(parent_pid: int, sender: Sender) -> None:
+    """A worker whose parent died (``kill -9``) stops, so a ``--resume`` never races it."""
+    while os.getppid() == parent_pid:  # noqa: ASYNC110 - polling is the only way to notice
+        await asyncio.sleep(0.5)
+    log.error("parent process is gone; stopping")
+    sender.stop(Code.INTERRUPTED)

@@ -1,0 +1,169 @@
+"""Past one process: ``--workers N`` sends from N processes, each owning whole locations.
+
+A location is owned by exactly one worker (a stable hash of its id: CRC-32, the same on
+every machine and every run), so each location's rate limit lives in exactly one limiter
+and the API never sees two processes share a location's budget. Each worker runs the same
+sending session as a single-process run and keeps its own journal
+(``results.parquet.journal.wK``); the parent merges the journals into one results file in
+input order.
+
+Signals: the workers run in their own process group, so a Ctrl-C on the terminal reaches the
+parent only, which passes it on exactly once (a second Ctrl-C is passed on again, and makes
+the workers leave at once, as in a single process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import multiprocessing
+import os
+import signal
+import tempfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+import polars as pl
+import structlog
+
+from pipeline import logs
+from pipeline.journal import JournalWriter
+from pipeline.outcomes import Code
+from pipeline.session import SessionResult, send_session
+from pipeline.settings import RunSettings
+
+log = structlog.get_logger("pipeline.workers")
+
+
+def owner(location_id: str, workers: int) -> int:
+    return zlib.crc32(location_id.encode()) % workers
+
+
+def split(sendable: pl.DataFrame, workers: int) -> list[pl.DataFrame]:
+    """Each worker's rows, in input order; a location's rows all go to one worker."""
+    locations = sendable["location_id"].unique()
+    owners = pl.DataFrame(
+        {"location_id": locations, "_worker": [owner(loc, workers) for loc in locations.to_list()]},
+        schema={"location_id": pl.String, "_worker": pl.Int64},
+    )
+    tagged = sendable.join(owners, on="location_id", how="left", maintain_order="left")
+    return [tagged.filter(pl.col("_worker") == k).drop("_worker") for k in range(workers)]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerJob:
+    index: int
+    settings: RunSettings
+    token: str
+    rows_path: Path
+    journal_path: Path
+    fingerprint: str
+    resume_at: int | None
+    report_path: Path
+    log_format: logs.LogFormat
+    log_level: int
+    parent_pid: int
+
+
+def _work(job: WorkerJob) -> None:
+    """A worker process: one sending session over its own rows and journal."""
+    os.setpgrp()  # the terminal's Ctrl-C goes to the parent, which passes it on once
+    logs.configure(job.log_format, level=job.log_level)
+    logs.register_secret(job.token)
+    structlog.contextvars.bind_contextvars(worker=job.index)
+    sendable = pl.read_parquet(job.rows_path)
+    journal = JournalWriter(job.journal_path, fingerprint=job.fingerprint, resume_at=job.resume_at)
+    try:
+        result = asyncio.run(
+            send_session(job.settings, job.token, sendable, journal, parent_pid=job.parent_pid)
+        )
+    finally:
+        journal.close()
+    report = {"requests": result.requests, "stop_code": result.stop_code, "signal": result.signal}
+    job.report_path.write_text(json.dumps(report), encoding="utf-8")
+
+
+def run_workers(
+    settings: RunSettings,
+    token: str,
+    sendable: pl.DataFrame,
+    *,
+    journals: list[Path],
+    fingerprint: str,
+    resume_at: dict[Path, int],
+    log_format: logs.LogFormat,
+    log_level: int = logging.INFO,
+) -> tuple[SessionResult, dict[Path, int]]:
+    """Send ``sendable`` from ``len(journals)`` processes; returns the merged session result
+    and, per journal, the offset where this run's records begin."""
+    context = multiprocessing.get_context("spawn")
+    parts = split(sendable, len(journals))
+    received: list[int] = []
+    with tempfile.TemporaryDirectory(prefix=".pipeline-", dir=settings.output_path.parent) as tmp:
+        jobs: list[WorkerJob] = []
+        processes: list[multiprocessing.process.BaseProcess] = []
+        for index, (part, journal) in enumerate(zip(parts, journals, strict=True)):
+            rows_path = Path(tmp) / f"rows-{index}.parquet"
+            part.write_parquet(rows_path)
+            job = WorkerJob(
+                index=index,
+                settings=settings,
+                token=token,
+                rows_path=rows_path,
+                journal_path=journal,
+                fingerprint=fingerprint,
+                resume_at=resume_at.get(journal),
+                report_path=Path(tmp) / f"report-{index}.json",
+                log_format=log_format,
+                log_level=log_level,
+                parent_pid=os.getpid(),
+            )
+            jobs.append(job)
+
+        def forward(signum: int, _frame: FrameType | None) -> None:
+            received.append(signum)
+            for process in processes:
+                if process.pid is not None and process.is_alive():
+                    os.kill(process.pid, signum)
+
+        previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            for job in jobs:
+                started = context.Process(
+                    target=_work, args=(job,), name=f"pipeline-worker-{job.index}"
+                )
+                started.start()
+                processes.append(started)
+            log.info("workers started", workers=len(processes), rows=[p.height for p in parts])
+            for running in processes:
+                running.join()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        requests, stop_code = 0, None
+        for job, ended in zip(jobs, processes, strict=True):
+            if not job.report_path.exists():
+                log.error(
+                    "worker ended without a report", worker=job.index, exitcode=ended.exitcode
+                )
+                stop_code = stop_code or Code.INTERRUPTED
+                continue
+            report = json.loads(job.report_path.read_text(encoding="utf-8"))
+            requests += int(report["requests"])
+            if report["stop_code"] and stop_code is None:
+                stop_code = Code(report["stop_code"])
+    starts = {journal: _start_offset(journal, resume_at.get(journal)) for journal in journals}
+    return SessionResult(requests, stop_code, received[0] if received else None), starts
+
+
+def _start_offset(journal: Path, resume_at: int | None) -> int:
+    """Where this run's records begin in a worker's journal: after the header, or the old end."""
+    if resume_at:
+        return resume_at
+    if not journal.exists():
+        return 0
+    with journal.open("rb") as handle:
+        return len(handle.readline())
