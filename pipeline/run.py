@@ -7,7 +7,6 @@ Each stage lives in its own module and knows nothing of the ones after it.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,7 @@ from pipeline.results import (
     settled,
     write_atomically,
 )
-from pipeline.session import SessionResult, send_session
+from pipeline.session import SessionResult, run_async, send_session
 from pipeline.settings import RunSettings
 from pipeline.summary import Summary, summarise
 from pipeline.workers import run_workers
@@ -144,7 +143,7 @@ def _send(
         )
     journal = JournalWriter(journals[0], fingerprint=print_, resume_at=resume_at.get(journals[0]))
     try:
-        result = asyncio.run(send_session(settings, token, sendable, journal))
+        result = run_async(send_session(settings, token, sendable, journal))
     finally:
         journal.close()
     return result, {journals[0]: journal.start_offset}

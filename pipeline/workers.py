@@ -14,13 +14,14 @@ the workers leave at once, as in a single process).
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import json
 import logging
 import multiprocessing
 import os
 import signal
 import tempfile
+import threading
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,7 @@ import structlog
 from pipeline import logs
 from pipeline.journal import JournalWriter
 from pipeline.outcomes import Code
-from pipeline.session import SessionResult, send_session
+from pipeline.session import SessionResult, run_async, send_session
 from pipeline.settings import RunSettings
 
 log = structlog.get_logger("pipeline.workers")
@@ -68,16 +69,22 @@ class WorkerJob:
     parent_pid: int
 
 
-def _work(job: WorkerJob) -> None:
-    """A worker process: one sending session over its own rows and journal."""
+def _work(job: WorkerJob, ready: threading.Barrier) -> None:
+    """A worker process: one sending session over its own rows and journal.
+
+    Workers start sending together (``ready``), once all have paid their start-up cost, so
+    that no worker's location waits on another's imports.
+    """
     os.setpgrp()  # the terminal's Ctrl-C goes to the parent, which passes it on once
     logs.configure(job.log_format, level=job.log_level)
     logs.register_secret(job.token)
     structlog.contextvars.bind_contextvars(worker=job.index)
     sendable = pl.read_parquet(job.rows_path)
     journal = JournalWriter(job.journal_path, fingerprint=job.fingerprint, resume_at=job.resume_at)
+    with contextlib.suppress(threading.BrokenBarrierError):
+        ready.wait(timeout=120)
     try:
-        result = asyncio.run(
+        result = run_async(
             send_session(job.settings, job.token, sendable, journal, parent_pid=job.parent_pid)
         )
     finally:
@@ -131,9 +138,10 @@ def run_workers(
 
         previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
+            ready = context.Barrier(len(jobs))
             for job in jobs:
                 started = context.Process(
-                    target=_work, args=(job,), name=f"pipeline-worker-{job.index}"
+                    target=_work, args=(job, ready), name=f"pipeline-worker-{job.index}"
                 )
                 started.start()
                 processes.append(started)
