@@ -32,5 +32,10 @@ lint: install
 	$(BIN)/ruff format --check pipeline tests
 	$(BIN)/mypy
 
+# Benchmarks (figures in BENCHMARKS.md): a quick set by default, `make bench ARGS=--large`
+# for 200 locations and 10 M rows.
+bench: install
+	$(BIN)/python -m pipeline.benchmark $(ARGS)
+
 clean:
 	rm -rf $(VENV) $(TOOLS) out .pytest_cache .mypy_cache .ruff_cache

@@ -238,14 +238,21 @@ def status_counts(requests: Iterable[Request]) -> dict[int, int]:
     return dict(sorted(Counter(r.status for r in requests).items()))
 
 
-def cpu_share(samples: Sequence[tuple[float, float]], start: float, end: float) -> float | None:
+def cpu_share(
+    samples: Sequence[tuple[float, float]], start: float, end: float, *, ended: bool = False
+) -> float | None:
     """CPU seconds used per wall second in ``[start, end]``, from ``(time, cpu_s)`` samples.
 
     Linear interpolation between samples; None when the samples do not cover the interval.
+    ``ended``: the last sample is the process's exit, so it used nothing after it.
     1.0 means one core busy all the time.
     """
-    if end <= start or len(samples) < 2 or samples[0][0] > start or samples[-1][0] < end:
+    if end <= start or len(samples) < 2 or samples[0][0] > start:
         return None
+    if samples[-1][0] < end:
+        if not ended:
+            return None
+        samples = [*samples, (end, samples[-1][1])]
 
     def at(t: float) -> float:
         times = [s[0] for s in samples]
@@ -267,30 +274,27 @@ def bottleneck(
     two_per_s: float,
     sandbox_cpu: float | None,
     client_cpu: float | None,
+    machine_cpu: float | None,
     cores: int,
 ) -> str:
     """Which resource limited a single client's run against the sandbox.
 
     A second client at once adding a good deal means one client could not keep the sandbox
     busy. Adding little means the sandbox is at its ceiling: because its one event loop is
-    saturated, or because the machine has no CPU left for it (both processes share it).
+    saturated, or because the machine has no CPU left for it (the processes share it).
+    CPU figures are in cores (1.0 = one core busy); ``machine_cpu`` is all cores together.
     """
     gain = two_per_s / one_per_s if one_per_s > 0 else math.nan
-    cpus = f"sandbox {fmt_share(sandbox_cpu)}, client {fmt_share(client_cpu)} CPU"
+    added = f"a 2nd client adds {gain - 1:+.0%}"
     if gain >= CLIENT_BOUND_GAIN:
-        return f"the client ({cpus}; a 2nd client adds {gain - 1:+.0%})"
+        return f"the client ({added})"
     if sandbox_cpu is not None and sandbox_cpu >= 0.9:
-        return f"the sandbox, its core saturated ({cpus}; a 2nd client adds {gain - 1:+.0%})"
-    if (
-        sandbox_cpu is not None
-        and client_cpu is not None
-        and (sandbox_cpu + client_cpu >= 0.8 * cores)
-    ):
-        return (
-            f"the machine: {cores} cores busy with sandbox + client ({cpus}; "
-            f"a 2nd client adds {gain - 1:+.0%})"
-        )
-    return f"the sandbox ({cpus}; a 2nd client adds {gain - 1:+.0%})"
+        return f"the sandbox: its core is saturated ({added})"
+    if machine_cpu is None and sandbox_cpu is not None and client_cpu is not None:
+        machine_cpu = sandbox_cpu + client_cpu
+    if machine_cpu is not None and machine_cpu >= 0.85 * cores:
+        return f"the machine: its {cores} cores are {machine_cpu / cores:.0%} busy ({added})"
+    return f"the sandbox ({added})"
 
 
 # -- results and tables (pure) -----------------------------------------------------------------
@@ -505,17 +509,33 @@ def process_cpu_s(pid: int, *, tree: bool = False) -> float | None:
     return total / _TICK
 
 
+def machine_busy_s() -> float | None:
+    """CPU seconds all cores together spent busy (not idle, not waiting) since boot."""
+    try:
+        with Path("/proc/stat").open() as stat:
+            fields = stat.readline().split()
+    except OSError:
+        return None
+    # cpu user nice system idle iowait irq softirq steal ...
+    return sum(int(fields[i]) for i in (1, 2, 3, 6, 7)) / _TICK
+
+
+MACHINE = "machine"
+
+
 class CpuSampler:
     """Samples the CPU time of named processes every ``interval_s`` on a daemon thread.
 
     Sample times are ``time.monotonic()``, the clock the sandbox stamps requests with, so
     a process's CPU share can be read over exactly the window the request log shows.
+    ``MACHINE`` is sampled too: the busy time of all cores together.
     """
 
     def __init__(self, interval_s: float = 0.05) -> None:
         self._interval = interval_s
         self._watched: dict[str, tuple[int, bool]] = {}
-        self.samples: dict[str, list[tuple[float, float]]] = {}
+        self._ended: set[str] = set()
+        self.samples: dict[str, list[tuple[float, float]]] = {MACHINE: []}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cpu-sampler", daemon=True)
@@ -530,11 +550,17 @@ class CpuSampler:
         """The last point of a process that ended: its total CPU (from ``wait4``) at exit."""
         with self._lock:
             self._watched.pop(name, None)
+            self._ended.add(name)
             self.samples.setdefault(name, []).append((ended, cpu_s))
 
     def _sample_once(self) -> None:
         with self._lock:
             watched = dict(self._watched)
+        busy = machine_busy_s()
+        if busy is not None:
+            now = time.monotonic()
+            with self._lock:
+                self.samples[MACHINE].append((now, busy))
         for name, (pid, tree) in watched.items():
             cpu = process_cpu_s(pid, tree=tree)
             now = time.monotonic()
@@ -549,10 +575,12 @@ class CpuSampler:
 
     def share(self, name: str, start: float, end: float) -> float | None:
         with self._lock:
-            samples = list(self.samples.get(name, []))
-        return cpu_share(samples, start, end)
+            samples = sorted(self.samples.get(name, []))  # two threads append
+            ended = name in self._ended
+        return cpu_share(samples, start, end, ended=ended)
 
     def __enter__(self) -> CpuSampler:
+        self._sample_once()
         self._thread.start()
         return self
 
@@ -925,12 +953,14 @@ def bench_limit(options: Options, locations: int, rows_per_location: int = 300) 
     table.add(
         "CPU during the first bursts",
         f"sandbox {fmt_share(sampler.share('sandbox', metrics.first_t, first_burst_end))}, "
-        f"pipeline {fmt_share(sampler.share('pipeline', metrics.first_t, first_burst_end))}",
+        f"pipeline {fmt_share(sampler.share('pipeline', metrics.first_t, first_burst_end))}, "
+        f"machine {fmt_share(sampler.share(MACHINE, metrics.first_t, first_burst_end))}",
     )
     table.add(
         "CPU while sending",
         f"sandbox {fmt_share(sampler.share('sandbox', metrics.first_t, metrics.last_t))}, "
-        f"pipeline {fmt_share(sampler.share('pipeline', metrics.first_t, metrics.last_t))}",
+        f"pipeline {fmt_share(sampler.share('pipeline', metrics.first_t, metrics.last_t))}, "
+        f"machine {fmt_share(sampler.share(MACHINE, metrics.first_t, metrics.last_t))}",
     )
     table.notes.append(
         f"pipeline run --rate {rate} --concurrency {options.concurrency}; "
@@ -955,6 +985,7 @@ class Sample:
     wall_s: float
     sandbox_cpu: float | None
     client_cpu: float | None
+    machine_cpu: float | None
     ok: bool
 
 
@@ -991,6 +1022,7 @@ def _capacity_sample(
         wall_s=max(f.wall_s for f in finished),
         sandbox_cpu=sampler.share("sandbox", rate.first_t, rate.last_t),
         client_cpu=client_cpu,
+        machine_cpu=sampler.share(MACHINE, rate.first_t, rate.last_t),
         ok=ok,
     )
     return sample, finished
@@ -1094,20 +1126,26 @@ def bench_capacity(options: Options, rows: int = 10_000, locations: int = 200) -
     table.add(
         "bottleneck of a single bare client",
         bottleneck(
-            bare, two, med("bare", "sandbox_cpu"), med("bare", "client_cpu"), os.cpu_count() or 1
+            bare,
+            two,
+            med("bare", "sandbox_cpu"),
+            med("bare", "client_cpu"),
+            med("bare", "machine_cpu"),
+            os.cpu_count() or 1,
         ),
     )
     for variant in [*variants, "bare-x2"]:
         table.add(
             f"{variant}: CPU while sending",
             f"sandbox {fmt_share(med(variant, 'sandbox_cpu'))}, "
-            f"client{'s' if variant == 'bare-x2' else ''} {fmt_share(med(variant, 'client_cpu'))}",
+            f"client{'s' if variant == 'bare-x2' else ''} {fmt_share(med(variant, 'client_cpu'))}, "
+            f"machine {fmt_share(med(variant, 'machine_cpu'))} of {(os.cpu_count() or 1) * 100}%",
         )
         table.notes.append(f"{variant}: requests/s by run {runs_note(variant)}")
     table.notes.append(
         "CPU: share of one core (100% = one core busy) between the first and the last request "
-        f"the sandbox received, from /proc samples every 50 ms; {os.cpu_count()} cores serve "
-        "the sandbox and the client(s) together"
+        "the sandbox received, from /proc samples every 50 ms; machine: all cores together, "
+        "whoever uses them; the sandbox and the client(s) share the machine"
     )
     table.notes.extend(problems)
     table.error = table.error or any(not s.ok for v in samples.values() for s in v)

@@ -36,6 +36,7 @@ EXIT_ROWS_NOT_DONE = 1
 EXIT_USAGE = 2
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
+EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug, or the machine refused (disk full, permissions)
 
 
 def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
@@ -169,6 +170,15 @@ _RUN_OPTIONS = [
         show_default=True,
     ),
     click.option(
+        "--token-file",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=None,
+        help="Read the token from this file (instead of the environment).",
+    ),
+    click.option(
+        "--overwrite", is_flag=True, help="Replace an existing output file (otherwise refused)."
+    ),
+    click.option(
         "--token-env",
         default="GHL_TOKEN",
         show_default=True,
@@ -245,9 +255,7 @@ def _execute(input_path: Path, options: dict[str, Any], *, retry_from: Path | No
 
     logs.configure(options["log_format"], level=logging.DEBUG if options["debug"] else logging.INFO)
     token_env: str = options["token_env"]
-    token = (os.environ.get(token_env) or "").strip() or None
-    if token is not None:
-        logs.register_secret(token)
+    token = _read_token(options["token_file"], token_env)
     settings = RunSettings(
         input_path=input_path,
         output_path=options["output"],
@@ -266,13 +274,16 @@ def _execute(input_path: Path, options: dict[str, Any], *, retry_from: Path | No
         id_pattern=options["id_pattern"],
         id_max_length=options["id_max_length"],
         dry_run=options["dry_run"],
+        overwrite=options["overwrite"],
         http_stack=options["http_stack"],
         workers=options["workers"],
         log_format=options["log_format"],
         log_level=logging.DEBUG if options["debug"] else logging.INFO,
     )
     if token is None and not settings.dry_run:
-        raise UsageError(f"no API token: the environment variable {token_env} is not set")
+        raise UsageError(
+            f"no API token: set the environment variable {token_env} (or use --token-file)"
+        )
     result = execute(settings, token, resume=options["resume"], retry_from=retry_from)
     click.echo(render(result.summary, str(settings.output_path)))
     if result.signal is not None:
@@ -289,22 +300,56 @@ def sandbox(args: tuple[str, ...]) -> None:
     sys.exit(sandbox_main(list(args)))
 
 
+def _read_token(token_file: Path | None, token_env: str) -> str | None:
+    """The token, from a file (read once) or the environment; never from the command line.
+
+    It is registered with the log redaction before anything else can see it.
+    """
+    if token_file is not None:
+        try:
+            raw = token_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(
+                f"--token-file {token_file}: cannot be read ({type(exc).__name__})"
+            ) from exc
+        token = raw.strip() or None
+        if token is None:
+            raise UsageError(f"--token-file {token_file}: the file is empty")
+    else:
+        token = (os.environ.get(token_env) or "").strip() or None
+    if token is not None:
+        if any(ch.isspace() for ch in token):
+            logs.register_secret(token)
+            raise UsageError("the token holds whitespace inside it; check its source")
+        logs.register_secret(token)
+    return token
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: maps every pre-send failure to one line and exit 2."""
+    """Console-script entry point: every failure is one line on stderr, never a traceback
+    (unless ``--debug``), and every message passes the same secret scrubbing as the logs."""
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
     try:
         cli.main(args=args, prog_name="pipeline", standalone_mode=False)
-    except (UsageError, click.UsageError, click.BadParameter) as exc:
-        if debug:
-            traceback.print_exc()
+    except (UsageError, click.ClickException) as exc:
         message = exc.format_message() if isinstance(exc, click.ClickException) else str(exc)
-        click.echo(f"pipeline: error: {' '.join(message.split())}", err=True)
-        sys.exit(EXIT_USAGE)
-    except click.ClickException as exc:
-        click.echo(f"pipeline: error: {exc.format_message()}", err=True)
-        sys.exit(EXIT_USAGE)
-    except click.exceptions.Abort:
+        _fail(message, EXIT_USAGE, debug)
+    except (click.exceptions.Abort, KeyboardInterrupt):
         sys.exit(EXIT_SIGINT)
-    except KeyboardInterrupt:
-        sys.exit(EXIT_SIGINT)
+    except OSError as exc:  # disk full, permissions: say what and where, not how
+        where = f" ({exc.filename})" if exc.filename else ""
+        _fail(f"{exc.strerror or exc}{where}", EXIT_INTERNAL, debug)
+    except Exception as exc:
+        _fail(
+            f"internal error: {type(exc).__name__}: {exc} (run with --debug for details)",
+            EXIT_INTERNAL,
+            debug,
+        )
+
+
+def _fail(message: str, code: int, debug: bool) -> None:
+    if debug:
+        click.echo(logs.scrub(traceback.format_exc()), err=True)
+    click.echo(f"pipeline: error: {logs.scrub(' '.join(message.split()))}", err=True)
+    sys.exit(code)

@@ -38,8 +38,19 @@ def main(argv: list[str]) -> int:
             flush=True,
         )
         env = {**os.environ, "GHL_TOKEN": DEFAULT_TOKEN}
-        command = [sys.executable, "-m", "pipeline", "run", *argv, "--base-url", base_url]
-        print("$ pipeline run " + " ".join(argv) + f" --base-url {base_url}", flush=True)
+        command = [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "run",
+            *argv,
+            "--base-url",
+            base_url,
+            "--overwrite",
+        ]
+        print(
+            "$ pipeline run " + " ".join(argv) + f" --base-url {base_url} --overwrite", flush=True
+        )
         code = subprocess.call(command, env=env)
     finally:
         sandbox.terminate()

@@ -1,7 +1,8 @@
 """Stage 1, read the input: CSV (optionally gzipped) or Parquet, lazily, through polars.
 
 The output of this stage is a LazyFrame with exactly three columns, whatever the file looked
-like: ``row_index`` (Int64, 0-based among data rows), ``contact_id`` and ``location_id``
+like: ``row_index`` (Int64, 0-based among data rows: in a CSV, every line after the header
+with a non-empty field under one of the header's columns), ``contact_id`` and ``location_id``
 (String, trimmed, null where absent or blank). IDs are always text: an ID column is never
 type-inferred, so ``000123`` stays ``000123``.
 
@@ -11,7 +12,9 @@ names the file and the problem, before anything is sent.
 
 from __future__ import annotations
 
+import gzip
 import re
+import zlib
 from pathlib import Path
 
 import polars as pl
@@ -26,6 +29,7 @@ PARQUET_SUFFIXES = (".parquet", ".pq")
 CONTACT_KEY = "contactid"
 LOCATION_KEY = "locationid"
 
+SNIFF_BYTES = 64 * 1024
 _SEPARATORS = re.compile(r"[\s_\-]+")
 
 
@@ -51,6 +55,7 @@ def read_input(
     fmt = input_format(path)
     _check_readable(path)
     if fmt == "csv":
+        _check_text(path)
         lf = pl.scan_csv(
             path,
             infer_schema=False,  # every column is text: IDs keep their leading zeros
@@ -58,6 +63,9 @@ def read_input(
             truncate_ragged_lines=True,
             missing_columns="insert",
         )
+        # A blank line (or a line of only separators) is not a data row: it carries no
+        # instruction, and exports often end with one.
+        lf = lf.filter(pl.any_horizontal(pl.all().fill_null("").str.len_bytes() > 0))
     else:
         _check_parquet_magic(path)
         lf = pl.scan_parquet(path)
@@ -90,6 +98,23 @@ def _check_readable(path: Path) -> None:
         raise UsageError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
     if not first:
         raise UsageError(f"{path}: the file is empty")
+
+
+def _check_text(path: Path) -> None:
+    """Refuse binary data dressed as CSV, and gzip that is not gzip, with a plain reason."""
+    try:
+        if path.name.lower().endswith(".gz"):
+            with gzip.open(path, "rb") as handle:
+                head = handle.read(SNIFF_BYTES)
+        else:
+            with path.open("rb") as handle:
+                head = handle.read(SNIFF_BYTES)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise UsageError(f"{path}: not a readable gzip file ({exc})") from exc
+    if not head.strip(b"\xef\xbb\xbf \t\r\n"):
+        raise UsageError(f"{path}: the file has no header line (it is empty or blank)")
+    if b"\x00" in head:
+        raise UsageError(f"{path}: binary data, not CSV text (it holds NUL bytes)")
 
 
 def _check_parquet_magic(path: Path) -> None:
@@ -142,7 +167,7 @@ def _snake(label: str) -> str:
 
 
 def _list(names: list[str]) -> str:
-    shown = ", ".join(repr(n) for n in names[:12])
+    shown = ", ".join(repr(n if len(n) <= 40 else n[:40] + "...") for n in names[:12])
     more = f" and {len(names) - 12} more" if len(names) > 12 else ""
     return f"[{shown}{more}]" if names else "no columns"
 

@@ -7,6 +7,7 @@ Each stage lives in its own module and knows nothing of the ones after it.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,8 +49,8 @@ class RunResult:
     signal: int | None = None  # the signal that interrupted the run, if one did
 
 
-def check_paths(settings: RunSettings) -> None:
-    """Refuse an output that would clobber the input, before reading anything."""
+def check_paths(settings: RunSettings, *, resume: bool) -> None:
+    """Refuse an output that cannot or should not be written, before anything is sent."""
     if settings.output_path.resolve() == settings.input_path.resolve():
         raise UsageError(
             f"{settings.output_path}: the output would overwrite the input; choose another -o"
@@ -59,6 +60,20 @@ def check_paths(settings: RunSettings) -> None:
             f"{settings.output_path}: the output is a directory; "
             "give a file path such as out/results.parquet"
         )
+    if settings.output_path.exists() and not (resume or settings.overwrite):
+        raise UsageError(
+            f"{settings.output_path}: the output exists; add --overwrite to replace it, "
+            "or --resume to continue the run that wrote it"
+        )
+    folder = settings.output_path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(
+            f"{folder}: cannot create the output folder ({exc.strerror or exc})"
+        ) from exc
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"{folder}: the output folder is not writable")
 
 
 def load_plan(settings: RunSettings) -> pl.DataFrame:
@@ -156,7 +171,7 @@ def execute(
     resume: bool = False,
     retry_from: Path | None = None,
 ) -> RunResult:
-    check_paths(settings)
+    check_paths(settings, resume=resume)
     if token is None and not settings.dry_run:
         raise UsageError("no API token: set GHL_TOKEN (or name another variable with --token-env)")
     started = time.monotonic()

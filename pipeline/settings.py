@@ -91,6 +91,7 @@ class RunSettings:
     id_pattern: str = DEFAULT_ID_PATTERN
     id_max_length: int = DEFAULT_ID_MAX_LENGTH
     dry_run: bool = False
+    overwrite: bool = False
     http_stack: HttpStack = "aiohttp"
     workers: int = 1
     log_format: LogFormat = "auto"

@@ -10,11 +10,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import structlog
 
 from pipeline.sandbox import SandboxConfig, SandboxThread
 
 TOKEN = "sandbox-token"
 REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging() -> Iterator[None]:
+    """Tests that run the CLI in-process configure structlog onto captured streams; put the
+    defaults back so a later test never logs into a closed one."""
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture

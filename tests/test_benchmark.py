@@ -136,14 +136,17 @@ def test_cpu_share_interpolates_between_samples() -> None:
     assert bm.cpu_share(samples, 0.0, 3.0) == pytest.approx(0.5)
     assert bm.cpu_share(samples, -1.0, 2.0) is None  # not covered by samples
     assert bm.cpu_share(samples, 2.0, 4.0) is None
+    # A process that ended at t=3 used nothing after: 1.5 - 1.0 CPU seconds over 2 s.
+    assert bm.cpu_share(samples, 1.5, 3.5, ended=True) == pytest.approx(0.25)
     assert bm.cpu_share(samples[:1], 0.0, 0.0) is None
 
 
 def test_bottleneck_reading() -> None:
-    assert bm.bottleneck(1000, 1900, 0.5, 1.0, 4).startswith("the client")
-    assert bm.bottleneck(1000, 1050, 0.97, 0.6, 4).startswith("the sandbox, its core saturated")
-    assert bm.bottleneck(1000, 1000, 0.8, 0.9, 2).startswith("the machine")
-    assert bm.bottleneck(1000, 1000, 0.5, 0.5, 8).startswith("the sandbox")
+    assert bm.bottleneck(1000, 1900, 0.5, 1.0, 1.5, 4).startswith("the client")
+    assert bm.bottleneck(1000, 1050, 0.97, 0.6, 1.6, 4).startswith("the sandbox: its core")
+    assert bm.bottleneck(1000, 1000, 0.8, 0.9, 1.9, 2).startswith("the machine: its 2 cores")
+    assert bm.bottleneck(1000, 1000, 0.8, 0.9, None, 2).startswith("the machine")
+    assert bm.bottleneck(1000, 1000, 0.5, 0.5, 1.0, 8) == "the sandbox (a 2nd client adds +0%)"
 
 
 def test_tables_render_verdicts() -> None:

@@ -61,6 +61,8 @@ def test_every_row_exactly_once(
         execute(settings_, TOKEN)
         results = pl.read_parquet(out)
 
+    if fmt == "csv":  # a CSV line with every field empty is a blank line, not a data row
+        rows = [(c, loc) for c, loc in rows if c or loc]
     assert results["row_index"].to_list() == list(range(len(rows)))
     assert set(results["status"]) <= {"created", "exists", "duplicate", "invalid"}
     created = server.state.conversations()
