@@ -21,6 +21,7 @@ import click
 
 from pipeline import constants, logs
 from pipeline.errors import UsageError
+from pipeline.report import ReportFormat, build_report, read_results, render
 from pipeline.settings import (
     DEFAULT_ID_MAX_LENGTH,
     DEFAULT_ID_PATTERN,
@@ -28,7 +29,6 @@ from pipeline.settings import (
     check_base_url,
     parse_rate,
 )
-from pipeline.summary import render
 from pipeline.transport import HTTP_STACKS
 
 EXIT_OK = 0
@@ -200,6 +200,13 @@ _RUN_OPTIONS = [
         help="Continue an interrupted or crashed run: keep what its journal and results hold.",
     ),
     click.option(
+        "--daily-quota",
+        type=click.IntRange(1),
+        default=constants.DEFAULT_DAILY_LIMIT,
+        show_default=True,
+        help="Requests per location per day, for the dry-run estimate.",
+    ),
+    click.option(
         "--workers",
         envvar="GHL_WORKERS",
         type=click.IntRange(1, 64),
@@ -275,6 +282,7 @@ def _execute(input_path: Path, options: dict[str, Any], *, retry_from: Path | No
         id_max_length=options["id_max_length"],
         dry_run=options["dry_run"],
         overwrite=options["overwrite"],
+        daily_quota=options["daily_quota"],
         http_stack=options["http_stack"],
         workers=options["workers"],
         log_format=options["log_format"],
@@ -285,10 +293,27 @@ def _execute(input_path: Path, options: dict[str, Any], *, retry_from: Path | No
             f"no API token: set the environment variable {token_env} (or use --token-file)"
         )
     result = execute(settings, token, resume=options["resume"], retry_from=retry_from)
-    click.echo(render(result.summary, str(settings.output_path)))
+    if settings.dry_run and result.plan is not None:
+        click.echo(result.plan.render())
+    click.echo(render(result.report, "table", title=str(settings.output_path)))
     if result.signal is not None:
         sys.exit(128 + result.signal)
-    sys.exit(EXIT_OK if result.summary.all_succeeded else EXIT_ROWS_NOT_DONE)
+    sys.exit(EXIT_OK if result.report.all_succeeded else EXIT_ROWS_NOT_DONE)
+
+
+@cli.command()
+@click.argument("results", type=click.Path(path_type=Path))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "markdown"]),
+    default="table",
+    show_default=True,
+)
+def report(results: Path, fmt: ReportFormat) -> None:
+    """Summarise a results file: statuses, error codes, locations, top failures, throughput."""
+    frame, run = read_results(results)
+    click.echo(render(build_report(frame, run), fmt, title=str(results)))
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "help_option_names": []})
@@ -332,9 +357,10 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in args
     try:
         cli.main(args=args, prog_name="pipeline", standalone_mode=False)
-    except (UsageError, click.ClickException) as exc:
-        message = exc.format_message() if isinstance(exc, click.ClickException) else str(exc)
-        _fail(message, EXIT_USAGE, debug)
+    except UsageError as exc:
+        _fail(str(exc), exc.exit_code, debug)
+    except click.ClickException as exc:
+        _fail(exc.format_message(), EXIT_USAGE, debug)
     except (click.exceptions.Abort, KeyboardInterrupt):
         sys.exit(EXIT_SIGINT)
     except OSError as exc:  # disk full, permissions: say what and where, not how

@@ -125,3 +125,76 @@ def to_send(planned: pl.DataFrame) -> pl.DataFrame:
     return planned.filter(pl.col("status").is_null()).select(
         "row_index", "location_id", "contact_id"
     )
+
+
+@dataclass(frozen=True, slots=True)
+class PlanEstimate:
+    """What a run of this plan will do, before it does it (printed by ``--dry-run``)."""
+
+    rows: int
+    by_status: dict[str, int]  # "to send", "invalid", "duplicate"
+    requests: int
+    locations: int
+    largest_locations: list[tuple[str, int]]
+    estimated_s: float  # with every location in parallel at its own limit
+    over_daily_quota: list[tuple[str, int]]  # locations whose rows exceed one day's quota
+
+    def render(self) -> str:
+        lines = [f"plan: {self.rows} rows"]
+        lines += [f"  {name:<10} {count:>9}" for name, count in self.by_status.items()]
+        lines.append(f"requests to send: {self.requests} over {self.locations} locations")
+        if self.largest_locations:
+            lines.append("largest locations:")
+            lines += [f"  {loc:<24} {count:>9}" for loc, count in self.largest_locations]
+        lines.append(f"estimated duration: {_duration(self.estimated_s)} at the per-location limit")
+        for loc, over in self.over_daily_quota:
+            lines.append(f"  {loc}: {over} rows over the daily quota; they wait for the next day")
+        return "\n".join(lines)
+
+
+def estimate(
+    planned: pl.DataFrame,
+    sendable: pl.DataFrame,
+    *,
+    max_requests: int,
+    interval_s: float,
+    daily_quota: int,
+) -> PlanEstimate:
+    """Each location sends its rows in bursts of ``max_requests`` one ``interval_s`` apart,
+    all locations at once; a location's rows beyond ``daily_quota`` wait for the next day."""
+    per_location = (
+        sendable.group_by("location_id")
+        .len()
+        .sort(["len", "location_id"], descending=[True, False])
+    )
+    windows = ((pl.col("len").clip(upper_bound=daily_quota) + max_requests - 1) // max_requests) - 1
+    longest = per_location.select(windows.max()).item() if per_location.height else 0
+    over = per_location.filter(pl.col("len") > daily_quota).with_columns(
+        pl.col("len") - daily_quota
+    )
+    counts = planned.group_by("status").len()
+    status_rows = dict(zip(counts["status"].to_list(), counts["len"].to_list(), strict=True))
+    return PlanEstimate(
+        rows=planned.height,
+        by_status={
+            "to send": status_rows.get(None, 0),
+            **{
+                s: status_rows[s]
+                for s in (Status.INVALID.value, Status.DUPLICATE.value)
+                if s in status_rows
+            },
+        },
+        requests=sendable.height,
+        locations=per_location.height,
+        largest_locations=list(per_location.head(10).iter_rows()),
+        estimated_s=float(max(0, longest or 0)) * interval_s,
+        over_daily_quota=list(over.iter_rows()),
+    )
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"

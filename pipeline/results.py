@@ -112,7 +112,9 @@ def assemble(planned: pl.DataFrame, outcomes: pl.DataFrame, *, unsent: Code) -> 
     )
 
 
-def write_atomically(frame: pl.DataFrame, path: Path) -> None:
+def write_atomically(
+    frame: pl.DataFrame, path: Path, *, metadata: dict[str, str] | None = None
+) -> None:
     """Write to a temporary file beside ``path``, fsync, then rename over it.
 
     A reader (or a crash) sees either the old file or the complete new one, never half.
@@ -120,7 +122,7 @@ def write_atomically(frame: pl.DataFrame, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        frame.write_parquet(tmp, compression="zstd", statistics=True)
+        frame.write_parquet(tmp, compression="zstd", statistics=True, metadata=metadata)
         with tmp.open("rb") as handle:
             os.fsync(handle.fileno())
         tmp.replace(path)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
@@ -24,9 +25,11 @@ from pipeline.journal import (
     read_journal,
     read_records,
 )
+from pipeline.locking import exclusive
 from pipeline.outcomes import Code
-from pipeline.planning import IdRules, plan, to_send
+from pipeline.planning import IdRules, PlanEstimate, estimate, plan, to_send
 from pipeline.reading import read_input
+from pipeline.report import Report, RunInfo, build_report
 from pipeline.results import (
     OUTCOME_SCHEMA,
     assemble,
@@ -36,7 +39,6 @@ from pipeline.results import (
 )
 from pipeline.session import SessionResult, run_async, send_session
 from pipeline.settings import RunSettings
-from pipeline.summary import Summary, summarise
 from pipeline.workers import run_workers
 
 log = structlog.get_logger("pipeline.run")
@@ -44,13 +46,27 @@ log = structlog.get_logger("pipeline.run")
 
 @dataclass(frozen=True, slots=True)
 class RunResult:
-    summary: Summary
+    report: Report
     results: pl.DataFrame
     signal: int | None = None  # the signal that interrupted the run, if one did
+    plan: PlanEstimate | None = None
+
+
+def check_output_folder(output: Path) -> None:
+    """The output's folder must exist (it is created) and be writable, before anything else."""
+    folder = output.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(
+            f"{folder}: cannot create the output folder ({exc.strerror or exc})"
+        ) from exc
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"{folder}: the output folder is not writable")
 
 
 def check_paths(settings: RunSettings, *, resume: bool) -> None:
-    """Refuse an output that cannot or should not be written, before anything is sent."""
+    """Refuse an output that should not be written, before anything is sent."""
     if settings.output_path.resolve() == settings.input_path.resolve():
         raise UsageError(
             f"{settings.output_path}: the output would overwrite the input; choose another -o"
@@ -65,15 +81,6 @@ def check_paths(settings: RunSettings, *, resume: bool) -> None:
             f"{settings.output_path}: the output exists; add --overwrite to replace it, "
             "or --resume to continue the run that wrote it"
         )
-    folder = settings.output_path.parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(
-            f"{folder}: cannot create the output folder ({exc.strerror or exc})"
-        ) from exc
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise UsageError(f"{folder}: the output folder is not writable")
 
 
 def load_plan(settings: RunSettings) -> pl.DataFrame:
@@ -171,9 +178,18 @@ def execute(
     resume: bool = False,
     retry_from: Path | None = None,
 ) -> RunResult:
-    check_paths(settings, resume=resume)
     if token is None and not settings.dry_run:
         raise UsageError("no API token: set GHL_TOKEN (or name another variable with --token-env)")
+    check_output_folder(settings.output_path)
+    with exclusive(settings.output_path):
+        check_paths(settings, resume=resume)
+        return _execute(settings, token, resume=resume, retry_from=retry_from)
+
+
+def _execute(
+    settings: RunSettings, token: str | None, *, resume: bool, retry_from: Path | None
+) -> RunResult:
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
     started = time.monotonic()
     planned = load_plan(settings)
     valid: dict[Path, int] = {}
@@ -182,6 +198,13 @@ def execute(
     else:
         earlier, valid = _earlier_outcomes(settings, planned, resume=resume, retry_from=retry_from)
     sendable = to_send(planned).join(earlier.select("row_index"), on="row_index", how="anti")
+    plan_estimate = estimate(
+        planned,
+        sendable,
+        max_requests=settings.rate.max_requests,
+        interval_s=settings.rate.interval_s,
+        daily_quota=settings.daily_quota,
+    )
     log.info(
         "planned",
         rows=planned.height,
@@ -202,10 +225,26 @@ def execute(
     unsent = Code.DRY_RUN if settings.dry_run else (session.stop_code or Code.INTERRUPTED)
     everything = pl.concat([earlier, this_run]).unique(subset="row_index", keep="last")
     results = assemble(planned, everything, unsent=unsent)
-    write_atomically(results, settings.output_path)
+    run = RunInfo(
+        started_at=started_at,
+        elapsed_s=round(time.monotonic() - started, 3),
+        requests=session.requests,
+        dry_run=settings.dry_run,
+        rate=str(settings.rate),
+        workers=settings.workers,
+    )
+    write_atomically(results, settings.output_path, metadata=run.to_metadata())
     if not settings.dry_run:
         for journal in {*existing_journals(settings.output_path), *journals}:
             journal.unlink(missing_ok=True)  # the results now hold all they did
-    summary = summarise(results, requests=session.requests, elapsed_s=time.monotonic() - started)
-    log.info("finished", **summary.to_dict())
-    return RunResult(summary, results, session.signal)
+    report = build_report(results, run)
+    log.info(
+        "finished",
+        rows=report.rows,
+        by_status=report.by_status,
+        by_error_code=report.by_error_code,
+        requests=run.requests,
+        elapsed_s=run.elapsed_s,
+        requests_per_s=round(run.requests_per_s, 1),
+    )
+    return RunResult(report, results, session.signal, plan_estimate)

@@ -92,6 +92,7 @@ class RunSettings:
     id_max_length: int = DEFAULT_ID_MAX_LENGTH
     dry_run: bool = False
     overwrite: bool = False
+    daily_quota: int = constants.DEFAULT_DAILY_LIMIT
     http_stack: HttpStack = "aiohttp"
     workers: int = 1
     log_format: LogFormat = "auto"

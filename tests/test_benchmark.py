@@ -101,6 +101,8 @@ def test_limit_metrics_spans_per_location() -> None:
     log = [record(0.0, "a"), record(5.0, "a"), record(1.0, "b"), record(21.0, "b")]
     metrics = bm.limit_metrics(bm.parse_requests(log), 10.0)
     assert (metrics.min_span_s, metrics.max_span_s, metrics.mean_span_s) == (5.0, 20.0, 12.5)
+    assert metrics.late_locations(ideal_s=10.0, interval_s=10.0) == 1  # b: 20 s >= 15 s
+    assert metrics.late_locations(ideal_s=20.0, interval_s=10.0) == 0
     # With bursts of 1, the first burst is a single request: no spread.
     burst_one = bm.limit_metrics(bm.parse_requests(log), 10.0, burst=1)
     assert burst_one.mean_first_burst_s == 0.0 and burst_one.first_bursts_done_s == 1.0
@@ -144,7 +146,10 @@ def test_cpu_share_interpolates_between_samples() -> None:
 def test_bottleneck_reading() -> None:
     assert bm.bottleneck(1000, 1900, 0.5, 1.0, 1.5, 4).startswith("the client")
     assert bm.bottleneck(1000, 1050, 0.97, 0.6, 1.6, 4).startswith("the sandbox: its core")
-    assert bm.bottleneck(1000, 1000, 0.8, 0.9, 1.9, 2).startswith("the machine: its 2 cores")
+    assert bm.bottleneck(1000, 1000, 0.8, 0.9, 1.9, 2) == (
+        "the machine: its 2 cores are 95% busy, the client alone keeps one busy "
+        "(a 2nd client adds +0%)"
+    )
     assert bm.bottleneck(1000, 1000, 0.8, 0.9, None, 2).startswith("the machine")
     assert bm.bottleneck(1000, 1000, 0.5, 0.5, 1.0, 8) == "the sandbox (a 2nd client adds +0%)"
 

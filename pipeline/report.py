@@ -1,0 +1,225 @@
+"""The account of a run: counts by status, error code and location, the top failures, time
+and throughput. ``pipeline report RESULTS`` and the end-of-run summary are the same code.
+
+Everything is computed from the results table itself, so a report can never disagree with
+the file. What the table cannot know (when the run started, how long it took, how many
+requests it made) travels inside the Parquet file as key-value metadata under
+``pipeline.run``; a results file from elsewhere simply has no such section.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import polars as pl
+
+from pipeline.errors import UsageError
+from pipeline.outcomes import Code, Status
+
+RUN_METADATA_KEY = "pipeline.run"
+SUCCESS_STATUSES = frozenset({Status.CREATED, Status.EXISTS, Status.DUPLICATE})
+STATUS_ORDER = [s.value for s in Status]
+TOP_LOCATIONS = 15
+TOP_FAILURES = 10
+
+ReportFormat = Literal["table", "json", "markdown"]
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """What a results file cannot say by itself about the run that wrote it."""
+
+    started_at: str  # ISO-8601, UTC
+    elapsed_s: float
+    requests: int
+    dry_run: bool
+    rate: str
+    workers: int
+
+    @property
+    def requests_per_s(self) -> float:
+        return self.requests / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def to_metadata(self) -> dict[str, str]:
+        return {RUN_METADATA_KEY: json.dumps(asdict(self))}
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, str]) -> RunInfo | None:
+        raw = metadata.get(RUN_METADATA_KEY)
+        if raw is None:
+            return None
+        try:
+            return cls(**json.loads(raw))
+        except (ValueError, TypeError):
+            return None
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    rows: int
+    by_status: dict[str, int]
+    by_error_code: dict[str, int]
+    by_location: list[dict[str, Any]]  # location_id, rows, and a count per status
+    locations: int
+    top_failures: list[dict[str, Any]]  # status, error_code, error_message, rows
+    problem_rows: int
+    run: RunInfo | None
+
+    @property
+    def all_succeeded(self) -> bool:
+        """Exit code 0: no row is invalid, failed, or skipped for a reason other than a dry run."""
+        return self.problem_rows == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["run"] = (
+            None
+            if self.run is None
+            else {**asdict(self.run), "requests_per_s": round(self.run.requests_per_s, 1)}
+        )
+        return data
+
+
+def build_report(results: pl.DataFrame, run: RunInfo | None = None) -> Report:
+    def counts(column: str) -> dict[str, int]:
+        grouped = (
+            results.drop_nulls(column)
+            .group_by(column)
+            .len()
+            .sort(["len", column], descending=[True, False])
+        )
+        return dict(zip(grouped[column].to_list(), grouped["len"].to_list(), strict=True))
+
+    by_status = counts("status")
+    per_location = (
+        results.group_by("location_id")
+        .agg(
+            pl.len().alias("rows"),
+            *(
+                (pl.col("status") == status).sum().alias(status)
+                for status in STATUS_ORDER
+                if status in by_status
+            ),
+        )
+        .sort(["rows", "location_id"], descending=[True, False], nulls_last=True)
+    )
+    failures = (
+        results.filter(
+            pl.col("status").is_in([Status.FAILED.value, Status.SKIPPED.value])
+            & (pl.col("error_code") != Code.DRY_RUN.value)
+        )
+        .group_by("status", "error_code", "error_message")
+        .len()
+        .rename({"len": "rows"})
+        .sort(["rows", "error_code"], descending=[True, False])
+        .head(TOP_FAILURES)
+    )
+    dry_run_skip = (pl.col("status") == Status.SKIPPED.value) & (
+        pl.col("error_code") == Code.DRY_RUN.value
+    )
+    problems = results.filter(
+        ~pl.col("status").is_in([s.value for s in SUCCESS_STATUSES]) & ~dry_run_skip
+    ).height
+    return Report(
+        rows=results.height,
+        by_status=dict(
+            sorted(
+                by_status.items(),
+                key=lambda kv: STATUS_ORDER.index(kv[0]) if kv[0] in STATUS_ORDER else 99,
+            )
+        ),
+        by_error_code=counts("error_code"),
+        by_location=per_location.head(TOP_LOCATIONS).to_dicts(),
+        locations=per_location.height,
+        top_failures=failures.to_dicts(),
+        problem_rows=problems,
+        run=run,
+    )
+
+
+def read_results(path: Path) -> tuple[pl.DataFrame, RunInfo | None]:
+    try:
+        frame = pl.read_parquet(path)
+        metadata = pl.read_parquet_metadata(path)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UsageError(f"{path}: cannot be read as a results file ({first})") from exc
+    missing = {"row_index", "status", "error_code", "location_id"} - set(frame.columns)
+    if missing:
+        raise UsageError(f"{path}: not a results file (no {', '.join(sorted(missing))} column)")
+    return frame, RunInfo.from_metadata(metadata)
+
+
+# -- rendering ----------------------------------------------------------------------------
+
+
+def render(report: Report, fmt: ReportFormat = "table", *, title: str = "") -> str:
+    if fmt == "json":
+        return json.dumps(report.to_dict(), indent=2)
+    if fmt == "markdown":
+        return _markdown(report, title)
+    return _table(report, title)
+
+
+def _run_line(run: RunInfo) -> str:
+    return (
+        f"{run.requests} requests in {run.elapsed_s:.2f}s ({run.requests_per_s:.1f} requests/s)"
+        + (", dry run" if run.dry_run else "")
+    )
+
+
+def _table(report: Report, title: str) -> str:
+    lines = [f"{report.rows} rows" + (f" -> {title}" if title else "")]
+    lines += [f"  {status:<10} {count:>9}" for status, count in report.by_status.items()]
+    if report.by_error_code:
+        lines.append("error codes:")
+        lines += [f"  {code:<24} {count:>9}" for code, count in report.by_error_code.items()]
+    if report.locations > 1:
+        shown = "" if report.locations <= TOP_LOCATIONS else f" (largest {TOP_LOCATIONS})"
+        lines.append(f"locations: {report.locations}{shown}")
+        statuses = [s for s in STATUS_ORDER if s in report.by_status]
+        lines.append(f"  {'location_id':<24} {'rows':>7} " + " ".join(f"{s:>9}" for s in statuses))
+        for row in report.by_location:
+            name = str(row["location_id"])[:24]
+            lines.append(
+                f"  {name:<24} {row['rows']:>7} " + " ".join(f"{row[s]:>9}" for s in statuses)
+            )
+    if report.top_failures:
+        lines.append("top failures:")
+        for failure in report.top_failures:
+            message = (failure["error_message"] or "")[:70]
+            lines.append(f"  {failure['rows']:>7}  {failure['error_code']}: {message}")
+    if report.run is not None:
+        lines.append(_run_line(report.run))
+    return "\n".join(lines)
+
+
+def _markdown(report: Report, title: str) -> str:
+    out = [f"# Results{': ' + title if title else ''}", "", f"{report.rows} rows.", ""]
+    out += ["| status | rows |", "| --- | ---: |"]
+    out += [f"| {status} | {count} |" for status, count in report.by_status.items()]
+    if report.by_error_code:
+        out += ["", "| error code | rows |", "| --- | ---: |"]
+        out += [f"| {code} | {count} |" for code, count in report.by_error_code.items()]
+    if report.by_location:
+        statuses = [s for s in STATUS_ORDER if s in report.by_status]
+        out += ["", f"Locations: {report.locations}.", ""]
+        out += ["| location_id | rows | " + " | ".join(statuses) + " |"]
+        out += ["| --- | ---: | " + " | ".join("---:" for _ in statuses) + " |"]
+        for row in report.by_location:
+            out.append(
+                f"| {row['location_id']} | {row['rows']} | "
+                + " | ".join(str(row[s]) for s in statuses)
+                + " |"
+            )
+    if report.top_failures:
+        out += ["", "| rows | error code | message |", "| ---: | --- | --- |"]
+        for failure in report.top_failures:
+            message = (failure["error_message"] or "").replace("|", "\\|")
+            out.append(f"| {failure['rows']} | {failure['error_code']} | {message} |")
+    if report.run is not None:
+        out += ["", _run_line(report.run) + "."]
+    return "\n".join(out)

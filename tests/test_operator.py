@@ -1,0 +1,139 @@
+"""Operator experience: the dry-run plan, the report in three formats, the cron lock."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+
+from pipeline.planning import IdRules, estimate, plan, to_send
+from pipeline.report import RunInfo, build_report, render
+from pipeline.sandbox import SandboxThread
+from tests.conftest import REPO, TOKEN, run_cli, write_csv
+from tests.test_end_to_end import fast_limits
+
+
+def planned_frame(rows: list[tuple[str, str]]) -> pl.DataFrame:
+    frame = pl.DataFrame(
+        {
+            "row_index": range(len(rows)),
+            "contact_id": [c for c, _ in rows],
+            "location_id": [loc for _, loc in rows],
+        },
+        schema={"row_index": pl.Int64, "contact_id": pl.String, "location_id": pl.String},
+    )
+    return plan(frame.lazy(), IdRules(r"[A-Za-z0-9_-]+", 64)).collect()
+
+
+def test_estimate_follows_the_per_location_limit_and_daily_quota() -> None:
+    rows = [(f"a{i}", "BIG") for i in range(250)] + [(f"b{i}", "SMALL") for i in range(40)]
+    rows += [("a0", "BIG"), ("bad/id", "SMALL")]
+    planned = planned_frame(rows)
+    result = estimate(planned, to_send(planned), max_requests=100, interval_s=10.0, daily_quota=200)
+    assert result.by_status == {"to send": 290, "invalid": 1, "duplicate": 1}
+    assert result.requests == 290 and result.locations == 2
+    assert result.largest_locations == [("BIG", 250), ("SMALL", 40)]
+    assert result.estimated_s == 10.0  # BIG: 200 today (two bursts, 10 s apart), 50 tomorrow
+    assert result.over_daily_quota == [("BIG", 50)]
+    text = result.render()
+    assert "requests to send: 290 over 2 locations" in text
+    assert "estimated duration: 10s" in text and "BIG: 50 rows over the daily quota" in text
+
+
+def test_dry_run_prints_the_plan(tmp_path: Path) -> None:
+    src = write_csv(tmp_path / "in.csv", [(f"c{i}", f"L{i % 3}") for i in range(650)])
+    done = run_cli("run", str(src), "-o", str(tmp_path / "o.parquet"), "--dry-run", token=None)
+    assert done.code == 0, done.stderr
+    assert "plan: 650 rows" in done.stdout
+    assert "requests to send: 650 over 3 locations" in done.stdout
+    assert "estimated duration: 20s at the per-location limit" in done.stdout  # 217 rows: 3 bursts
+
+
+def test_report_formats_from_a_real_run(sandbox: SandboxThread, tmp_path: Path) -> None:
+    sandbox.update_config(location_tokens={"NOPE": "other"}, tokens=[TOKEN, "other"])
+    rows = [(f"c{i}", "L1") for i in range(5)] + [("c0", "L1"), ("x/y", "L2"), ("d1", "NOPE")]
+    src = write_csv(tmp_path / "in.csv", rows)
+    out = tmp_path / "o.parquet"
+    done = run_cli("run", str(src), "-o", str(out), *fast_limits(sandbox))
+    assert done.code == 1
+    assert (
+        "top failures:" in done.stdout and "forbidden" in done.stdout
+    )  # the summary is the report
+
+    table = run_cli("report", str(out))
+    assert table.code == 0, table.stderr
+    assert "8 rows -> " in table.stdout
+    assert "  created            5" in table.stdout and "locations: 3" in table.stdout
+    assert "1 requests" not in table.stdout and "requests in" in table.stdout
+
+    as_json = json.loads(run_cli("report", str(out), "--format", "json").stdout)
+    assert as_json["by_status"] == {"created": 5, "duplicate": 1, "invalid": 1, "failed": 1}
+    assert as_json["by_error_code"]["forbidden"] == 1
+    assert as_json["run"]["requests"] == 6 and as_json["run"]["dry_run"] is False
+    assert as_json["top_failures"][0]["error_code"] == "forbidden"
+
+    markdown = run_cli("report", str(out), "--format", "markdown").stdout
+    assert "| status | rows |" in markdown and "| created | 5 |" in markdown
+    assert "| L1 | 6 | 5 | 1 | 0 | 0 |" in markdown
+
+
+def test_report_of_a_foreign_or_broken_file(tmp_path: Path) -> None:
+    other = tmp_path / "other.parquet"
+    pl.DataFrame({"a": [1]}).write_parquet(other)
+    done = run_cli("report", str(other))
+    assert done.code == 2 and "not a results file" in done.stderr
+    done = run_cli("report", str(tmp_path / "missing.parquet"))
+    assert done.code == 2 and "missing.parquet" in done.stderr
+
+
+def test_report_without_run_metadata() -> None:
+    frame = pl.DataFrame(
+        {
+            "row_index": [0],
+            "location_id": ["L"],
+            "status": ["created"],
+            "error_code": [None],
+            "error_message": [None],
+        },
+        schema_overrides={"error_code": pl.String, "error_message": pl.String},
+    )
+    report = build_report(frame)
+    assert report.run is None and report.all_succeeded
+    assert "requests in" not in render(report)
+    assert RunInfo.from_metadata({"pipeline.run": "not json"}) is None
+
+
+def test_two_runs_on_one_output_never_overlap(sandbox: SandboxThread, tmp_path: Path) -> None:
+    sandbox.update_config(latency_ms=300)
+    src = write_csv(tmp_path / "in.csv", [(f"c{i}", "L1") for i in range(30)])
+    out = tmp_path / "o.parquet"
+    first = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "run",
+            str(src),
+            "-o",
+            str(out),
+            *fast_limits(sandbox, 10, 1000),
+        ],
+        cwd=REPO,
+        env={"GHL_TOKEN": TOKEN, "PATH": "/usr/bin:/bin"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 20
+    while not sandbox.state.requests() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    second = run_cli("run", str(src), "-o", str(out), "--resume", *fast_limits(sandbox, 10, 1000))
+    assert second.code == 75, second.stderr
+    assert f"pid {first.pid}" in second.stderr and "another run" in second.stderr
+    assert len(second.stderr.strip().splitlines()) == 1
+    assert first.wait(timeout=60) == 0
+    third = run_cli("run", str(src), "-o", str(out), "--resume", *fast_limits(sandbox, 10, 1000))
+    assert third.code == 0, third.stderr  # the lock went with the first run
