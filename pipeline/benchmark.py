@@ -1026,7 +1026,7 @@ def _capacity_sample(
         rate = send_rate(sandbox.requests())
     except ValueError as exc:
         why = "; ".join(
-            f"{name}: exit {run.code}, {run.stdout().strip()[-300:]!r} {run.stderr_tail(2)!r}"
+            f"{name}: exit {run.code}, stderr {run.stderr_tail(2)[-400:]!r}"
             for (name, _), run in zip(argvs, finished, strict=True)
         )
         raise RuntimeError(f"{exc} ({why})") from exc
@@ -1067,42 +1067,61 @@ def bench_capacity(options: Options, rows: int = 10_000, locations: int = 200) -
     ):
         sampler.watch("sandbox", sandbox.pid)
         url = sandbox.base_url
+
+        def run_variant(variant: str, name: str, rep: int) -> tuple[Sample, list[Finished]]:
+            nonlocal created_ok
+            if variant == "bare":
+                argv = bare_argv(url, rows, locations, f"b{rep}-", concurrency)
+                return _capacity_sample(
+                    sandbox, sampler, [(name, argv)], child_env(None), work, deadline
+                )
+            output = work / f"{name}.parquet"
+            extra = ["--workers", "2"] if variant == "pipeline-w2" else []
+            argv = pipeline_argv(
+                input_path, output, url, "--rate", "1000000/1s",
+                "--concurrency", str(concurrency), *extra,
+            )  # fmt: skip
+            sample, runs = _capacity_sample(
+                sandbox, sampler, [(name, argv)], child_env(TOKEN), work, deadline, tree=True
+            )
+            created = result_statuses(output).get("created", 0) if output.exists() else 0
+            if created != rows:
+                created_ok = False
+                problems.append(f"{name}: {created:,} of {rows:,} rows created")
+            return sample, runs
+
         for rep in range(options.repeats):
             for variant in variants:
                 name = f"{variant}-{rep}"
                 log(f"capacity: {name}")
-                if variant == "bare":
-                    argv = bare_argv(url, rows, locations, f"b{rep}-", concurrency)
-                    sample, runs = _capacity_sample(
-                        sandbox, sampler, [(name, argv)], child_env(None), work, deadline
-                    )
-                else:
-                    output = work / f"{name}.parquet"
-                    extra = ["--workers", "2"] if variant == "pipeline-w2" else []
-                    argv = pipeline_argv(
-                        input_path, output, url, "--rate", "1000000/1s",
-                        "--concurrency", str(concurrency), *extra,
-                    )  # fmt: skip
-                    sample, runs = _capacity_sample(
-                        sandbox, sampler, [(name, argv)], child_env(TOKEN), work, deadline,
-                        tree=True,
-                    )  # fmt: skip
-                    if runs[0].code in (0, 1) and output.exists():
-                        created = result_statuses(output).get("created", 0)
-                        if created != rows:
-                            created_ok = False
-                            problems.append(f"{name}: {created:,} of {rows:,} rows created")
-                if not sample.ok:
-                    problems.append(f"{name}: exit {runs[0].code}: {runs[0].stderr_tail()}")
+                try:
+                    sample, runs = run_variant(variant, name, rep)
+                except RuntimeError as exc:  # one broken run: note it, keep the others
+                    problems.append(f"{name} failed: {exc}")
+                    table.error = True
+                    continue
+                if not sample.ok:  # left out of the medians
+                    problems.append(f"{name}: exit {runs[0].code}: {runs[0].stderr_tail(2)}")
+                    table.error = True
+                    continue
                 samples[variant].append(sample)
             log(f"capacity: two bare clients at once, {rep}")
             pair = [
                 (f"bare-x2-{rep}-{k}", bare_argv(url, rows, locations, f"p{rep}{k}-", concurrency))
                 for k in (1, 2)
             ]
-            sample, runs = _capacity_sample(sandbox, sampler, pair, child_env(None), work, deadline)
+            try:
+                sample, runs = _capacity_sample(
+                    sandbox, sampler, pair, child_env(None), work, deadline
+                )
+            except RuntimeError as exc:
+                problems.append(f"bare-x2-{rep} failed: {exc}")
+                table.error = True
+                continue
             if not sample.ok:
-                problems.append(f"bare-x2-{rep}: {[r.code for r in runs]}")
+                problems.append(f"bare-x2-{rep}: exit codes {[r.code for r in runs]}")
+                table.error = True
+                continue
             samples["bare-x2"].append(sample)
 
     def med(variant: str, attr: str) -> float | None:
@@ -1114,8 +1133,10 @@ def bench_capacity(options: Options, rows: int = 10_000, locations: int = 200) -
 
     bare = med("bare", "per_s") or math.nan
     pipe = med("pipeline", "per_s") or math.nan
-    table.add("bare aiohttp loop", fmt_rate(bare), f"median of {options.repeats}")
-    table.add("pipeline, rows/s while sending", fmt_rate(pipe), f"median of {options.repeats}")
+    table.add("bare aiohttp loop", fmt_rate(bare), f"median of {len(samples['bare'])}")
+    table.add(
+        "pipeline, rows/s while sending", fmt_rate(pipe), f"median of {len(samples['pipeline'])}"
+    )
     ratio = pipe / bare
     table.add(
         "pipeline / bare", f"{ratio:.3f}", f">= {CAPACITY_RATIO_TARGET:g}",
@@ -1135,6 +1156,9 @@ def bench_capacity(options: Options, rows: int = 10_000, locations: int = 200) -
     table.add(
         "rows created in every pipeline run", "yes" if created_ok else "no", "all", created_ok
     )
+    planned = options.repeats * (len(variants) + 1)
+    done = sum(len(v) for v in samples.values())
+    table.add("runs that failed", f"{planned - done} of {planned}", "0", done == planned)
     two = med("bare-x2", "per_s") or math.nan
     table.add(
         "sandbox ceiling: two bare clients at once", fmt_rate(two), f"x{two / bare:.2f} of one"
@@ -1164,7 +1188,6 @@ def bench_capacity(options: Options, rows: int = 10_000, locations: int = 200) -
         "whoever uses them; the sandbox and the client(s) share the machine"
     )
     table.notes.extend(problems)
-    table.error = table.error or any(not s.ok for v in samples.values() for s in v)
     return table
 
 

@@ -29,6 +29,7 @@ from pipeline.settings import (
     check_base_url,
     parse_rate,
 )
+from pipeline.tokens import Tokens, load_tokens_file
 from pipeline.transport import HTTP_STACKS
 
 EXIT_OK = 0
@@ -176,6 +177,12 @@ _RUN_OPTIONS = [
         help="Read the token from this file (instead of the environment).",
     ),
     click.option(
+        "--tokens-file",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=None,
+        help="TOML or CSV mapping each location to its own token's variable or file.",
+    ),
+    click.option(
         "--overwrite", is_flag=True, help="Replace an existing output file (otherwise refused)."
     ),
     click.option(
@@ -222,6 +229,21 @@ _RUN_OPTIONS = [
         help="HTTP client library behind the API client.",
     ),
     click.option(
+        "--progress",
+        type=click.Choice(["auto", "bar", "log", "none"]),
+        default="auto",
+        show_default=True,
+        help="A live bar (auto: on a terminal), structured log lines, or nothing.",
+    ),
+    click.option(
+        "--progress-interval",
+        "progress_interval_s",
+        type=click.FloatRange(0.1, 3600),
+        default=5.0,
+        show_default=True,
+        help="Seconds between progress log lines.",
+    ),
+    click.option(
         "--log-format",
         type=click.Choice(["auto", "json", "console"]),
         default="auto",
@@ -262,7 +284,12 @@ def _execute(input_path: Path, options: dict[str, Any], *, retry_from: Path | No
 
     logs.configure(options["log_format"], level=logging.DEBUG if options["debug"] else logging.INFO)
     token_env: str = options["token_env"]
-    token = _read_token(options["token_file"], token_env)
+    tokens: Tokens | None
+    if options["tokens_file"] is not None:
+        tokens = load_tokens_file(options["tokens_file"], os.environ)
+    else:
+        token = _read_token(options["token_file"], token_env)
+        tokens = Tokens(default=token) if token else None
     settings = RunSettings(
         input_path=input_path,
         output_path=options["output"],
@@ -285,14 +312,16 @@ def _execute(input_path: Path, options: dict[str, Any], *, retry_from: Path | No
         daily_quota=options["daily_quota"],
         http_stack=options["http_stack"],
         workers=options["workers"],
+        progress=options["progress"],
+        progress_interval_s=options["progress_interval_s"],
         log_format=options["log_format"],
         log_level=logging.DEBUG if options["debug"] else logging.INFO,
     )
-    if token is None and not settings.dry_run:
+    if tokens is None and not settings.dry_run:
         raise UsageError(
             f"no API token: set the environment variable {token_env} (or use --token-file)"
         )
-    result = execute(settings, token, resume=options["resume"], retry_from=retry_from)
+    result = execute(settings, tokens, resume=options["resume"], retry_from=retry_from)
     if settings.dry_run and result.plan is not None:
         click.echo(result.plan.render())
     click.echo(render(result.report, "table", title=str(settings.output_path)))

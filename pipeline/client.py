@@ -19,6 +19,7 @@ import httpx
 from pipeline import constants
 from pipeline.logs import scrub
 from pipeline.outcomes import Code, Status
+from pipeline.tokens import Tokens
 from pipeline.transport import HttpStack, Transport, TransportFailure, make_transport
 
 MAX_MESSAGE_CHARS = 300
@@ -188,24 +189,34 @@ def classify_failure(failure: TransportFailure) -> Answer:
 
 
 class ConversationsClient:
-    """HighLevel's conversation endpoints over one shared, pooled transport for the whole run."""
+    """HighLevel's conversation endpoints over one shared, pooled transport for the whole run.
+
+    One token rides in the pool's default headers; with a token per location, each request
+    carries its location's ``Authorization`` header over the same pool.
+    """
 
     def __init__(
         self,
         *,
         base_url: str,
-        token: str,
+        tokens: Tokens,
         api_version: str,
         timeout_s: float,
         max_connections: int,
         stack: HttpStack = "aiohttp",
         transport: Transport | None = None,
     ) -> None:
+        self._tokens = tokens
         headers = {
-            "Authorization": f"Bearer {token}",
             constants.H_VERSION: api_version,
             "Accept": "application/json",
             "Content-Type": "application/json",
+        }
+        if not tokens.per_location and tokens.default:
+            headers["Authorization"] = f"Bearer {tokens.default}"
+        self._auth: dict[str, dict[str, str]] = {
+            location: {"Authorization": f"Bearer {token}"}
+            for location, token in tokens.by_location.items()
         }
         self._transport = transport or make_transport(
             stack,
@@ -215,10 +226,15 @@ class ConversationsClient:
             max_connections=max_connections,
         )
 
+    def token_key(self, location_id: str) -> int:
+        return self._tokens.key(location_id)
+
     async def create_conversation(self, location_id: str, contact_id: str) -> Answer:
         body = json.dumps({"locationId": location_id, "contactId": contact_id}).encode()
         try:
-            raw = await self._transport.post(constants.CREATE_CONVERSATION_PATH, body)
+            raw = await self._transport.post(
+                constants.CREATE_CONVERSATION_PATH, body, self._auth.get(location_id)
+            )
         except TransportFailure as failure:
             return classify_failure(failure)
         return classify(raw.status, raw.headers, raw.body)
@@ -227,7 +243,9 @@ class ConversationsClient:
         """Look up the contact's existing conversation (after an "already exists" answer)."""
         params = {"locationId": location_id, "contactId": contact_id}
         try:
-            raw = await self._transport.get(constants.SEARCH_CONVERSATIONS_PATH, params)
+            raw = await self._transport.get(
+                constants.SEARCH_CONVERSATIONS_PATH, params, self._auth.get(location_id)
+            )
         except TransportFailure as failure:
             return classify_failure(failure)
         return classify_search(raw.status, raw.headers, raw.body, contact_id)

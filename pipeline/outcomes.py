@@ -45,6 +45,7 @@ class Code(StrEnum):
     NETWORK_ERROR = "network_error"
     # reasons of the run (status skipped)
     DAILY_QUOTA_EXHAUSTED = "daily_quota_exhausted"
+    NO_TOKEN = "no_token"  # noqa: S105 - a code, not a secret
     INTERRUPTED = "interrupted"
     DRY_RUN = "dry_run"
 
@@ -56,6 +57,7 @@ SKIP_MESSAGES: dict[Code, str] = {
     Code.UNAUTHORIZED: "the token was rejected; the run stopped before sending this row",
     Code.INTERRUPTED: "the run was interrupted before this row was done",
     Code.DRY_RUN: "dry run: not sent",
+    Code.NO_TOKEN: "no token for this location in the tokens file",
 }
 
 # Answers worth another attempt: the same request may well succeed a moment later.

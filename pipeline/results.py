@@ -73,6 +73,19 @@ def outcomes_from_results(path: Path, planned: pl.DataFrame) -> pl.DataFrame:
     return settled(earlier.select(list(OUTCOME_SCHEMA)).cast(OUTCOME_SCHEMA))  # type: ignore[arg-type]
 
 
+def skipped_rows(rows: pl.DataFrame, code: Code) -> pl.DataFrame:
+    """Outcomes for rows a run decided not to send (``skipped`` with ``code``)."""
+    return rows.select(
+        pl.col("row_index"),
+        pl.lit(Status.SKIPPED.value).alias("status"),
+        pl.lit(None, pl.String).alias("conversation_id"),
+        pl.lit(code.value).alias("error_code"),
+        pl.lit(None, pl.Int32).alias("http_status"),
+        pl.lit(SKIP_MESSAGES[code]).alias("error_message"),
+        pl.lit(0, pl.Int32).alias("attempts"),
+    ).cast(OUTCOME_SCHEMA)  # type: ignore[arg-type]
+
+
 def assemble(planned: pl.DataFrame, outcomes: pl.DataFrame, *, unsent: Code) -> pl.DataFrame:
     """Merge planning and sending into the contract's results table."""
     sent = outcomes.rename({c: f"{c}_sent" for c in outcomes.columns if c != "row_index"})

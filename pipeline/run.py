@@ -28,6 +28,7 @@ from pipeline.journal import (
 from pipeline.locking import exclusive
 from pipeline.outcomes import Code
 from pipeline.planning import IdRules, PlanEstimate, estimate, plan, to_send
+from pipeline.progress import JournalTail, ProgressReporter
 from pipeline.reading import read_input
 from pipeline.report import Report, RunInfo, build_report
 from pipeline.results import (
@@ -35,10 +36,12 @@ from pipeline.results import (
     assemble,
     outcomes_from_results,
     settled,
+    skipped_rows,
     write_atomically,
 )
 from pipeline.session import SessionResult, run_async, send_session
 from pipeline.settings import RunSettings
+from pipeline.tokens import Tokens
 from pipeline.workers import run_workers
 
 log = structlog.get_logger("pipeline.run")
@@ -145,7 +148,7 @@ def _earlier_outcomes(
 
 def _send(
     settings: RunSettings,
-    token: str,
+    tokens: Tokens,
     sendable: pl.DataFrame,
     journals: list[Path],
     print_: str,
@@ -155,7 +158,7 @@ def _send(
     if len(journals) > 1:
         return run_workers(
             settings,
-            token,
+            tokens,
             sendable,
             journals=journals,
             fingerprint=print_,
@@ -165,7 +168,7 @@ def _send(
         )
     journal = JournalWriter(journals[0], fingerprint=print_, resume_at=resume_at.get(journals[0]))
     try:
-        result = run_async(send_session(settings, token, sendable, journal))
+        result = run_async(send_session(settings, tokens, sendable, journal))
     finally:
         journal.close()
     return result, {journals[0]: journal.start_offset}
@@ -173,21 +176,24 @@ def _send(
 
 def execute(
     settings: RunSettings,
-    token: str | None,
+    tokens: Tokens | str | None,
     *,
     resume: bool = False,
     retry_from: Path | None = None,
 ) -> RunResult:
-    if token is None and not settings.dry_run:
+    """Run the job; ``tokens`` is one token, a token per location, or None for a dry run."""
+    if isinstance(tokens, str):
+        tokens = Tokens(default=tokens)
+    if (tokens is None or not tokens.all()) and not settings.dry_run:
         raise UsageError("no API token: set GHL_TOKEN (or name another variable with --token-env)")
     check_output_folder(settings.output_path)
     with exclusive(settings.output_path):
         check_paths(settings, resume=resume)
-        return _execute(settings, token, resume=resume, retry_from=retry_from)
+        return _execute(settings, tokens, resume=resume, retry_from=retry_from)
 
 
 def _execute(
-    settings: RunSettings, token: str | None, *, resume: bool, retry_from: Path | None
+    settings: RunSettings, tokens: Tokens | None, *, resume: bool, retry_from: Path | None
 ) -> RunResult:
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     started = time.monotonic()
@@ -217,10 +223,23 @@ def _execute(
     session = SessionResult(0, None, None)
     this_run = pl.DataFrame(schema=OUTCOME_SCHEMA)
     journals = journal_files(settings.output_path, settings.workers)
-    if token is not None and not settings.dry_run and sendable.height:
-        session, starts = _send(settings, token, sendable, journals, fingerprint(planned), valid)
+    if tokens is not None and tokens.per_location and not settings.dry_run:
+        no_token = ~pl.col("location_id").is_in(list(tokens.by_location))
+        this_run = skipped_rows(sendable.filter(no_token), Code.NO_TOKEN)
+        sendable = sendable.filter(~no_token)
+    if tokens is not None and not settings.dry_run and sendable.height:
+        tail = JournalTail(journals, valid)
+        with ProgressReporter(
+            tail, sendable.height, mode=settings.progress, interval_s=settings.progress_interval_s
+        ):
+            session, starts = _send(
+                settings, tokens, sendable, journals, fingerprint(planned), valid
+            )
         this_run = pl.concat(
-            [read_records(j, start=offset) for j, offset in starts.items() if j.exists()]
+            [
+                this_run,
+                *(read_records(j, start=offset) for j, offset in starts.items() if j.exists()),
+            ]
         )
     unsent = Code.DRY_RUN if settings.dry_run else (session.stop_code or Code.INTERRUPTED)
     everything = pl.concat([earlier, this_run]).unique(subset="row_index", keep="last")

@@ -51,6 +51,8 @@ class ConversationsAPI(Protocol):
 
     async def find_conversation(self, location_id: str, contact_id: str) -> Answer: ...
 
+    def token_key(self, location_id: str) -> int: ...
+
 
 @dataclass(frozen=True, slots=True)
 class LocationBatch:
@@ -120,7 +122,7 @@ class Sender:
         self._locations: dict[str, _Location] = {}
         self._dispatchers: list[asyncio.Task[None]] = []
         self._rows: dict[asyncio.Task[None], _Row] = {}
-        self._unauthorized = 0
+        self._unauthorized: dict[int, int] = {}  # 401s per token
         self.stop_code: Code | None = None
         self.stats = SendStats()
 
@@ -305,9 +307,23 @@ class Sender:
                 location.stopped_by = Code.FORBIDDEN
                 log.error("location refused to this token", location_id=location.location_id)
         elif answer.code is Code.UNAUTHORIZED:
-            self._unauthorized += 1
-            if self._unauthorized >= MAX_UNAUTHORIZED:
-                self.stop(Code.UNAUTHORIZED)
+            key = self._client.token_key(location.location_id)
+            self._unauthorized[key] = self._unauthorized.get(key, 0) + 1
+            if self._unauthorized[key] == MAX_UNAUTHORIZED:
+                self._token_rejected(key)
+
+    def _token_rejected(self, key: int) -> None:
+        """Send nothing more with a rejected token: its locations stop; with one token, the run."""
+        log.error("token rejected; no more requests with it", token_index=key)
+        users = [
+            loc
+            for loc in self._locations.values()
+            if self._client.token_key(loc.location_id) == key
+        ]
+        for location in users:
+            location.stopped_by = location.stopped_by or Code.UNAUTHORIZED
+        if all(loc.stopped_by is not None for loc in self._locations.values()):
+            self.stop(Code.UNAUTHORIZED)
 
     @staticmethod
     def _skipped(code: Code, last: Answer | None = None) -> Answer:

@@ -23,6 +23,7 @@ from pipeline.journal import JournalWriter
 from pipeline.outcomes import Code
 from pipeline.sending import LocationBatch, Sender
 from pipeline.settings import RunSettings
+from pipeline.tokens import Tokens
 
 log = structlog.get_logger("pipeline.session")
 
@@ -67,7 +68,7 @@ def _pairs(part: pl.DataFrame, chunk: int = 4096) -> Iterator[tuple[int, str]]:
 
 async def send_session(
     settings: RunSettings,
-    token: str,
+    tokens: Tokens,
     sendable: pl.DataFrame,
     journal: JournalWriter,
     *,
@@ -78,7 +79,7 @@ async def send_session(
     received: list[int] = []
     async with ConversationsClient(
         base_url=settings.base_url,
-        token=token,
+        tokens=tokens,
         api_version=settings.api_version,
         timeout_s=settings.timeout_s,
         max_connections=settings.concurrency,

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from pipeline import constants
 from pipeline.errors import UsageError
 from pipeline.logs import LogFormat
+from pipeline.progress import ProgressMode
 from pipeline.transport import HttpStack
 
 DEFAULT_ID_PATTERN = r"[A-Za-z0-9_-]+"
@@ -97,3 +98,5 @@ class RunSettings:
     workers: int = 1
     log_format: LogFormat = "auto"
     log_level: int = logging.INFO
+    progress: ProgressMode = "auto"
+    progress_interval_s: float = 5.0

@@ -47,9 +47,13 @@ class TransportFailure(Exception):
 
 
 class Transport(Protocol):
-    async def post(self, path: str, body: bytes) -> RawAnswer: ...
+    async def post(
+        self, path: str, body: bytes, headers: Mapping[str, str] | None = None
+    ) -> RawAnswer: ...
 
-    async def get(self, path: str, params: Mapping[str, str]) -> RawAnswer: ...
+    async def get(
+        self, path: str, params: Mapping[str, str], headers: Mapping[str, str] | None = None
+    ) -> RawAnswer: ...
 
     async def aclose(self) -> None: ...
 
@@ -95,9 +99,11 @@ class AiohttpTransport:
             url = self._post_urls[path] = URL(str(self._base) + path)
         return url
 
-    async def _send(self, method: str, url: URL, body: bytes | None) -> RawAnswer:
+    async def _send(
+        self, method: str, url: URL, body: bytes | None, headers: Mapping[str, str] | None
+    ) -> RawAnswer:
         try:
-            async with self._open().request(method, url, data=body) as response:
+            async with self._open().request(method, url, data=body, headers=headers) as response:
                 payload = await response.read()
                 return RawAnswer(response.status, response.headers, payload)
         except TimeoutError as exc:  # aiohttp's ServerTimeoutError is one too
@@ -107,11 +113,15 @@ class AiohttpTransport:
         except aiohttp.ClientError as exc:
             raise TransportFailure(_one_line(exc), timeout=False) from exc
 
-    async def post(self, path: str, body: bytes) -> RawAnswer:
-        return await self._send("POST", self._url(path), body)
+    async def post(
+        self, path: str, body: bytes, headers: Mapping[str, str] | None = None
+    ) -> RawAnswer:
+        return await self._send("POST", self._url(path), body, headers)
 
-    async def get(self, path: str, params: Mapping[str, str]) -> RawAnswer:
-        return await self._send("GET", self._url(path).with_query(dict(params)), None)
+    async def get(
+        self, path: str, params: Mapping[str, str], headers: Mapping[str, str] | None = None
+    ) -> RawAnswer:
+        return await self._send("GET", self._url(path).with_query(dict(params)), None, headers)
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -156,11 +166,17 @@ class HttpxTransport:
             raise TransportFailure(_one_line(exc), timeout=False) from exc
         return RawAnswer(response.status_code, response.headers, response.content)
 
-    async def post(self, path: str, body: bytes) -> RawAnswer:
-        return await self._send(self._http.build_request("POST", path, content=body))
+    async def post(
+        self, path: str, body: bytes, headers: Mapping[str, str] | None = None
+    ) -> RawAnswer:
+        request = self._http.build_request("POST", path, content=body, headers=headers)
+        return await self._send(request)
 
-    async def get(self, path: str, params: Mapping[str, str]) -> RawAnswer:
-        return await self._send(self._http.build_request("GET", path, params=dict(params)))
+    async def get(
+        self, path: str, params: Mapping[str, str], headers: Mapping[str, str] | None = None
+    ) -> RawAnswer:
+        request = self._http.build_request("GET", path, params=dict(params), headers=headers)
+        return await self._send(request)
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -35,6 +35,7 @@ from pipeline.journal import JournalWriter
 from pipeline.outcomes import Code
 from pipeline.session import SessionResult, run_async, send_session
 from pipeline.settings import RunSettings
+from pipeline.tokens import Tokens
 
 log = structlog.get_logger("pipeline.workers")
 
@@ -58,7 +59,7 @@ def split(sendable: pl.DataFrame, workers: int) -> list[pl.DataFrame]:
 class WorkerJob:
     index: int
     settings: RunSettings
-    token: str
+    tokens: Tokens
     rows_path: Path
     journal_path: Path
     fingerprint: str
@@ -77,7 +78,8 @@ def _work(job: WorkerJob, ready: threading.Barrier) -> None:
     """
     os.setpgrp()  # the terminal's Ctrl-C goes to the parent, which passes it on once
     logs.configure(job.log_format, level=job.log_level)
-    logs.register_secret(job.token)
+    for token in job.tokens.all():
+        logs.register_secret(token)
     structlog.contextvars.bind_contextvars(worker=job.index)
     sendable = pl.read_parquet(job.rows_path)
     journal = JournalWriter(job.journal_path, fingerprint=job.fingerprint, resume_at=job.resume_at)
@@ -85,7 +87,7 @@ def _work(job: WorkerJob, ready: threading.Barrier) -> None:
         ready.wait(timeout=120)
     try:
         result = run_async(
-            send_session(job.settings, job.token, sendable, journal, parent_pid=job.parent_pid)
+            send_session(job.settings, job.tokens, sendable, journal, parent_pid=job.parent_pid)
         )
     finally:
         journal.close()
@@ -95,7 +97,7 @@ def _work(job: WorkerJob, ready: threading.Barrier) -> None:
 
 def run_workers(
     settings: RunSettings,
-    token: str,
+    tokens: Tokens,
     sendable: pl.DataFrame,
     *,
     journals: list[Path],
@@ -118,7 +120,7 @@ def run_workers(
             job = WorkerJob(
                 index=index,
                 settings=settings,
-                token=token,
+                tokens=tokens,
                 rows_path=rows_path,
                 journal_path=journal,
                 fingerprint=fingerprint,

@@ -137,3 +137,52 @@ def test_two_runs_on_one_output_never_overlap(sandbox: SandboxThread, tmp_path: 
     assert first.wait(timeout=60) == 0
     third = run_cli("run", str(src), "-o", str(out), "--resume", *fast_limits(sandbox, 10, 1000))
     assert third.code == 0, third.stderr  # the lock went with the first run
+
+
+def test_progress_off_a_terminal_is_structured_log_lines(
+    sandbox: SandboxThread, tmp_path: Path
+) -> None:
+    src = write_csv(tmp_path / "in.csv", [(f"c{i}", f"L{i % 2}") for i in range(60)])
+    done = run_cli(
+        "run",
+        str(src),
+        "-o",
+        str(tmp_path / "o.parquet"),
+        "--progress-interval",
+        "0.3",
+        *fast_limits(sandbox, 20, 1000),
+    )
+    assert done.code == 0, done.stderr
+    events = [json.loads(line) for line in done.stderr.splitlines() if '"progress"' in line]
+    assert len(events) >= 2
+    assert all(e["total"] == 60 and 0 <= e["done"] <= 60 for e in events)
+    assert events[-1]["done"] > events[0]["done"]
+    assert set(events[-1]["by_status"]) <= {"created"} and "rows_per_s" in events[-1]
+
+
+def test_progress_bar_shows_rows_rate_and_counts(sandbox: SandboxThread, tmp_path: Path) -> None:
+    src = write_csv(tmp_path / "in.csv", [(f"c{i}", "L1") for i in range(40)])
+    done = run_cli(
+        "run",
+        str(src),
+        "-o",
+        str(tmp_path / "o.parquet"),
+        "--progress",
+        "bar",
+        *fast_limits(sandbox, 20, 1000),
+    )
+    assert done.code == 0, done.stderr
+    assert "sending" in done.stderr and "40/40" in done.stderr
+    assert "rows/s" in done.stderr and "created 40" in done.stderr
+
+
+def test_journal_tail_counts_only_complete_new_lines(tmp_path: Path) -> None:
+    from pipeline.progress import JournalTail
+
+    journal = tmp_path / "j"
+    journal.write_bytes(b'{"journal": 1}\n{"status":"created"}\n{"status":"fai')
+    tail = JournalTail([journal, tmp_path / "not-yet"], {})
+    assert tail.poll() == {"created": 1}
+    with journal.open("ab") as handle:
+        handle.write(b'led"}\n{"status":"exists"}\n')
+    assert tail.poll() == {"created": 1, "failed": 1, "exists": 1}

@@ -9,6 +9,7 @@ import pytest
 
 from pipeline.client import ConversationsClient
 from pipeline.outcomes import Code, Status
+from pipeline.tokens import Tokens
 from pipeline.transport import HTTP_STACKS, HttpxTransport, TransportFailure, make_transport
 
 HEADERS = {"Authorization": "Bearer t", "Version": "2021-07-28"}
@@ -30,7 +31,7 @@ async def test_httpx_transport_with_a_mock_sees_headers_body_and_encoded_query()
     )
     client = ConversationsClient(
         base_url="http://api.test",
-        token="t",
+        tokens=Tokens(default="t"),
         api_version="2021-07-28",
         timeout_s=1,
         max_connections=2,
@@ -84,7 +85,7 @@ async def test_no_answer_in_time_is_a_timeout(stack: str) -> None:
         )
         client = ConversationsClient(
             base_url="unused",
-            token="t",
+            tokens=Tokens(default="t"),
             api_version="v",
             timeout_s=0.3,
             max_connections=1,

@@ -1,0 +1,138 @@
+"""Progress while sending: a live bar on a terminal, a structured log line off one.
+
+Progress is read from the journals, not from the senders: the journals already hold every
+finished row (flushed every half second), they exist in single- and multi-process runs
+alike, and reading them from a thread in the main process costs the senders nothing. The
+figures lag the truth by at most a flush interval.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Literal
+
+import structlog
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+log = structlog.get_logger("pipeline.progress")
+
+ProgressMode = Literal["auto", "bar", "log", "none"]
+_STATUS = re.compile(rb'"status":"([a-z_]+)"')
+
+
+class JournalTail:
+    """Counts outcomes by status as journals grow, reading each byte once."""
+
+    def __init__(self, journals: list[Path], starts: dict[Path, int]) -> None:
+        self._offsets = {journal: starts.get(journal, 0) for journal in journals}
+        self.counts: Counter[str] = Counter()
+
+    def poll(self) -> Counter[str]:
+        for journal, offset in self._offsets.items():
+            try:
+                with journal.open("rb") as handle:
+                    handle.seek(offset)
+                    chunk = handle.read()
+            except FileNotFoundError:
+                continue
+            complete = chunk[: chunk.rfind(b"\n") + 1]
+            self._offsets[journal] = offset + len(complete)
+            self.counts.update(m.decode() for m in _STATUS.findall(complete))
+        return self.counts
+
+
+class ProgressReporter:
+    """Runs beside the senders in a thread; ``with`` starts and stops it."""
+
+    def __init__(
+        self,
+        tail: JournalTail,
+        total: int,
+        *,
+        mode: ProgressMode,
+        interval_s: float = 5.0,
+        console: Console | None = None,
+    ) -> None:
+        self._tail = tail
+        self._total = total
+        self._console = console or Console(
+            stderr=True, force_terminal=True if mode == "bar" else None
+        )
+        if mode == "auto":
+            mode = "bar" if self._console.is_terminal else "log"
+        self._mode = mode
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="progress", daemon=True)
+        self._started = 0.0
+
+    def __enter__(self) -> ProgressReporter:
+        if self._mode != "none" and self._total:
+            self._started = time.monotonic()
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def _figures(self) -> tuple[int, float, float | None, str]:
+        counts = self._tail.poll()
+        done = sum(counts.values())
+        elapsed = max(time.monotonic() - self._started, 1e-9)
+        rate = done / elapsed
+        eta = (self._total - done) / rate if rate > 0 else None
+        summary = " ".join(f"{status} {count}" for status, count in sorted(counts.items()))
+        return done, rate, eta, summary
+
+    def _run(self) -> None:
+        if self._mode == "bar":
+            self._run_bar()
+        else:
+            self._run_log()
+
+    def _run_log(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            done, rate, eta, _ = self._figures()
+            log.info(
+                "progress",
+                done=done,
+                total=self._total,
+                percent=round(100 * done / self._total, 1),
+                rows_per_s=round(rate, 1),
+                eta_s=None if eta is None else round(eta, 1),
+                by_status=dict(self._tail.counts),
+            )
+
+    def _run_bar(self) -> None:
+        columns = (
+            TextColumn("sending"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]:>9} rows/s"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[counts]}"),
+        )
+        with Progress(*columns, console=self._console, transient=False) as bar:
+            task = bar.add_task("sending", total=self._total, rate="-", counts="")
+            while True:
+                stopping = self._stop.wait(min(self._interval_s, 0.5))
+                done, rate, _, summary = self._figures()
+                bar.update(task, completed=done, rate=f"{rate:,.0f}", counts=summary)
+                if stopping:
+                    break
