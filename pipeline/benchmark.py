@@ -75,6 +75,10 @@ SCALE_RSS_TARGET_BYTES = 1024**3
 SCALE_TARGET_ROWS = 1_000_000
 # "The second client added this much throughput" above which one client was the limit.
 CLIENT_BOUND_GAIN = 1.3
+# A capacity run during which other work took more than this share of a core is disturbed:
+# it is run again (at most DISTURBED_RETRIES times) and left out of the medians.
+DISTURBED_CPU = 0.25
+DISTURBED_RETRIES = 2
 
 
 # -- metrics from the sandbox's request log (pure) ---------------------------------------------
@@ -1004,6 +1008,22 @@ class Sample:
     machine_cpu: float | None
     ok: bool
 
+    @property
+    def disturbed(self) -> bool:
+        others = self.others_cpu
+        return others is not None and others > DISTURBED_CPU
+
+    @property
+    def others_cpu(self) -> float | None:
+        """CPU the machine spent on anything else: the kernel, this harness, other programs.
+
+        High values mark a run disturbed by a noisy neighbour."""
+        parts = (self.machine_cpu, self.sandbox_cpu, self.client_cpu)
+        if any(p is None for p in parts):
+            return None
+        machine, sandbox, client = (p or 0.0 for p in parts)
+        return max(0.0, machine - sandbox - client)
+
 
 def _capacity_sample(
     sandbox: SandboxProcess,
@@ -1059,6 +1079,7 @@ def bench_capacity(options: Options, rows: int = 10_000, locations: int = 200) -
     samples: dict[str, list[Sample]] = {v: [] for v in [*variants, "bare-x2"]}
     created_ok = True
     problems: list[str] = []
+    failures: list[str] = []
     deadline = 180.0
     config = {"daily_limit": 0}
     with (
@@ -1093,49 +1114,69 @@ def bench_capacity(options: Options, rows: int = 10_000, locations: int = 200) -
         for rep in range(options.repeats):
             for variant in variants:
                 name = f"{variant}-{rep}"
-                log(f"capacity: {name}")
+                for attempt in range(1 + DISTURBED_RETRIES):
+                    name = f"{variant}-{rep}" + (f"-again{attempt}" if attempt else "")
+                    log(f"capacity: {name}")
+                    try:
+                        sample, runs = run_variant(variant, name, rep)
+                    except RuntimeError as exc:  # one broken run: note it, keep the others
+                        problems.append(f"{name} failed: {exc}")
+                        failures.append(name)
+                        break
+                    if not sample.ok:  # left out of the medians
+                        problems.append(f"{name}: exit {runs[0].code}: {runs[0].stderr_tail(2)}")
+                        failures.append(name)
+                        break
+                    samples[variant].append(sample)
+                    if not sample.disturbed:
+                        break
+            for attempt in range(1 + DISTURBED_RETRIES):
+                tag = f"{rep}" + (f"-again{attempt}" if attempt else "")
+                log(f"capacity: two bare clients at once, {tag}")
+                pair = [
+                    (
+                        f"bare-x2-{tag}-{k}",
+                        bare_argv(url, rows, locations, f"p{tag}-{k}-", concurrency),
+                    )
+                    for k in (1, 2)
+                ]
                 try:
-                    sample, runs = run_variant(variant, name, rep)
-                except RuntimeError as exc:  # one broken run: note it, keep the others
-                    problems.append(f"{name} failed: {exc}")
-                    table.error = True
-                    continue
-                if not sample.ok:  # left out of the medians
-                    problems.append(f"{name}: exit {runs[0].code}: {runs[0].stderr_tail(2)}")
-                    table.error = True
-                    continue
-                samples[variant].append(sample)
-            log(f"capacity: two bare clients at once, {rep}")
-            pair = [
-                (f"bare-x2-{rep}-{k}", bare_argv(url, rows, locations, f"p{rep}{k}-", concurrency))
-                for k in (1, 2)
-            ]
-            try:
-                sample, runs = _capacity_sample(
-                    sandbox, sampler, pair, child_env(None), work, deadline
-                )
-            except RuntimeError as exc:
-                problems.append(f"bare-x2-{rep} failed: {exc}")
-                table.error = True
-                continue
-            if not sample.ok:
-                problems.append(f"bare-x2-{rep}: exit codes {[r.code for r in runs]}")
-                table.error = True
-                continue
-            samples["bare-x2"].append(sample)
+                    sample, runs = _capacity_sample(
+                        sandbox, sampler, pair, child_env(None), work, deadline
+                    )
+                except RuntimeError as exc:
+                    problems.append(f"bare-x2-{tag} failed: {exc}")
+                    failures.append(f"bare-x2-{tag}")
+                    break
+                if not sample.ok:
+                    problems.append(f"bare-x2-{tag}: exit codes {[r.code for r in runs]}")
+                    failures.append(f"bare-x2-{tag}")
+                    break
+                samples["bare-x2"].append(sample)
+                if not sample.disturbed:
+                    break
+
+    def counted(variant: str) -> list[Sample]:
+        """The undisturbed runs, or every run if all were disturbed."""
+        clean = [s for s in samples[variant] if not s.disturbed]
+        return clean or samples[variant]
 
     def med(variant: str, attr: str) -> float | None:
-        values = [getattr(s, attr) for s in samples[variant] if getattr(s, attr) is not None]
+        values = [getattr(s, attr) for s in counted(variant) if getattr(s, attr) is not None]
         return median(values) if values else None
 
     def runs_note(variant: str) -> str:
-        return ", ".join(f"{s.per_s:,.0f}" for s in samples[variant])
+        return ", ".join(
+            f"{s.per_s:,.0f} (others {fmt_share(s.others_cpu)}"
+            f"{', disturbed' if s.disturbed else ''})"
+            for s in samples[variant]
+        )
 
     bare = med("bare", "per_s") or math.nan
     pipe = med("pipeline", "per_s") or math.nan
-    table.add("bare aiohttp loop", fmt_rate(bare), f"median of {len(samples['bare'])}")
+    table.add("bare aiohttp loop", fmt_rate(bare), f"median of {len(counted('bare'))}")
     table.add(
-        "pipeline, rows/s while sending", fmt_rate(pipe), f"median of {len(samples['pipeline'])}"
+        "pipeline, rows/s while sending", fmt_rate(pipe), f"median of {len(counted('pipeline'))}"
     )
     ratio = pipe / bare
     table.add(
@@ -1156,9 +1197,10 @@ def bench_capacity(options: Options, rows: int = 10_000, locations: int = 200) -
     table.add(
         "rows created in every pipeline run", "yes" if created_ok else "no", "all", created_ok
     )
-    planned = options.repeats * (len(variants) + 1)
-    done = sum(len(v) for v in samples.values())
-    table.add("runs that failed", f"{planned - done} of {planned}", "0", done == planned)
+    table.add("runs that failed", str(len(failures)), "0", not failures)
+    table.error = bool(failures)
+    disturbed = sum(1 for v in samples.values() for s in v if s.disturbed)
+    table.add("runs disturbed by other work, re-run", str(disturbed))
     two = med("bare-x2", "per_s") or math.nan
     table.add(
         "sandbox ceiling: two bare clients at once", fmt_rate(two), f"x{two / bare:.2f} of one"
@@ -1179,13 +1221,15 @@ def bench_capacity(options: Options, rows: int = 10_000, locations: int = 200) -
             f"{variant}: CPU while sending",
             f"sandbox {fmt_share(med(variant, 'sandbox_cpu'))}, "
             f"client{'s' if variant == 'bare-x2' else ''} {fmt_share(med(variant, 'client_cpu'))}, "
-            f"machine {fmt_share(med(variant, 'machine_cpu'))} of {(os.cpu_count() or 1) * 100}%",
+            f"machine {fmt_share(med(variant, 'machine_cpu'))} of {(os.cpu_count() or 1) * 100}%"
+            f" (others {fmt_share(med(variant, 'others_cpu'))})",
         )
-        table.notes.append(f"{variant}: requests/s by run {runs_note(variant)}")
+        table.notes.append(f"{variant}: requests/s by run: {runs_note(variant)}")
     table.notes.append(
         "CPU: share of one core (100% = one core busy) between the first and the last request "
-        "the sandbox received, from /proc samples every 50 ms; machine: all cores together, "
-        "whoever uses them; the sandbox and the client(s) share the machine"
+        "the sandbox received, from /proc samples every 50 ms; machine: all cores together; "
+        "others: machine - sandbox - client(s), i.e. the kernel's network work, this harness "
+        "(~5%) and any other program: a run with high 'others' was disturbed"
     )
     table.notes.extend(problems)
     return table

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import tomllib
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -19,18 +18,12 @@ from typing import Any
 
 import click
 
-from pipeline import constants, logs
+from pipeline import logs
+from pipeline.config import RunConfig, load_config, option_specs
 from pipeline.errors import UsageError
 from pipeline.report import ReportFormat, build_report, read_results, render
-from pipeline.settings import (
-    DEFAULT_ID_MAX_LENGTH,
-    DEFAULT_ID_PATTERN,
-    RunSettings,
-    check_base_url,
-    parse_rate,
-)
+from pipeline.settings import RunSettings, parse_rate
 from pipeline.tokens import Tokens, load_tokens_file
-from pipeline.transport import HTTP_STACKS
 
 EXIT_OK = 0
 EXIT_ROWS_NOT_DONE = 1
@@ -40,46 +33,28 @@ EXIT_SIGTERM = 143
 EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug, or the machine refused (disk full, permissions)
 
 
-def _load_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
-    """Read a TOML config into click's default_map, so explicit options and env vars win."""
-    if value is None:
-        return None
-    path = Path(value)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise UsageError(f"--config {value}: no such file") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"--config {value}: cannot be read ({exc})") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"--config {value}: not valid TOML ({exc})") from exc
-    table = data.get("run", data) if isinstance(data.get("run"), dict) else data
-    # A key is a long option name (hyphens or underscores): "max-attempts", "timeout".
-    known = {
-        opt[2:].replace("-", "_"): param.name
-        for param in ctx.command.params
-        if isinstance(param, click.Option) and param.name not in {"output", "config", "resume"}
-        for opt in param.opts
-        if opt.startswith("--") and param.name
-    }
-    defaults: dict[str, Any] = {}
-    for key, item in table.items():
-        name = known.get(key.replace("-", "_"))
-        if name is None:
-            listed = ", ".join(sorted(k.replace("_", "-") for k in known))
-            raise UsageError(f"--config {value}: unknown key {key!r}; known keys are {listed}")
-        defaults[name] = item
-    ctx.default_map = {**(ctx.default_map or {}), **defaults}
-    return value
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="pipeline")
 def cli() -> None:
     """Bulk-create HighLevel (LeadConnector) conversations from CSV or Parquet."""
 
 
-_RUN_OPTIONS = [
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def _config_options() -> list[Decorator]:
+    """One option per configuration field (``config.RunConfig``): values are passed on as
+    typed, and pydantic-settings validates them together with the environment and file."""
+    options: list[Decorator] = []
+    for flag, name, default, help_text, metavar in option_specs():
+        if isinstance(default, bool):
+            options.append(click.option(flag, name, is_flag=True, default=None, help=help_text))
+        else:
+            options.append(click.option(flag, name, default=None, help=help_text, metavar=metavar))
+    return options
+
+
+_RUN_OPTIONS: list[Decorator] = [
     click.option(
         "-o",
         "--output",
@@ -89,113 +64,12 @@ _RUN_OPTIONS = [
     ),
     click.option(
         "--config",
-        callback=_load_config,
-        is_eager=True,
-        expose_value=False,
-        help="TOML file of option defaults.",
-    ),
-    click.option(
-        "--base-url", envvar="GHL_BASE_URL", default=constants.DEFAULT_BASE_URL, show_default=True
-    ),
-    click.option(
-        "--api-version",
-        envvar="GHL_API_VERSION",
-        default=constants.DEFAULT_API_VERSION,
-        show_default=True,
-    ),
-    click.option(
-        "--rate",
-        envvar="GHL_RATE",
-        default="100/10s",
-        show_default=True,
-        help="Per-location limit, N/Ts.",
-    ),
-    click.option(
-        "--concurrency",
-        envvar="GHL_CONCURRENCY",
-        type=click.IntRange(1, 4096),
-        default=64,
-        show_default=True,
-        help="Requests in flight at most, across all locations.",
-    ),
-    click.option(
-        "--timeout",
-        "timeout_s",
-        envvar="GHL_TIMEOUT",
-        type=click.FloatRange(0.1, 600),
-        default=30.0,
-        show_default=True,
-        help="Seconds per request.",
-    ),
-    click.option(
-        "--max-attempts",
-        envvar="GHL_MAX_ATTEMPTS",
-        type=click.IntRange(1, 100),
-        default=5,
-        show_default=True,
-    ),
-    click.option(
-        "--max-retry-wait",
-        "max_total_backoff_s",
-        type=click.FloatRange(0, 86_400),
-        default=300.0,
-        show_default=True,
-        help="Seconds a row may spend waiting between its attempts, in all.",
-    ),
-    click.option(
-        "--backoff-base",
-        "backoff_base_s",
-        type=click.FloatRange(0.001, 60),
-        default=0.5,
-        show_default=True,
-        help="Seconds: the first retry waits up to this, doubling each attempt (capped at 30).",
-    ),
-    click.option(
-        "--contact-column", default=None, help="The contact ID column, if not contactId/contact_id."
-    ),
-    click.option(
-        "--location-column",
-        default=None,
-        help="The location ID column, if not locationId/location_id.",
-    ),
-    click.option(
-        "--id-pattern",
-        default=DEFAULT_ID_PATTERN,
-        show_default=True,
-        help="Regex an ID must fully match.",
-    ),
-    click.option(
-        "--id-max-length",
-        type=click.IntRange(1, 10_000),
-        default=DEFAULT_ID_MAX_LENGTH,
-        show_default=True,
-    ),
-    click.option(
-        "--token-file",
+        "config_file",
         type=click.Path(path_type=Path, dir_okay=False),
         default=None,
-        help="Read the token from this file (instead of the environment).",
+        help="TOML file of settings (see configs/example.toml).",
     ),
-    click.option(
-        "--tokens-file",
-        type=click.Path(path_type=Path, dir_okay=False),
-        default=None,
-        help="TOML or CSV mapping each location to its own token's variable or file.",
-    ),
-    click.option(
-        "--overwrite", is_flag=True, help="Replace an existing output file (otherwise refused)."
-    ),
-    click.option(
-        "--token-env",
-        default="GHL_TOKEN",
-        show_default=True,
-        help="Environment variable holding the token.",
-    ),
-    click.option(
-        "--allow-insecure-http",
-        is_flag=True,
-        help="Allow an http:// base URL that is not loopback.",
-    ),
+    *_config_options(),
     click.option(
         "--dry-run",
         is_flag=True,
@@ -207,47 +81,7 @@ _RUN_OPTIONS = [
         help="Continue an interrupted or crashed run: keep what its journal and results hold.",
     ),
     click.option(
-        "--daily-quota",
-        type=click.IntRange(1),
-        default=constants.DEFAULT_DAILY_LIMIT,
-        show_default=True,
-        help="Requests per location per day, for the dry-run estimate.",
-    ),
-    click.option(
-        "--workers",
-        envvar="GHL_WORKERS",
-        type=click.IntRange(1, 64),
-        default=1,
-        show_default=True,
-        help="Processes sending at once; each owns whole locations.",
-    ),
-    click.option(
-        "--http-stack",
-        type=click.Choice(HTTP_STACKS),
-        default="aiohttp",
-        show_default=True,
-        help="HTTP client library behind the API client.",
-    ),
-    click.option(
-        "--progress",
-        type=click.Choice(["auto", "bar", "log", "none"]),
-        default="auto",
-        show_default=True,
-        help="A live bar (auto: on a terminal), structured log lines, or nothing.",
-    ),
-    click.option(
-        "--progress-interval",
-        "progress_interval_s",
-        type=click.FloatRange(0.1, 3600),
-        default=5.0,
-        show_default=True,
-        help="Seconds between progress log lines.",
-    ),
-    click.option(
-        "--log-format",
-        type=click.Choice(["auto", "json", "console"]),
-        default="auto",
-        show_default=True,
+        "--overwrite", is_flag=True, help="Replace an existing output file (otherwise refused)."
     ),
     click.option("--debug", is_flag=True, help="Show tracebacks and debug logs."),
 ]
@@ -282,44 +116,45 @@ def retry(results: Path, **options: Any) -> None:
 def _execute(input_path: Path, options: dict[str, Any], *, retry_from: Path | None) -> None:
     from pipeline.run import execute  # the heavy imports (polars, httpx) only when running
 
-    logs.configure(options["log_format"], level=logging.DEBUG if options["debug"] else logging.INFO)
-    token_env: str = options["token_env"]
+    given = {
+        name: options[name] for name in RunConfig.model_fields if options.get(name) is not None
+    }
+    config = load_config(given, options["config_file"])
+    logs.configure(config.log_format, level=logging.DEBUG if options["debug"] else logging.INFO)
     tokens: Tokens | None
-    if options["tokens_file"] is not None:
-        tokens = load_tokens_file(options["tokens_file"], os.environ)
+    if config.tokens_file is not None:
+        tokens = load_tokens_file(config.tokens_file, os.environ)
     else:
-        token = _read_token(options["token_file"], token_env)
+        token = _read_token(config.token_file, config.token_env)
         tokens = Tokens(default=token) if token else None
     settings = RunSettings(
         input_path=input_path,
         output_path=options["output"],
-        base_url=check_base_url(
-            options["base_url"], allow_insecure_http=options["allow_insecure_http"]
-        ),
-        api_version=options["api_version"],
-        rate=parse_rate(options["rate"]),
-        concurrency=options["concurrency"],
-        timeout_s=options["timeout_s"],
-        max_attempts=options["max_attempts"],
-        max_total_backoff_s=options["max_total_backoff_s"],
-        backoff_base_s=options["backoff_base_s"],
-        contact_column=options["contact_column"],
-        location_column=options["location_column"],
-        id_pattern=options["id_pattern"],
-        id_max_length=options["id_max_length"],
+        base_url=config.base_url,
+        api_version=config.api_version,
+        rate=parse_rate(config.rate),
+        concurrency=config.concurrency,
+        timeout_s=config.timeout,
+        max_attempts=config.max_attempts,
+        max_total_backoff_s=config.max_retry_wait,
+        backoff_base_s=config.backoff_base,
+        contact_column=config.contact_column,
+        location_column=config.location_column,
+        id_pattern=config.id_pattern,
+        id_max_length=config.id_max_length,
         dry_run=options["dry_run"],
         overwrite=options["overwrite"],
-        daily_quota=options["daily_quota"],
-        http_stack=options["http_stack"],
-        workers=options["workers"],
-        progress=options["progress"],
-        progress_interval_s=options["progress_interval_s"],
-        log_format=options["log_format"],
+        daily_quota=config.daily_quota,
+        http_stack=config.http_stack,
+        workers=config.workers,
+        progress=config.progress,
+        progress_interval_s=config.progress_interval,
+        log_format=config.log_format,
         log_level=logging.DEBUG if options["debug"] else logging.INFO,
     )
     if tokens is None and not settings.dry_run:
         raise UsageError(
-            f"no API token: set the environment variable {token_env} (or use --token-file)"
+            f"no API token: set the environment variable {config.token_env} (or use --token-file)"
         )
     result = execute(settings, tokens, resume=options["resume"], retry_from=retry_from)
     if settings.dry_run and result.plan is not None:

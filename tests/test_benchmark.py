@@ -220,3 +220,15 @@ def test_main_rejects_bad_arguments() -> None:
         bm.main(["--quick", "--large"])
     with pytest.raises(SystemExit):
         bm.main(["--repeats", "0"])
+
+
+def test_others_cpu_is_what_the_machine_spent_elsewhere() -> None:
+    sample = bm.Sample(
+        per_s=1.0, wall_s=1.0, sandbox_cpu=0.7, client_cpu=0.9, machine_cpu=1.9, ok=True
+    )
+    assert sample.others_cpu == pytest.approx(0.3)
+    assert bm.Sample(1.0, 1.0, 0.7, None, 1.9, True).others_cpu is None
+    assert bm.Sample(1.0, 1.0, 0.7, 0.9, 1.5, True).others_cpu == 0.0
+    assert sample.disturbed  # 30% of a core went elsewhere
+    assert bm.Sample(1.0, 1.0, 0.5, 0.5, 1.5, True).disturbed
+    assert not bm.Sample(1.0, 1.0, 0.5, 0.5, 1.2, True).disturbed

@@ -224,7 +224,10 @@ def test_dry_run_sends_nothing(sandbox: SandboxThread, tmp_path: Path) -> None:
     [
         (["run", "missing.csv", "-o", "{tmp}/o.parquet"], "missing.csv: no such file"),
         (["run", "{tmp}/in.csv", "-o", "{tmp}/in.csv"], "would overwrite the input"),
-        (["run", "{tmp}/in.csv", "-o", "{tmp}/o.parquet", "--rate", "fast"], "--rate 'fast'"),
+        (
+            ["run", "{tmp}/in.csv", "-o", "{tmp}/o.parquet", "--rate", "fast"],
+            "rate (--rate): 'fast': expected N/Ts",
+        ),
         (["run", "{tmp}/in.csv", "-o", "{tmp}/o.parquet", "--concurrency", "0"], "--concurrency"),
         (["run", "{tmp}/in.csv"], "Missing option '-o'"),
         (["run", "{tmp}/in.csv", "-o", "{tmp}/o.parquet", "--no-such-option"], "No such option"),

@@ -1,0 +1,186 @@
+"""Run configuration: one typed model, filled from four places in a fixed order.
+
+Command line > environment (``GHL_*``) > ``--config`` TOML file > defaults. The merging and
+the validation are pydantic-settings' job: every value is checked against its field (types,
+ranges, choices), an unknown key is an error that names it, and one error message lists
+every problem at once. The command line's options are generated from the same fields, so
+an option, its environment variable and its config key can never drift apart.
+
+Per-invocation switches (``--dry-run``, ``--resume``, ``--overwrite``, ``--debug``) are not
+configuration and live on the command line only. Tokens are never configuration values:
+only *where* to find them is (``token_env``, ``token_file``, ``tokens_file``).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal, Self, get_args, get_origin
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from pipeline import constants
+from pipeline.errors import UsageError
+from pipeline.settings import DEFAULT_ID_MAX_LENGTH, DEFAULT_ID_PATTERN, check_base_url, parse_rate
+
+ENV_PREFIX = "GHL_"
+
+
+class RunConfig(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
+
+    base_url: str = Field(constants.DEFAULT_BASE_URL, description="API root.")
+    api_version: str = Field(constants.DEFAULT_API_VERSION, description="The Version header.")
+    rate: str = Field("100/10s", description="Per-location limit, N/Ts.")
+    concurrency: int = Field(
+        64, ge=1, le=4096, description="Requests in flight at most, across all locations."
+    )
+    timeout: float = Field(30.0, gt=0, le=600, description="Seconds per request.")
+    max_attempts: int = Field(5, ge=1, le=100, description="Create attempts per row.")
+    max_retry_wait: float = Field(
+        300.0, ge=0, le=86_400, description="Seconds a row may wait between attempts, in all."
+    )
+    backoff_base: float = Field(
+        0.5,
+        gt=0,
+        le=60,
+        description="Seconds the first retry waits at most; doubles each attempt, up to 30.",
+    )
+    contact_column: str | None = Field(
+        None, description="The contact ID column, if not contactId/contact_id."
+    )
+    location_column: str | None = Field(
+        None, description="The location ID column, if not locationId/location_id."
+    )
+    id_pattern: str = Field(DEFAULT_ID_PATTERN, description="Regex an ID must fully match.")
+    id_max_length: int = Field(
+        DEFAULT_ID_MAX_LENGTH, ge=1, le=10_000, description="The longest ID accepted."
+    )
+    token_env: str = Field("GHL_TOKEN", description="Environment variable holding the token.")
+    token_file: Path | None = Field(None, description="Read the token from this file instead.")
+    tokens_file: Path | None = Field(
+        None, description="TOML or CSV mapping each location to its own token's variable or file."
+    )
+    allow_insecure_http: bool = Field(
+        False, description="Allow an http:// base URL that is not loopback."
+    )
+    daily_quota: int = Field(
+        constants.DEFAULT_DAILY_LIMIT,
+        ge=1,
+        description="Requests per location per day, for the dry-run estimate.",
+    )
+    workers: int = Field(
+        1, ge=1, le=64, description="Processes sending at once; each owns whole locations."
+    )
+    http_stack: Literal["aiohttp", "httpx", "httpx-aiohttp"] = Field(
+        "aiohttp", description="HTTP client library behind the API client."
+    )
+    progress: Literal["auto", "bar", "log", "none"] = Field(
+        "auto", description="A live bar (auto: on a terminal), structured log lines, or nothing."
+    )
+    progress_interval: float = Field(
+        5.0, gt=0, le=3600, description="Seconds between progress log lines."
+    )
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", description="Log rendering; auto is JSON when stderr is not a terminal."
+    )
+
+    @field_validator("rate")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        try:
+            parse_rate(value)
+        except UsageError as exc:
+            raise ValueError(str(exc).removeprefix("--rate ")) from None
+        return value
+
+    @model_validator(mode="after")
+    def _base_url(self) -> Self:
+        try:
+            self.base_url = check_base_url(
+                self.base_url, allow_insecure_http=self.allow_insecure_http
+            )
+        except UsageError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+
+def load_config(command_line: dict[str, Any], config_file: Path | None) -> RunConfig:
+    """Merge the sources in precedence order and validate; any problem is one UsageError."""
+    file_values = _read_toml(config_file) if config_file is not None else {}
+
+    class _Sources(RunConfig):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (
+                init_settings,
+                env_settings,
+                InitSettingsSource(settings_cls, init_kwargs=file_values),
+            )
+
+    try:
+        return _Sources(**command_line)
+    except ValidationError as exc:
+        raise UsageError(_describe(exc, config_file)) from None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise UsageError(f"--config {path}: no such file") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--config {path}: cannot be read ({type(exc).__name__})") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"--config {path}: not valid TOML ({exc})") from exc
+    table = data["run"] if isinstance(data.get("run"), dict) and len(data) == 1 else data
+    # Keys are written like the options: "max-attempts" and "max_attempts" are the same key.
+    return {str(key).replace("-", "_"): value for key, value in table.items()}
+
+
+def _describe(exc: ValidationError, config_file: Path | None) -> str:
+    problems = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"]) or "configuration"
+        name = key.replace("_", "-")
+        if error["type"] == "extra_forbidden":
+            problems.append(f"unknown key {name!r}")
+        else:
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(f"{name} (--{name}): {message} (got {error.get('input')!r})")
+    where = f" (command line, {ENV_PREFIX}* environment" + (
+        f", {config_file})" if config_file else ")"
+    )
+    return "bad configuration" + where + ": " + "; ".join(problems)
+
+
+def option_specs() -> list[tuple[str, str, Any, str, str]]:
+    """(option, field, default, help, metavar) for every configuration field, for the CLI."""
+    specs = []
+    for name, field in RunConfig.model_fields.items():
+        default = field.default
+        shown = "" if default in (None, False) else f" [default: {default}]"
+        env = f" [env: {ENV_PREFIX}{name.upper()}]"
+        choices = get_args(field.annotation) if get_origin(field.annotation) is Literal else ()
+        if choices:
+            metavar = "[" + "|".join(choices) + "]"
+        elif isinstance(default, int | float) and not isinstance(default, bool):
+            metavar = "N" if isinstance(default, int) else "X"
+        else:
+            metavar = "FILE" if "file" in name else "TEXT"
+        flag = f"--{name.replace('_', '-')}"
+        specs.append((flag, name, default, f"{field.description}{shown}{env}", metavar))
+    return specs

@@ -1,0 +1,80 @@
+"""Configuration precedence and validation: command line > GHL_* environment > file > defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import RunConfig, load_config
+from pipeline.errors import UsageError
+from tests.conftest import REPO
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    path = tmp_path / "c.toml"
+    path.write_text(
+        '[run]\nconcurrency = 8\nmax-attempts = 2\nrate = "50/5s"\ntimeout = 7\n', encoding="utf-8"
+    )
+    return path
+
+
+def test_defaults() -> None:
+    config = load_config({}, None)
+    assert (config.concurrency, config.rate, config.max_attempts) == (64, "100/10s", 5)
+    assert config.base_url == "https://services.leadconnectorhq.com"
+
+
+def test_precedence(config_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GHL_CONCURRENCY", "16")
+    monkeypatch.setenv("GHL_MAX_ATTEMPTS", "3")
+    config = load_config({"concurrency": "32"}, config_file)
+    assert config.concurrency == 32  # command line beats environment
+    assert config.max_attempts == 3  # environment beats file
+    assert config.rate == "50/5s" and config.timeout == 7.0  # file beats defaults
+    assert config.api_version == "2021-07-28"  # default
+
+
+def test_the_token_variable_is_not_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GHL_TOKEN", "pit-whatever")
+    assert "pit-whatever" not in str(load_config({}, None).model_dump())
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("colour = 1\n", "unknown key 'colour'"),
+        (
+            "concurrency = 0\n",
+            "concurrency (--concurrency): Input should be greater than or equal to 1",
+        ),
+        ('http-stack = "curl"\n', "http-stack (--http-stack): Input should be 'aiohttp'"),
+        ('rate = "lots"\n', "rate (--rate): 'lots': expected N/Ts"),
+        ('base-url = "http://example.com"\n', "plain http would send the token unencrypted"),
+        ("timeout = [1]\n", "timeout (--timeout)"),
+        ("concurrency = \n", "not valid TOML"),
+    ],
+)
+def test_bad_files_name_the_key(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(UsageError) as info:
+        load_config({}, path)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_bad_environment_value_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GHL_WORKERS", "many")
+    with pytest.raises(UsageError, match=r"workers \(--workers\)"):
+        load_config({}, None)
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="no such file"):
+        load_config({}, tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize("name", ["example.toml", "sandbox.toml"])
+def test_bundled_configs_are_valid(name: str) -> None:
+    assert isinstance(load_config({}, REPO / "configs" / name), RunConfig)
