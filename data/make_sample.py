@@ -46,6 +46,43 @@ def main() -> None:
     frame.write_csv("data/sample.csv")
     frame.write_parquet("data/sample.parquet")
     print(f"{frame.height} rows, {len(locations)} locations")
+    export = contacts_export(rng, 300)
+    export.write_csv("data/contacts_export.csv")
+    print(f"{export.height} rows in a HighLevel-style contacts export (no location column)")
+
+
+FIRST = ["Ana", "Ben", "Chloe", "Dev", "Elif", "Femi", "Gus", "Hana", "Ivan", "Jade", "Kofi", "Lena"]
+LAST = ["Okafor", "Silva", "Nguyen", "Schmidt", "Haddad", "Kowalski", "Moreau", "Tanaka", "Reyes"]
+TAGS = ["lead", "customer", "webinar-2026", "vip", "newsletter", "cold"]
+
+
+def contacts_export(rng: random.Random, rows: int) -> pl.DataFrame:
+    """What an analyst gets from a sub-account's Contacts > Export: one location, many columns."""
+    records = []
+    for i in range(rows):
+        first, last = rng.choice(FIRST), rng.choice(LAST)
+        contact = make_id(rng)
+        if i % 47 == 5:
+            contact = ""  # a contact row without an id
+        elif i % 53 == 7:
+            contact = contact[:8] + "/" + contact[9:]  # mangled by a spreadsheet formula
+        records.append(
+            {
+                "Contact Id": contact,
+                "First Name": first,
+                "Last Name": last,
+                "Business Name": rng.choice(["", "", f"{last} & Co"]),
+                "Email": f"{first}.{last}{i}@example.com".lower(),
+                "Phone": f"+1 555 {rng.randrange(100, 999)} {rng.randrange(1000, 9999)}",
+                "Tags": ", ".join(rng.sample(TAGS, rng.randrange(0, 3))),
+                "Source": rng.choice(["Website Form", "Facebook Lead", "Import", "Chat Widget"]),
+                "Assigned To": rng.choice(["", "Sam Lee", "Priya Shah"]),
+                "Created": f"2026-0{rng.randrange(1, 10)}-{rng.randrange(10, 28)}T10:00:00Z",
+                "Last Activity": rng.choice(["", "2026-11-01T09:30:00Z"]),
+                "DND": rng.choice(["false", "false", "true"]),
+            }
+        )
+    return pl.DataFrame(records)
 
 
 if __name__ == "__main__":

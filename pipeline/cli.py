@@ -21,6 +21,7 @@ import click
 from pipeline import logs
 from pipeline.config import RunConfig, load_config, option_specs
 from pipeline.errors import UsageError
+from pipeline.reading import Columns
 from pipeline.report import ReportFormat, build_report, read_results, render
 from pipeline.settings import RunSettings, parse_rate
 from pipeline.tokens import Tokens, load_tokens_file
@@ -138,8 +139,13 @@ def _execute(input_path: Path, options: dict[str, Any], *, retry_from: Path | No
         max_attempts=config.max_attempts,
         max_total_backoff_s=config.max_retry_wait,
         backoff_base_s=config.backoff_base,
-        contact_column=config.contact_column,
-        location_column=config.location_column,
+        columns=Columns(
+            contact=config.contact_column,
+            location=config.location_column,
+            location_id=config.location_id,
+            override_location=config.override_location,
+            keep=tuple(c.strip() for c in (config.keep_columns or "").split(",") if c.strip()),
+        ),
         id_pattern=config.id_pattern,
         id_max_length=config.id_max_length,
         dry_run=options["dry_run"],

@@ -58,6 +58,15 @@ class RunConfig(BaseSettings):
     location_column: str | None = Field(
         None, description="The location ID column, if not locationId/location_id."
     )
+    location_id: str | None = Field(
+        None, description="One location for every row, for a file with no location column."
+    )
+    override_location: bool = Field(
+        False, description="With --location-id: use it even though the file has a location column."
+    )
+    keep_columns: str | None = Field(
+        None, description="Comma-separated input columns to carry into the results."
+    )
     id_pattern: str = Field(DEFAULT_ID_PATTERN, description="Regex an ID must fully match.")
     id_max_length: int = Field(
         DEFAULT_ID_MAX_LENGTH, ge=1, le=10_000, description="The longest ID accepted."

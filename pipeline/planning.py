@@ -41,6 +41,12 @@ class IdRules:
     def anchored(self) -> str:
         return f"^(?:{self.pattern})$"
 
+    def accepts(self, value: str) -> bool:
+        return len(value) <= self.max_length and re.fullmatch(self.pattern, value) is not None
+
+    def describe(self) -> str:
+        return f"it must match {self.pattern} and be at most {self.max_length} characters"
+
 
 def _id_problem(
     column: str, label: str, missing: Code, invalid: Code, rules: IdRules

@@ -15,6 +15,7 @@ from __future__ import annotations
 import gzip
 import re
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
@@ -48,10 +49,35 @@ def input_format(path: Path) -> str:
     )
 
 
-def read_input(
-    path: Path, *, contact_column: str | None = None, location_column: str | None = None
-) -> pl.LazyFrame:
-    """Open ``path`` lazily and return the three-column frame described above."""
+@dataclass(frozen=True, slots=True)
+class Columns:
+    """Which columns to read, and what to do when the file has no location column."""
+
+    contact: str | None = None  # --contact-column
+    location: str | None = None  # --location-column
+    location_id: str | None = None  # --location-id: one location for every row
+    override_location: bool = False  # --override-location: even if the file has a column
+    keep: tuple[str, ...] = ()  # --keep-columns: carried into the results as they are
+
+
+RESERVED = frozenset(
+    {
+        "row_index",
+        "contact_id",
+        "location_id",
+        "status",
+        "conversation_id",
+        "error_code",
+        "http_status",
+        "error_message",
+        "attempts",
+        "source_file",
+    }
+)
+
+
+def read_input(path: Path, columns: Columns = Columns()) -> pl.LazyFrame:
+    """Open ``path`` lazily and return the frame described above (plus any kept columns)."""
     fmt = input_format(path)
     _check_readable(path)
     if fmt == "csv":
@@ -70,15 +96,46 @@ def read_input(
         _check_parquet_magic(path)
         lf = pl.scan_parquet(path)
     schema = _schema(lf, path)
-    contact = _resolve(path, list(schema), CONTACT_KEY, contact_column, "--contact-column")
-    location = _resolve(path, list(schema), LOCATION_KEY, location_column, "--location-column")
-    for name in (contact, location):
-        _check_id_dtype(path, name, schema[name])
+    names = list(schema)
+    contact = _resolve(path, names, CONTACT_KEY, columns.contact, "--contact-column")
+    _check_id_dtype(path, contact, schema[contact])
+    location_expr = _location(path, names, schema, columns)
+    for name in columns.keep:
+        if name not in names:
+            raise UsageError(
+                f"{path}: --keep-columns {name!r} is not a column; found {_list(names)}"
+            )
+        if name in RESERVED:
+            raise UsageError(
+                f"--keep-columns {name!r}: the results already have a column of that name"
+            )
     return lf.select(
         pl.int_range(pl.len(), dtype=pl.Int64).alias("row_index"),
         _clean_id(contact).alias("contact_id"),
-        _clean_id(location).alias("location_id"),
+        location_expr.alias("location_id"),
+        *(pl.col(name) for name in columns.keep),
     )
+
+
+def _location(path: Path, names: list[str], schema: pl.Schema, columns: Columns) -> pl.Expr:
+    """The location of each row: from its column, or the one --location-id names."""
+    found = [n for n in names if normalise_header(n) == LOCATION_KEY]
+    if columns.location_id is not None:
+        if (found or columns.location) and not columns.override_location:
+            raise UsageError(
+                f"{path}: the file has a location column ({(columns.location or found[0])!r}) "
+                "and --location-id was given; drop one, or add --override-location"
+            )
+        return pl.lit(columns.location_id.strip() or None, dtype=pl.String)
+    if not found and columns.location is None:
+        raise UsageError(
+            f"{path}: no locationId column; found {_list(names)}; accepted names are locationId or "
+            "location_id in any letter case (name one with --location-column, or give every row "
+            "one location with --location-id)"
+        )
+    location = _resolve(path, names, LOCATION_KEY, columns.location, "--location-column")
+    _check_id_dtype(path, location, schema[location])
+    return _clean_id(location)
 
 
 def _clean_id(column: str) -> pl.Expr:

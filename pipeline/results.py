@@ -41,6 +41,20 @@ OUTCOME_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
+# The columns planning produces; any other column of the plan is carried into the results.
+PLAN_COLUMNS = frozenset(
+    {
+        "row_index",
+        "contact_id",
+        "location_id",
+        "status",
+        "error_code",
+        "error_message",
+        "duplicate_of",
+    }
+)
+
+
 def settled(outcomes: pl.DataFrame) -> pl.DataFrame:
     """The outcomes a later run must not send again (``outcomes.is_final``, as an expression)."""
     status, code = pl.col("status"), pl.col("error_code")
@@ -98,6 +112,7 @@ def assemble(planned: pl.DataFrame, outcomes: pl.DataFrame, *, unsent: Code) -> 
     )
     planned_to_send = pl.col("status").is_null()
     not_sent = planned_to_send & pl.col("status_sent").is_null()
+    extra = [c for c in planned.columns if c not in PLAN_COLUMNS]  # --keep-columns, source_file
     return (
         merged.select(
             pl.col("row_index"),
@@ -119,6 +134,7 @@ def assemble(planned: pl.DataFrame, outcomes: pl.DataFrame, *, unsent: Code) -> 
             .otherwise(pl.col("error_message"))
             .alias("error_message"),
             pl.col("attempts_sent").fill_null(0).alias("attempts"),
+            *extra,
         )
         .sort("row_index")
         .cast(RESULT_SCHEMA)  # type: ignore[arg-type]

@@ -87,12 +87,11 @@ def check_paths(settings: RunSettings, *, resume: bool) -> None:
 
 
 def load_plan(settings: RunSettings) -> pl.DataFrame:
-    rows = read_input(
-        settings.input_path,
-        contact_column=settings.contact_column,
-        location_column=settings.location_column,
-    )
     rules = IdRules(settings.id_pattern, settings.id_max_length)
+    given = settings.columns.location_id
+    if given is not None and not rules.accepts(given.strip()):
+        raise UsageError(f"--location-id {given!r}: not a valid location id ({rules.describe()})")
+    rows = read_input(settings.input_path, settings.columns)
     try:
         return plan(rows, rules).collect()
     except pl.exceptions.PolarsError as exc:

@@ -17,6 +17,7 @@ from pipeline import constants
 from pipeline.errors import UsageError
 from pipeline.logs import LogFormat
 from pipeline.progress import ProgressMode
+from pipeline.reading import Columns
 from pipeline.transport import HttpStack
 
 DEFAULT_ID_PATTERN = r"[A-Za-z0-9_-]+"
@@ -87,8 +88,7 @@ class RunSettings:
     max_attempts: int = 5
     max_total_backoff_s: float = 300.0
     backoff_base_s: float = 0.5
-    contact_column: str | None = None
-    location_column: str | None = None
+    columns: Columns = field(default_factory=Columns)
     id_pattern: str = DEFAULT_ID_PATTERN
     id_max_length: int = DEFAULT_ID_MAX_LENGTH
     dry_run: bool = False

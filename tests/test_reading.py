@@ -9,11 +9,11 @@ import polars as pl
 import pytest
 
 from pipeline.errors import UsageError
-from pipeline.reading import normalise_header, read_input
+from pipeline.reading import Columns, normalise_header, read_input
 
 
-def read(path: Path, **kwargs: str) -> pl.DataFrame:
-    return read_input(path, **kwargs).collect()  # type: ignore[arg-type]
+def read(path: Path, **kwargs: object) -> pl.DataFrame:
+    return read_input(path, Columns(**kwargs)).collect()  # type: ignore[arg-type]
 
 
 def test_csv_ids_stay_text_and_are_trimmed(tmp_path: Path) -> None:
@@ -50,7 +50,7 @@ def test_header_spellings(header: str) -> None:
 def test_named_columns(tmp_path: Path) -> None:
     path = tmp_path / "in.csv"
     path.write_text("who,where\nc,l\n", encoding="utf-8")
-    assert read(path, contact_column="who", location_column="where").rows() == [(0, "c", "l")]
+    assert read(path, contact="who", location="where").rows() == [(0, "c", "l")]
 
 
 @pytest.mark.parametrize(
