@@ -8,6 +8,7 @@ Precedence of settings: command line > environment (``GHL_*``) > ``--config`` fi
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import sys
@@ -21,7 +22,7 @@ import click
 from pipeline import logs
 from pipeline.config import RunConfig, load_config, option_specs
 from pipeline.errors import UsageError
-from pipeline.reading import Columns
+from pipeline.reading import Columns, is_uri
 from pipeline.report import ReportFormat, build_report, read_results, render
 from pipeline.settings import RunSettings, parse_rate
 from pipeline.tokens import Tokens, load_tokens_file
@@ -59,7 +60,7 @@ _RUN_OPTIONS: list[Decorator] = [
     click.option(
         "-o",
         "--output",
-        type=click.Path(path_type=Path),
+        type=str,
         required=True,
         help="Results Parquet file.",
     ),
@@ -95,17 +96,17 @@ def _run_options(command: Callable[..., None]) -> Callable[..., None]:
 
 
 @cli.command()
-@click.argument("input", type=click.Path(path_type=Path))
+@click.argument("input", type=str)
 @_run_options
-def run(input: Path, **options: Any) -> None:
+def run(input: str, **options: Any) -> None:
     """Create a conversation for every (locationId, contactId) row of INPUT."""
     _execute(input, options, retry_from=None)
 
 
 @cli.command()
-@click.argument("results", type=click.Path(path_type=Path))
+@click.argument("results", type=str)
 @_run_options
-def retry(results: Path, **options: Any) -> None:
+def retry(results: str, **options: Any) -> None:
     """Send again the rows of RESULTS that did not settle; write a complete new results file.
 
     Rows that failed for a transient reason (429, 5xx, timeout, network, rejected token) and
@@ -114,7 +115,14 @@ def retry(results: Path, **options: Any) -> None:
     _execute(results, options, retry_from=results)
 
 
-def _execute(input_path: Path, options: dict[str, Any], *, retry_from: Path | None) -> None:
+def state_anchor(uri: str, state_dir: Path) -> Path:
+    """The local stand-in of a remote output: its journal and lock live beside this path."""
+    digest = hashlib.blake2b(uri.encode(), digest_size=6).hexdigest()
+    name = uri.rstrip("/").rsplit("/", 1)[-1] or "results.parquet"
+    return state_dir / f"{digest}-{name}"
+
+
+def _execute(input_path: str, options: dict[str, Any], *, retry_from: str | None) -> None:
     from pipeline.run import execute  # the heavy imports (polars, httpx) only when running
 
     given = {
@@ -128,9 +136,12 @@ def _execute(input_path: Path, options: dict[str, Any], *, retry_from: Path | No
     else:
         token = _read_token(config.token_file, config.token_env)
         tokens = Tokens(default=token) if token else None
+    output: str = options["output"]
+    output_uri = output if is_uri(output) else None
     settings = RunSettings(
-        input_path=input_path,
-        output_path=options["output"],
+        source=str(input_path),
+        output_path=state_anchor(output, config.state_dir) if output_uri else Path(output),
+        output_uri=output_uri,
         base_url=config.base_url,
         api_version=config.api_version,
         rate=parse_rate(config.rate),
@@ -165,14 +176,14 @@ def _execute(input_path: Path, options: dict[str, Any], *, retry_from: Path | No
     result = execute(settings, tokens, resume=options["resume"], retry_from=retry_from)
     if settings.dry_run and result.plan is not None:
         click.echo(result.plan.render())
-    click.echo(render(result.report, "table", title=str(settings.output_path)))
+    click.echo(render(result.report, "table", title=str(settings.results_location)))
     if result.signal is not None:
         sys.exit(128 + result.signal)
     sys.exit(EXIT_OK if result.report.all_succeeded else EXIT_ROWS_NOT_DONE)
 
 
 @cli.command()
-@click.argument("results", type=click.Path(path_type=Path))
+@click.argument("results", type=str)
 @click.option(
     "--format",
     "fmt",
@@ -180,7 +191,7 @@ def _execute(input_path: Path, options: dict[str, Any], *, retry_from: Path | No
     default="table",
     show_default=True,
 )
-def report(results: Path, fmt: ReportFormat) -> None:
+def report(results: str, fmt: ReportFormat) -> None:
     """Summarise a results file: statuses, error codes, locations, top failures, throughput."""
     frame, run = read_results(results)
     click.echo(render(build_report(frame, run), fmt, title=str(results)))

@@ -76,6 +76,10 @@ class RunConfig(BaseSettings):
     tokens_file: Path | None = Field(
         None, description="TOML or CSV mapping each location to its own token's variable or file."
     )
+    state_dir: Path = Field(
+        Path(".pipeline-state"),
+        description="Local folder for the journal and lock of an output in object storage.",
+    )
     allow_insecure_http: bool = Field(
         False, description="Allow an http:// base URL that is not loopback."
     )

@@ -12,6 +12,7 @@ names the file and the problem, before anything is sent.
 
 from __future__ import annotations
 
+import glob
 import gzip
 import re
 import zlib
@@ -38,8 +39,8 @@ def normalise_header(name: str) -> str:
     return _SEPARATORS.sub("", name.lstrip("\ufeff")).lower()
 
 
-def input_format(path: Path) -> str:
-    name = path.name.lower()
+def input_format(path: Path | str) -> str:
+    name = str(path).rsplit("/", 1)[-1].lower()
     if name.endswith(CSV_SUFFIXES):
         return "csv"
     if name.endswith(PARQUET_SUFFIXES):
@@ -47,6 +48,58 @@ def input_format(path: Path) -> str:
     raise UsageError(
         f"{path}: unknown file type; expected one of {', '.join(CSV_SUFFIXES + PARQUET_SUFFIXES)}"
     )
+
+
+def is_uri(spec: str | Path) -> bool:
+    """``s3://``, ``gs://``, ``az://``, ``https://`` ...: read by polars' own object store."""
+    return "://" in str(spec)
+
+
+_GLOB = re.compile(r"[*?\[]")
+
+
+@dataclass(frozen=True, slots=True)
+class Sources:
+    """What one INPUT argument names: a file, several (a glob, a folder of parts), or a URI."""
+
+    spec: str
+    paths: list[str]  # local files in sorted order, or the URI (with its glob) as given
+    fmt: str
+    remote: bool
+
+    @property
+    def several(self) -> bool:
+        """Rows then carry a ``source_file`` column; ``row_index`` runs across files."""
+        return len(self.paths) > 1 or bool(_GLOB.search(self.spec))
+
+
+def resolve_sources(spec: str | Path) -> Sources:
+    text = str(spec)
+    if is_uri(text):
+        return Sources(text, [text], input_format(text), remote=True)
+    path = Path(text)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and _readable_kind(p))
+        kinds = {input_format(p) for p in files}
+        if not files:
+            raise UsageError(f"{path}: is a directory with no .csv, .csv.gz or .parquet files")
+        if len(kinds) > 1:
+            raise UsageError(f"{path}: the folder mixes CSV and Parquet files; give one kind")
+        return Sources(text, [str(p) for p in files], kinds.pop(), remote=False)
+    if _GLOB.search(text):
+        matched = sorted(p for p in glob.glob(text) if Path(p).is_file())  # noqa: PTH207
+        if not matched:
+            raise UsageError(f"{text}: no files match")
+        found = {input_format(p) for p in matched}
+        if len(found) > 1:
+            raise UsageError(f"{text}: matches both CSV and Parquet files; give one kind")
+        return Sources(text, matched, found.pop(), remote=False)
+    return Sources(text, [text], input_format(path), remote=False)
+
+
+def _readable_kind(path: Path) -> bool:
+    name = path.name.lower()
+    return not name.startswith(".") and name.endswith(CSV_SUFFIXES + PARQUET_SUFFIXES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,34 +129,43 @@ RESERVED = frozenset(
 )
 
 
-def read_input(path: Path, columns: Columns = Columns()) -> pl.LazyFrame:
-    """Open ``path`` lazily and return the frame described above (plus any kept columns)."""
-    fmt = input_format(path)
-    _check_readable(path)
-    if fmt == "csv":
-        _check_text(path)
+def read_input(spec: str | Path, columns: Columns = Columns()) -> pl.LazyFrame:
+    """Open the input lazily and return the frame described above (plus any kept columns,
+    and ``source_file`` when the input is several files)."""
+    sources = resolve_sources(spec)
+    for local in [] if sources.remote else sources.paths:
+        _check_readable(Path(local))
+        if sources.fmt == "csv":
+            _check_text(Path(local))
+        else:
+            _check_parquet_magic(Path(local))
+    origin = "source_file" if sources.several else None
+    target: str | list[str] = sources.paths[0] if sources.remote else sources.paths
+    if sources.fmt == "csv":
         lf = pl.scan_csv(
-            path,
+            target,
             infer_schema=False,  # every column is text: IDs keep their leading zeros
             encoding="utf8-lossy",  # a stray non-UTF-8 byte spoils one row, not the file
             truncate_ragged_lines=True,
             missing_columns="insert",
+            include_file_paths=origin,
         )
         # A blank line (or a line of only separators) is not a data row: it carries no
         # instruction, and exports often end with one.
-        lf = lf.filter(pl.any_horizontal(pl.all().fill_null("").str.len_bytes() > 0))
+        fields = pl.all().exclude("source_file") if origin else pl.all()
+        lf = lf.filter(pl.any_horizontal(fields.fill_null("").str.len_bytes() > 0))
     else:
-        _check_parquet_magic(path)
-        lf = pl.scan_parquet(path)
-    schema = _schema(lf, path)
-    names = list(schema)
-    contact = _resolve(path, names, CONTACT_KEY, columns.contact, "--contact-column")
-    _check_id_dtype(path, contact, schema[contact])
-    location_expr = _location(path, names, schema, columns)
+        lf = pl.scan_parquet(target, include_file_paths=origin, missing_columns="insert")
+    label = sources.spec
+    schema = _schema(lf, label)
+    names = [n for n in schema if n != origin]
+    contact = _resolve(label, names, CONTACT_KEY, columns.contact, "--contact-column")
+    _check_id_dtype(label, contact, schema[contact])
+    location_expr = _location(label, names, schema, columns)
     for name in columns.keep:
         if name not in names:
             raise UsageError(
-                f"{path}: --keep-columns {name!r} is not a column; found {_list(names)}"
+                f"{label}: --keep-columns {name!r} is not a column; found {_list(names)}"
             )
         if name in RESERVED:
             raise UsageError(
@@ -114,10 +176,11 @@ def read_input(path: Path, columns: Columns = Columns()) -> pl.LazyFrame:
         _clean_id(contact).alias("contact_id"),
         location_expr.alias("location_id"),
         *(pl.col(name) for name in columns.keep),
+        *([pl.col(origin)] if origin else []),
     )
 
 
-def _location(path: Path, names: list[str], schema: pl.Schema, columns: Columns) -> pl.Expr:
+def _location(path: str, names: list[str], schema: pl.Schema, columns: Columns) -> pl.Expr:
     """The location of each row: from its column, or the one --location-id names."""
     found = [n for n in names if normalise_header(n) == LOCATION_KEY]
     if columns.location_id is not None:
@@ -183,7 +246,7 @@ def _check_parquet_magic(path: Path) -> None:
         )
 
 
-def _schema(lf: pl.LazyFrame, path: Path) -> pl.Schema:
+def _schema(lf: pl.LazyFrame, path: str) -> pl.Schema:
     try:
         return lf.collect_schema()
     except (pl.exceptions.PolarsError, OSError) as exc:
@@ -192,7 +255,7 @@ def _schema(lf: pl.LazyFrame, path: Path) -> pl.Schema:
         ) from exc
 
 
-def _resolve(path: Path, columns: list[str], key: str, explicit: str | None, option: str) -> str:
+def _resolve(path: str, columns: list[str], key: str, explicit: str | None, option: str) -> str:
     if explicit is not None:
         if explicit not in columns:
             raise UsageError(
@@ -213,7 +276,7 @@ def _resolve(path: Path, columns: list[str], key: str, explicit: str | None, opt
     return matches[0]
 
 
-def _check_id_dtype(path: Path, name: str, dtype: pl.DataType) -> None:
+def _check_id_dtype(path: str, name: str, dtype: pl.DataType) -> None:
     if dtype == pl.String or dtype == pl.Categorical or dtype.is_integer() or dtype == pl.Null:
         return
     raise UsageError(f"{path}: column {name!r} holds {dtype}, not text; IDs must be strings")

@@ -140,7 +140,7 @@ def build_report(results: pl.DataFrame, run: RunInfo | None = None) -> Report:
     )
 
 
-def read_results(path: Path) -> tuple[pl.DataFrame, RunInfo | None]:
+def read_results(path: str | Path) -> tuple[pl.DataFrame, RunInfo | None]:
     try:
         frame = pl.read_parquet(path)
         metadata = pl.read_parquet_metadata(path)

@@ -65,7 +65,7 @@ def settled(outcomes: pl.DataFrame) -> pl.DataFrame:
     return outcomes.filter(final)
 
 
-def outcomes_from_results(path: Path, planned: pl.DataFrame) -> pl.DataFrame:
+def outcomes_from_results(path: str | Path, planned: pl.DataFrame) -> pl.DataFrame:
     """The settled rows of an earlier results file for the same input (resume and retry)."""
     try:
         earlier = pl.read_parquet(path, columns=list(RESULT_SCHEMA))
@@ -142,12 +142,18 @@ def assemble(planned: pl.DataFrame, outcomes: pl.DataFrame, *, unsent: Code) -> 
 
 
 def write_atomically(
-    frame: pl.DataFrame, path: Path, *, metadata: dict[str, str] | None = None
+    frame: pl.DataFrame, where: str | Path, *, metadata: dict[str, str] | None = None
 ) -> None:
-    """Write to a temporary file beside ``path``, fsync, then rename over it.
+    """Write to a temporary file beside the target, fsync, then rename over it.
 
-    A reader (or a crash) sees either the old file or the complete new one, never half.
+    A reader (or a crash) sees either the old file or the complete new one, never half. In
+    object storage (``s3://...``) a single PUT gives the same guarantee, so it is written
+    directly.
     """
+    if "://" in str(where):
+        frame.write_parquet(str(where), compression="zstd", statistics=True, metadata=metadata)
+        return
+    path = Path(where)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:

@@ -29,7 +29,7 @@ from pipeline.locking import exclusive
 from pipeline.outcomes import Code
 from pipeline.planning import IdRules, PlanEstimate, estimate, plan, to_send
 from pipeline.progress import JournalTail, ProgressReporter
-from pipeline.reading import read_input
+from pipeline.reading import is_uri, read_input
 from pipeline.report import Report, RunInfo, build_report
 from pipeline.results import (
     OUTCOME_SCHEMA,
@@ -70,20 +70,38 @@ def check_output_folder(output: Path) -> None:
 
 def check_paths(settings: RunSettings, *, resume: bool) -> None:
     """Refuse an output that should not be written, before anything is sent."""
-    if settings.output_path.resolve() == settings.input_path.resolve():
+    where = settings.results_location
+    if settings.output_uri is not None:
+        same = settings.output_uri == settings.source
+    else:
+        same = not is_uri(settings.source) and Path(settings.source).resolve() == where
+    if same or (
+        settings.output_uri is None
+        and settings.output_path.resolve() == Path(settings.source).resolve()
+    ):
+        raise UsageError(f"{where}: the output would overwrite the input; choose another -o")
+    if settings.output_uri is None and settings.output_path.is_dir():
         raise UsageError(
-            f"{settings.output_path}: the output would overwrite the input; choose another -o"
+            f"{where}: the output is a directory; give a file path such as out/results.parquet"
         )
-    if settings.output_path.is_dir():
+    if results_exist(settings) and not (resume or settings.overwrite):
         raise UsageError(
-            f"{settings.output_path}: the output is a directory; "
-            "give a file path such as out/results.parquet"
-        )
-    if settings.output_path.exists() and not (resume or settings.overwrite):
-        raise UsageError(
-            f"{settings.output_path}: the output exists; add --overwrite to replace it, "
+            f"{where}: the output exists; add --overwrite to replace it, "
             "or --resume to continue the run that wrote it"
         )
+
+
+def results_exist(settings: RunSettings) -> bool:
+    if settings.output_uri is None:
+        return settings.output_path.exists()
+    try:
+        pl.read_parquet_metadata(settings.output_uri)
+    except FileNotFoundError:
+        return False
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UsageError(f"{settings.output_uri}: cannot be reached ({first})") from exc
+    return True
 
 
 def load_plan(settings: RunSettings) -> pl.DataFrame:
@@ -91,12 +109,12 @@ def load_plan(settings: RunSettings) -> pl.DataFrame:
     given = settings.columns.location_id
     if given is not None and not rules.accepts(given.strip()):
         raise UsageError(f"--location-id {given!r}: not a valid location id ({rules.describe()})")
-    rows = read_input(settings.input_path, settings.columns)
+    rows = read_input(settings.source, settings.columns)
     try:
         return plan(rows, rules).collect()
     except pl.exceptions.PolarsError as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UsageError(f"{settings.input_path}: cannot be read: {first}") from exc
+        raise UsageError(f"{settings.source}: cannot be read: {first}") from exc
 
 
 def journal_files(output: Path, workers: int) -> list[Path]:
@@ -113,7 +131,7 @@ def existing_journals(output: Path) -> list[Path]:
 
 
 def _earlier_outcomes(
-    settings: RunSettings, planned: pl.DataFrame, *, resume: bool, retry_from: Path | None
+    settings: RunSettings, planned: pl.DataFrame, *, resume: bool, retry_from: str | Path | None
 ) -> tuple[pl.DataFrame, dict[Path, int]]:
     """Settled outcomes of earlier runs that this run keeps and does not send again, and
     the valid length of each journal found (a resumed journal is appended to from there)."""
@@ -126,8 +144,8 @@ def _earlier_outcomes(
     parts: list[pl.DataFrame] = []
     if retry_from is not None:
         parts.append(outcomes_from_results(retry_from, planned))
-    if resume and settings.output_path.exists():
-        parts.append(outcomes_from_results(settings.output_path, planned))
+    if resume and results_exist(settings):
+        parts.append(outcomes_from_results(settings.results_location, planned))
     valid: dict[Path, int] = {}
     expected = fingerprint(planned) if found else ""
     for journal in found:
@@ -178,7 +196,7 @@ def execute(
     tokens: Tokens | str | None,
     *,
     resume: bool = False,
-    retry_from: Path | None = None,
+    retry_from: str | Path | None = None,
 ) -> RunResult:
     """Run the job; ``tokens`` is one token, a token per location, or None for a dry run."""
     if isinstance(tokens, str):
@@ -192,7 +210,7 @@ def execute(
 
 
 def _execute(
-    settings: RunSettings, tokens: Tokens | None, *, resume: bool, retry_from: Path | None
+    settings: RunSettings, tokens: Tokens | None, *, resume: bool, retry_from: str | Path | None
 ) -> RunResult:
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     started = time.monotonic()
@@ -251,7 +269,7 @@ def _execute(
         rate=str(settings.rate),
         workers=settings.workers,
     )
-    write_atomically(results, settings.output_path, metadata=run.to_metadata())
+    write_atomically(results, settings.results_location, metadata=run.to_metadata())
     if not settings.dry_run:
         for journal in {*existing_journals(settings.output_path), *journals}:
             journal.unlink(missing_ok=True)  # the results now hold all they did

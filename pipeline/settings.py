@@ -76,8 +76,15 @@ def _is_loopback(host: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class RunSettings:
-    input_path: Path
-    output_path: Path
+    """Everything a run needs to know, built once by the CLI.
+
+    For an output in object storage (``s3://...``), the journal and the lock cannot live
+    beside it; they live in a local state folder, at ``output_path``.
+    """
+
+    source: str  # INPUT: a file, a glob, a folder of parts, or a URI
+    output_path: Path  # the results file, or for a remote output the local anchor of its state
+    output_uri: str | None = None  # set when the results go to object storage
     base_url: str = constants.DEFAULT_BASE_URL
     api_version: str = constants.DEFAULT_API_VERSION
     rate: Rate = field(
@@ -100,3 +107,8 @@ class RunSettings:
     log_level: int = logging.INFO
     progress: ProgressMode = "auto"
     progress_interval_s: float = 5.0
+
+    @property
+    def results_location(self) -> str | Path:
+        """Where the results file is read and written."""
+        return self.output_uri or self.output_path

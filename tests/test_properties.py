@@ -52,7 +52,7 @@ def test_every_row_exactly_once(
             frame.write_parquet(src)
         out = Path(tmp) / "out.parquet"
         settings_ = RunSettings(
-            input_path=src,
+            source=str(src),
             output_path=out,
             base_url=server.base_url,
             rate=Rate(10_000, 1.0),
