@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -191,4 +190,4 @@ def test_unreachable_bucket_is_one_line(tmp_path: Path, s3: dict[str, str]) -> N
     )
     assert done.code == 2, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
-    assert os.path.exists(tmp_path) and not (tmp_path / "o.parquet").exists()
+    assert not (tmp_path / "o.parquet").exists()
