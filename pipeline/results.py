@@ -107,8 +107,10 @@ def assemble(planned: pl.DataFrame, outcomes: pl.DataFrame, *, unsent: Code) -> 
         pl.col("row_index").alias("duplicate_of"),
         pl.col("conversation_id").alias("conversation_id_dup"),
     )
-    merged = planned.join(sent, on="row_index", how="left").join(
-        copied, on="duplicate_of", how="left"
+    merged = (
+        planned.lazy()
+        .join(sent.lazy(), on="row_index", how="left", maintain_order="left")
+        .join(copied.lazy(), on="duplicate_of", how="left", maintain_order="left")
     )
     planned_to_send = pl.col("status").is_null()
     not_sent = planned_to_send & pl.col("status_sent").is_null()
@@ -136,8 +138,8 @@ def assemble(planned: pl.DataFrame, outcomes: pl.DataFrame, *, unsent: Code) -> 
             pl.col("attempts_sent").fill_null(0).alias("attempts"),
             *extra,
         )
-        .sort("row_index")
         .cast(RESULT_SCHEMA)  # type: ignore[arg-type]
+        .collect(engine="streaming")  # planned is in row_index order, and the joins keep it
     )
 
 

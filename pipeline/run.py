@@ -111,7 +111,7 @@ def load_plan(settings: RunSettings) -> pl.DataFrame:
         raise UsageError(f"--location-id {given!r}: not a valid location id ({rules.describe()})")
     rows = read_input(settings.source, settings.columns)
     try:
-        return plan(rows, rules).collect()
+        return plan(rows, rules).collect(engine="streaming")
     except pl.exceptions.PolarsError as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise UsageError(f"{settings.source}: cannot be read: {first}") from exc
