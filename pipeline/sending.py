@@ -113,6 +113,7 @@ class Sender:
         self._client = client
         self._rate = rate
         self._slots = PrioritySlots(concurrency)
+        self._concurrency = concurrency
         self._max_attempts = max_attempts
         self._max_total_backoff_s = max_total_backoff_s
         self._sink = sink
@@ -167,13 +168,23 @@ class Sender:
     # -- dispatching --------------------------------------------------------------------
 
     async def _dispatch(self, batch: LocationBatch) -> None:
+        """Start the location's rows as fast as its limiter allows.
+
+        Each row's task is started holding a location permit and then queues for a global
+        slot itself, so that a whole burst of a location waits in the slot queue at once,
+        under its location's priority (``PrioritySlots``). ``pending`` bounds how many tasks
+        one location may have started and not finished: more than the burst or the global
+        cap could never run anyway.
+        """
         location = self.location(batch.location_id)
+        pending = asyncio.Semaphore(min(location.limiter.max_requests, self._concurrency))
         rows = iter(batch.rows)
         for row_index, contact_id in rows:
             row = _Row(location, row_index, contact_id)
             if location.stopped_by is None:
                 try:
-                    await self._take(location)
+                    await pending.acquire()
+                    await location.limiter.acquire()
                 except asyncio.CancelledError:  # the run stopped: account for every row left
                     code = self.stop_code or Code.INTERRUPTED
                     self._finish(row, self._skipped(code))
@@ -184,14 +195,19 @@ class Sender:
                     task = asyncio.create_task(self._send_row(row, holding=True))
                     self._rows[task] = row
                     task.add_done_callback(self._rows.pop)
+                    task.add_done_callback(lambda _: pending.release())
                     continue
                 location.limiter.cancel()
-                self._slots.release()
+                pending.release()
             self._finish(row, self._skipped(location.stopped_by or Code.INTERRUPTED))
 
-    async def _take(self, location: _Location) -> None:
-        """A permit of the location, then a global slot; nothing held if cancelled."""
-        await location.limiter.acquire()
+    async def _take(self, location: _Location, *, holding_permit: bool = False) -> None:
+        """A permit of the location (unless already held), then a global slot.
+
+        Nothing is held if cancelled on the way.
+        """
+        if not holding_permit:
+            await location.limiter.acquire()
         try:
             await self._slots.acquire(location.priority)
         except asyncio.CancelledError:
@@ -201,14 +217,16 @@ class Sender:
     # -- one row ------------------------------------------------------------------------
 
     async def _send_row(self, row: _Row, *, holding: bool) -> None:
-        """Send one row until it settles, runs out of attempts, or the run stops."""
+        """Send one row until it settles, runs out of attempts, or the run stops.
+
+        ``holding``: started with a location permit already taken (by the dispatcher).
+        """
         location = row.location
         waited = 0.0
         answer: Answer
         try:
             while True:
-                if not holding:
-                    await self._take(location)
+                await self._take(location, holding_permit=holding)
                 holding = False
                 row.attempts += 1
                 answer = await self._request(row, self._client.create_conversation)
