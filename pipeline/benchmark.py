@@ -678,13 +678,25 @@ class Child:
         self.ended = time.monotonic()
         self._status = (status, usage)
 
+    def kill(self) -> None:
+        """SIGKILL the child's process group (it and any helpers it started), if still there.
+
+        Asks ``_status`` rather than ``Thread.is_alive()``: after a join interrupted by a
+        signal, Python 3.11 may report the reaper thread as stopped while it still waits."""
+        if self._status is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
     def wait(self) -> Finished:
         remaining = self.deadline_s - (time.monotonic() - self.started)
-        self._reaper.join(max(0.0, remaining))
-        timed_out = self._reaper.is_alive()
+        try:
+            self._reaper.join(max(0.0, remaining))
+        except BaseException:  # Ctrl-C: a child in its own session would outlive us
+            self.kill()
+            raise
+        timed_out = self._status is None
         if timed_out:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.kill()
             self._reaper.join(30)
         assert self._status is not None
         status, usage = self._status
@@ -934,7 +946,7 @@ def bench_limit(options: Options, locations: int, rows_per_location: int = 300) 
         )  # fmt: skip
         child = Child(argv, child_env(TOKEN), work, "pipeline", deadline)
         sampler.watch("pipeline", child.pid, tree=True)
-        run = child.wait()
+        run = child.wait()  # kills the child if interrupted
         sampler.finish("pipeline", run.ended, run.cpu_s)
         requests = sandbox.requests()
     save_requests(requests, work / "requests.jsonl")
@@ -1058,10 +1070,16 @@ def _capacity_sample(
     tree: bool = False,
 ) -> tuple[Sample, list[Finished]]:
     sandbox.reset()
-    children = [Child(argv, env, work, name, deadline_s) for name, argv in argvs]
-    for (name, _), child in zip(argvs, children, strict=True):
-        sampler.watch(name, child.pid, tree=tree)
-    finished = [child.wait() for child in children]
+    children: list[Child] = []
+    try:
+        for name, argv in argvs:
+            children.append(Child(argv, env, work, name, deadline_s))
+            sampler.watch(name, children[-1].pid, tree=tree)
+        finished = [child.wait() for child in children]
+    except BaseException:
+        for child in children:
+            child.kill()
+        raise
     for (name, _), run in zip(argvs, finished, strict=True):
         sampler.finish(name, run.ended, run.cpu_s)
     try:
@@ -1396,6 +1414,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if min(args.repeats, args.concurrency) < 1 or args.capacity_rows < 200:
         parser.error("--repeats and --concurrency must be >= 1, --capacity-rows >= 200")
 
+    # SIGTERM unwinds like Ctrl-C, so the sandbox and any child still running are stopped.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     workdir = Path(tempfile.mkdtemp(prefix="pipeline-bench-"))
     options = Options(
         large=args.large,
@@ -1434,6 +1454,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if any(t.error for t in tables):
         return 2
     return 1 if any(t.missed for t in tables) else 0
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _table_json(table: Table) -> dict[str, Any]:

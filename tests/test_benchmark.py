@@ -68,6 +68,12 @@ def test_max_in_window_slides() -> None:
     assert bm.max_in_window(times, 100.0) == 7
 
 
+def test_bursts_split_on_gaps() -> None:
+    assert bm.bursts([], 3.0) == []
+    assert bm.bursts([0.0, 0.1, 0.2, 10.0, 10.1, 20.0], 3.0) == [3, 2, 1]
+    assert bm.bursts([0.0, 2.0, 4.0, 6.0], 3.0) == [4]  # a slow trickle is one burst
+
+
 def test_limit_metrics_of_an_ideal_schedule() -> None:
     log = ideal_log("loc0001", 100.0) + ideal_log("loc0002", 100.5)
     metrics = bm.limit_metrics(bm.parse_requests(log), 10.0)
@@ -80,6 +86,9 @@ def test_limit_metrics_of_an_ideal_schedule() -> None:
     assert metrics.max_in_window == 100
     assert metrics.sending_s == pytest.approx(0.5 + expected)
     assert metrics.mean_first_burst_s == pytest.approx(99e-4)
+    assert metrics.windows == (3, 3)
+    assert metrics.extra_window_locations(3) == 0
+    assert metrics.late_locations(20.0, 10.0) == 0
     assert metrics.first_bursts_done_s == pytest.approx(0.5 + 99e-4)
     assert metrics.mean_span_s / bm.ideal_span(300, 100, 10.0) < bm.SPAN_RATIO_TARGET
 
@@ -95,6 +104,17 @@ def test_limit_metrics_counts_429s_and_overfull_windows() -> None:
     assert metrics.share_429 == pytest.approx(2 / 202)
     assert metrics.max_in_window == 102  # the client sent 102 within 10 s
     assert metrics.max_span_s == pytest.approx(10.5 + 0.99)
+
+
+def test_limit_metrics_counts_a_window_left_partly_unused() -> None:
+    log = [record(0.0 + i * 1e-3) for i in range(100)]
+    log += [record(10.1 + i * 1e-3) for i in range(93)]  # 7 slots of window 2 unused
+    log += [record(20.2 + i * 1e-3) for i in range(100)]
+    log += [record(30.3 + i * 1e-3) for i in range(7)]
+    metrics = bm.limit_metrics(bm.parse_requests(log), 10.0)
+    assert metrics.windows == (4,)
+    assert metrics.extra_window_locations(3) == 1
+    assert metrics.late_locations(20.0, 10.0) == 1
 
 
 def test_limit_metrics_spans_per_location() -> None:
