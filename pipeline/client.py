@@ -9,12 +9,12 @@ without a server, and the same function serves real answers and the sandbox's.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import orjson
 
 from pipeline import constants
 from pipeline.logs import scrub
@@ -112,8 +112,8 @@ def classify(status_code: int, headers: Mapping[str, str], body: bytes) -> Answe
     """Turn one HTTP answer into a row outcome."""
     rate = parse_rate_info(headers)
     try:
-        data: Any = json.loads(body) if body else None
-    except (ValueError, UnicodeDecodeError):
+        data: Any = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
         data = None
     reason = httpx.codes.get_reason_phrase(status_code) or f"HTTP {status_code}"
     if 200 <= status_code < 300:
@@ -160,8 +160,8 @@ def classify_search(
         return classify(status_code, headers, body)
     rate = parse_rate_info(headers)
     try:
-        data: Any = json.loads(body) if body else None
-    except (ValueError, UnicodeDecodeError):
+        data: Any = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
         data = None
     items = data.get("conversations") if isinstance(data, dict) else None
     if not isinstance(items, list):
@@ -230,7 +230,7 @@ class ConversationsClient:
         return self._tokens.key(location_id)
 
     async def create_conversation(self, location_id: str, contact_id: str) -> Answer:
-        body = json.dumps({"locationId": location_id, "contactId": contact_id}).encode()
+        body = orjson.dumps({"locationId": location_id, "contactId": contact_id})
         try:
             raw = await self._transport.post(
                 constants.CREATE_CONVERSATION_PATH, body, self._auth.get(location_id)

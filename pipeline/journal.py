@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import orjson
 import polars as pl
 import structlog
 
@@ -154,7 +155,7 @@ class JournalWriter:
             "error_message": outcome.error_message,
             "attempts": outcome.attempts,
         }
-        self._pending.append(json.dumps(record, separators=(",", ":")).encode() + b"\n")
+        self._pending.append(orjson.dumps(record) + b"\n")
         if len(self._pending) >= MAX_PENDING:
             self.flush()
 
