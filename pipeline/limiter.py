@@ -81,8 +81,8 @@ class WindowLimiter:
         """Tighten to what the server says in its rate headers; never loosen.
 
         A lower ``X-RateLimit-Max`` retires permits, a longer interval lengthens every rest,
-        and a ``X-RateLimit-Remaining`` below our free permits (someone else is using this
-        location's budget) rests the difference for one interval.
+        and ``X-RateLimit-Remaining: 0`` while we hold free permits (someone else is using
+        this location's budget) rests them for one interval.
         """
         if interval_ms is not None and interval_ms > 0 and interval_ms / 1000.0 > self.interval_s:
             self.interval_s = interval_ms / 1000.0
@@ -96,11 +96,15 @@ class WindowLimiter:
                 heapq.heappop(self._resting)
                 retire -= 1
             self._surplus += retire
-        if remaining is not None and 0 <= remaining < self._free:
+        if remaining == 0 and self._free:
+            # The server counted a full window when it received this request, yet we hold
+            # free permits: someone else uses this location's budget. Rest them one interval.
+            # (A partial figure is not used: it was computed at receipt, and permits freed
+            # since would be mistaken for spent ones.)
             rest_until = self._clock() + self.interval_s
-            for _ in range(self._free - remaining):
+            for _ in range(self._free):
                 heapq.heappush(self._resting, rest_until)
-            self._free = remaining
+            self._free = 0
 
     def block_for(self, seconds: float) -> None:
         """Hand out no permit for ``seconds`` (the server said to back off)."""

@@ -119,14 +119,15 @@ def test_lower_max_retires_permits_in_flight() -> None:
     assert limiter.try_acquire() is None  # only two permits are left
 
 
-def test_low_remaining_rests_the_difference() -> None:
+def test_a_full_window_on_the_server_rests_our_free_permits() -> None:
     clock = FakeClock()
     limiter = WindowLimiter(10, 10.0, clock=clock)
     assert limiter.try_acquire() == 0.0
-    limiter.observe(max_requests=None, interval_ms=None, remaining=3)
-    assert sum(limiter.try_acquire() == 0.0 for _ in range(20)) == 3
+    limiter.observe(max_requests=None, interval_ms=None, remaining=3)  # partial: ignored
+    limiter.observe(max_requests=None, interval_ms=None, remaining=0)
+    assert sum(limiter.try_acquire() == 0.0 for _ in range(20)) == 0
     clock.now += 10.0
-    assert sum(limiter.try_acquire() == 0.0 for _ in range(20)) == 6
+    assert sum(limiter.try_acquire() == 0.0 for _ in range(20)) == 9
 
 
 def test_cancel_returns_an_unused_permit_at_once() -> None:
