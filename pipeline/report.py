@@ -83,10 +83,17 @@ class Report:
         return data
 
 
-def build_report(results: pl.DataFrame, run: RunInfo | None = None) -> Report:
+def build_report(results: pl.DataFrame | pl.LazyFrame, run: RunInfo | None = None) -> Report:
+    """Aggregate the results. A LazyFrame (``pl.scan_parquet`` of the results file) is
+    aggregated by the streaming engine, so a report never needs the table in memory."""
+    lf = results.lazy()
+
+    def collect(query: pl.LazyFrame) -> pl.DataFrame:
+        return query.collect(engine="streaming")
+
     def counts(column: str) -> dict[str, int]:
-        grouped = (
-            results.drop_nulls(column)
+        grouped = collect(
+            lf.drop_nulls(column)
             .group_by(column)
             .len()
             .sort(["len", column], descending=[True, False])
@@ -94,8 +101,8 @@ def build_report(results: pl.DataFrame, run: RunInfo | None = None) -> Report:
         return dict(zip(grouped[column].to_list(), grouped["len"].to_list(), strict=True))
 
     by_status = counts("status")
-    per_location = (
-        results.group_by("location_id")
+    per_location = collect(
+        lf.group_by("location_id")
         .agg(
             pl.len().alias("rows"),
             *(
@@ -106,8 +113,8 @@ def build_report(results: pl.DataFrame, run: RunInfo | None = None) -> Report:
         )
         .sort(["rows", "location_id"], descending=[True, False], nulls_last=True)
     )
-    failures = (
-        results.filter(
+    failures = collect(
+        lf.filter(
             pl.col("status").is_in([Status.FAILED.value, Status.SKIPPED.value])
             & (pl.col("error_code") != Code.DRY_RUN.value)
         )
@@ -120,11 +127,13 @@ def build_report(results: pl.DataFrame, run: RunInfo | None = None) -> Report:
     dry_run_skip = (pl.col("status") == Status.SKIPPED.value) & (
         pl.col("error_code") == Code.DRY_RUN.value
     )
-    problems = results.filter(
-        ~pl.col("status").is_in([s.value for s in SUCCESS_STATUSES]) & ~dry_run_skip
-    ).height
+    problems = collect(
+        lf.filter(
+            ~pl.col("status").is_in([s.value for s in SUCCESS_STATUSES]) & ~dry_run_skip
+        ).select(pl.len())
+    ).item()
     return Report(
-        rows=results.height,
+        rows=sum(by_status.values()),
         by_status=dict(
             sorted(
                 by_status.items(),
@@ -135,7 +144,7 @@ def build_report(results: pl.DataFrame, run: RunInfo | None = None) -> Report:
         by_location=per_location.head(TOP_LOCATIONS).to_dicts(),
         locations=per_location.height,
         top_failures=failures.to_dicts(),
-        problem_rows=problems,
+        problem_rows=int(problems),
         run=run,
     )
 

@@ -100,8 +100,9 @@ def skipped_rows(rows: pl.DataFrame, code: Code) -> pl.DataFrame:
     ).cast(OUTCOME_SCHEMA)  # type: ignore[arg-type]
 
 
-def assemble(planned: pl.DataFrame, outcomes: pl.DataFrame, *, unsent: Code) -> pl.DataFrame:
-    """Merge planning and sending into the contract's results table."""
+def assemble(planned: pl.DataFrame, outcomes: pl.DataFrame, *, unsent: Code) -> pl.LazyFrame:
+    """Merge planning and sending into the contract's results table (a lazy query: it is
+    streamed into the results file, never held whole in memory)."""
     sent = outcomes.rename({c: f"{c}_sent" for c in outcomes.columns if c != "row_index"})
     copied = outcomes.select(
         pl.col("row_index").alias("duplicate_of"),
@@ -137,14 +138,12 @@ def assemble(planned: pl.DataFrame, outcomes: pl.DataFrame, *, unsent: Code) -> 
             .alias("error_message"),
             pl.col("attempts_sent").fill_null(0).alias("attempts"),
             *extra,
-        )
-        .cast(RESULT_SCHEMA)  # type: ignore[arg-type]
-        .collect(engine="streaming")  # planned is in row_index order, and the joins keep it
-    )
+        ).cast(RESULT_SCHEMA)  # type: ignore[arg-type]
+    )  # planned is in row_index order, and the joins keep it
 
 
 def write_atomically(
-    frame: pl.DataFrame, where: str | Path, *, metadata: dict[str, str] | None = None
+    frame: pl.DataFrame | pl.LazyFrame, where: str | Path, *, metadata: dict[str, str] | None = None
 ) -> None:
     """Write to a temporary file beside the target, fsync, then rename over it.
 
@@ -153,13 +152,13 @@ def write_atomically(
     directly.
     """
     if "://" in str(where):
-        frame.write_parquet(str(where), compression="zstd", statistics=True, metadata=metadata)
+        _write(frame, str(where), metadata)
         return
     path = Path(where)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        frame.write_parquet(tmp, compression="zstd", statistics=True, metadata=metadata)
+        _write(frame, tmp, metadata)
         with tmp.open("rb") as handle:
             os.fsync(handle.fileno())
         tmp.replace(path)
@@ -170,3 +169,12 @@ def write_atomically(
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _write(
+    frame: pl.DataFrame | pl.LazyFrame, where: str | Path, metadata: dict[str, str] | None
+) -> None:
+    if isinstance(frame, pl.LazyFrame):
+        frame.sink_parquet(where, compression="zstd", statistics=True, metadata=metadata)
+    else:
+        frame.write_parquet(where, compression="zstd", statistics=True, metadata=metadata)

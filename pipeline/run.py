@@ -50,7 +50,6 @@ log = structlog.get_logger("pipeline.run")
 @dataclass(frozen=True, slots=True)
 class RunResult:
     report: Report
-    results: pl.DataFrame
     signal: int | None = None  # the signal that interrupted the run, if one did
     plan: PlanEstimate | None = None
 
@@ -273,7 +272,8 @@ def _execute(
     if not settings.dry_run:
         for journal in {*existing_journals(settings.output_path), *journals}:
             journal.unlink(missing_ok=True)  # the results now hold all they did
-    report = build_report(results, run)
+    del planned, sendable, everything, this_run, earlier
+    report = build_report(pl.scan_parquet(settings.results_location), run)
     log.info(
         "finished",
         rows=report.rows,
@@ -283,4 +283,4 @@ def _execute(
         elapsed_s=run.elapsed_s,
         requests_per_s=round(run.requests_per_s, 1),
     )
-    return RunResult(report, results, session.signal, plan_estimate)
+    return RunResult(report, session.signal, plan_estimate)
