@@ -219,10 +219,10 @@ def _execute(
         earlier = pl.DataFrame(schema=OUTCOME_SCHEMA)
     else:
         earlier, valid = _earlier_outcomes(settings, planned, resume=resume, retry_from=retry_from)
-    sendable = to_send(planned).join(earlier.select("row_index"), on="row_index", how="anti")
+    pending = to_send(planned).join(earlier.lazy().select("row_index"), on="row_index", how="anti")
     plan_estimate = estimate(
         planned,
-        sendable,
+        pending,
         max_requests=settings.rate.max_requests,
         interval_s=settings.rate.interval_s,
         daily_quota=settings.daily_quota,
@@ -231,19 +231,22 @@ def _execute(
         "planned",
         rows=planned.height,
         already_done=earlier.height,
-        to_send=sendable.height,
-        locations=sendable["location_id"].n_unique(),
+        to_send=plan_estimate.requests,
+        locations=plan_estimate.locations,
         rate=str(settings.rate),
         dry_run=settings.dry_run,
     )
     session = SessionResult(0, None, None)
     this_run = pl.DataFrame(schema=OUTCOME_SCHEMA)
     journals = journal_files(settings.output_path, settings.workers)
-    if tokens is not None and tokens.per_location and not settings.dry_run:
+    sending = tokens is not None and not settings.dry_run and plan_estimate.requests > 0
+    # Only a run that sends holds the rows to send in memory; a dry run never does.
+    sendable = pending.collect() if sending else pl.DataFrame()
+    if tokens is not None and tokens.per_location and sending:
         no_token = ~pl.col("location_id").is_in(list(tokens.by_location))
         this_run = skipped_rows(sendable.filter(no_token), Code.NO_TOKEN)
         sendable = sendable.filter(~no_token)
-    if tokens is not None and not settings.dry_run and sendable.height:
+    if tokens is not None and sending and sendable.height:
         tail = JournalTail(journals, valid)
         with ProgressReporter(
             tail, sendable.height, mode=settings.progress, interval_s=settings.progress_interval_s
@@ -272,7 +275,7 @@ def _execute(
     if not settings.dry_run:
         for journal in {*existing_journals(settings.output_path), *journals}:
             journal.unlink(missing_ok=True)  # the results now hold all they did
-    del planned, sendable, everything, this_run, earlier
+    del planned, sendable, pending, everything, this_run, earlier
     report = build_report(pl.scan_parquet(settings.results_location), run)
     log.info(
         "finished",

@@ -63,7 +63,7 @@ def test_duplicates_point_at_their_first_occurrence_and_are_not_sent() -> None:
     assert frame["status"].to_list() == [None, None, "duplicate", None, "duplicate", "invalid"]
     assert frame["duplicate_of"].to_list() == [None, None, 0, None, 0, None]
     assert frame["error_code"].to_list()[2] == "duplicate_row"
-    assert to_send(frame)["row_index"].to_list() == [0, 1, 3]
+    assert to_send(frame).collect()["row_index"].to_list() == [0, 1, 3]
 
 
 def test_an_invalid_row_is_never_the_original_of_a_duplicate() -> None:
