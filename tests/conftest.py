@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +58,13 @@ def run_cli(
         cwd=REPO,
     )
     return Completed(proc.returncode, proc.stdout, proc.stderr)
+
+
+def wait_until(ready: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Poll ``ready`` until it holds or ``timeout`` passes (the test's next assert decides)."""
+    deadline = time.monotonic() + timeout
+    while not ready() and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def write_csv(

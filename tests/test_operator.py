@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import polars as pl
@@ -13,7 +12,7 @@ import polars as pl
 from pipeline.planning import IdRules, estimate, plan, to_send
 from pipeline.report import RunInfo, build_report, render
 from pipeline.sandbox import SandboxThread
-from tests.conftest import REPO, TOKEN, run_cli, write_csv
+from tests.conftest import REPO, TOKEN, run_cli, wait_until, write_csv
 from tests.test_end_to_end import fast_limits
 
 
@@ -127,9 +126,7 @@ def test_two_runs_on_one_output_never_overlap(sandbox: SandboxThread, tmp_path: 
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    deadline = time.monotonic() + 20
-    while not sandbox.state.requests() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: bool(sandbox.state.requests()), timeout=20)
     second = run_cli("run", str(src), "-o", str(out), "--resume", *fast_limits(sandbox, 10, 1000))
     assert second.code == 75, second.stderr
     assert f"pid {first.pid}" in second.stderr and "another run" in second.stderr

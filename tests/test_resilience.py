@@ -21,7 +21,7 @@ from pipeline.journal import fingerprint
 from pipeline.planning import IdRules, plan
 from pipeline.reading import read_input
 from pipeline.sandbox import Fault, SandboxThread
-from tests.conftest import REPO, TOKEN, run_cli, write_csv
+from tests.conftest import REPO, TOKEN, run_cli, wait_until, write_csv
 from tests.test_end_to_end import fast_limits
 
 
@@ -202,9 +202,7 @@ def test_sigkill_then_resume_loses_nothing_and_creates_nothing_twice(
     out = tmp_path / "out.parquet"
     args = ["run", str(src), "-o", str(out), *fast_limits(sandbox, 60, 500)]
     proc = start_cli(*args)
-    deadline = time.monotonic() + 30
-    while journal_lines(out) < 150 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: journal_lines(out) >= 150, timeout=30)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not out.exists()
@@ -279,9 +277,7 @@ def test_sigterm_writes_results_and_exits_143(sandbox: SandboxThread, tmp_path: 
     out = tmp_path / "out.parquet"
     args = ["run", str(src), "-o", str(out), *fast_limits(sandbox, 50, 500)]
     proc = start_cli(*args)
-    deadline = time.monotonic() + 30
-    while journal_lines(out) < 50 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: journal_lines(out) >= 50, timeout=30)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 143, stderr[-2000:]
@@ -306,9 +302,7 @@ def test_second_sigint_leaves_at_once(sandbox: SandboxThread, tmp_path: Path) ->
     src = write_csv(tmp_path / "in.csv", rows_for(2, 20))
     out = tmp_path / "out.parquet"
     proc = start_cli("run", str(src), "-o", str(out), *fast_limits(sandbox))
-    deadline = time.monotonic() + 20
-    while not sandbox.state.requests() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: bool(sandbox.state.requests()), timeout=20)
     proc.send_signal(signal.SIGINT)
     time.sleep(0.3)
     started = time.monotonic()

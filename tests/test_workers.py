@@ -11,7 +11,7 @@ import polars as pl
 
 from pipeline.sandbox import SandboxThread
 from pipeline.workers import owner, split
-from tests.conftest import run_cli, write_csv
+from tests.conftest import run_cli, wait_until, write_csv
 from tests.test_end_to_end import fast_limits, max_in_any_window
 from tests.test_resilience import assert_all_settled_right, journal_lines, rows_for, start_cli
 
@@ -59,9 +59,7 @@ def test_sigterm_with_workers_writes_results(sandbox: SandboxThread, tmp_path: P
     out = tmp_path / "out.parquet"
     args = ["run", str(src), "-o", str(out), "--workers", "2", *fast_limits(sandbox, 30, 500)]
     proc = start_cli(*args)
-    deadline = time.monotonic() + 30
-    while len(sandbox.state.requests()) < 100 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: len(sandbox.state.requests()) >= 100, timeout=30)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 143, stderr[-2000:]
@@ -81,9 +79,7 @@ def test_killed_parent_stops_its_workers_and_resume_finishes(
     out = tmp_path / "out.parquet"
     args = ["run", str(src), "-o", str(out), "--workers", "2", *fast_limits(sandbox, 30, 500)]
     proc = start_cli(*args)
-    deadline = time.monotonic() + 30
-    while len(sandbox.state.requests()) < 100 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: len(sandbox.state.requests()) >= 100, timeout=30)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     time.sleep(1.5)  # the orphaned workers notice within half a second and stop
