@@ -129,7 +129,8 @@ def _execute(input_path: str, options: dict[str, Any], *, retry_from: str | None
         name: options[name] for name in RunConfig.model_fields if options.get(name) is not None
     }
     config = load_config(given, options["config_file"])
-    logs.configure(config.log_format, level=logging.DEBUG if options["debug"] else logging.INFO)
+    log_level = logging.DEBUG if options["debug"] else logging.INFO
+    logs.configure(config.log_format, level=log_level)
     tokens: Tokens | None
     if config.tokens_file is not None:
         tokens = load_tokens_file(config.tokens_file, os.environ)
@@ -167,7 +168,7 @@ def _execute(input_path: str, options: dict[str, Any], *, retry_from: str | None
         progress=config.progress,
         progress_interval_s=config.progress_interval,
         log_format=config.log_format,
-        log_level=logging.DEBUG if options["debug"] else logging.INFO,
+        log_level=log_level,
     )
     if tokens is None and not settings.dry_run:
         raise UsageError(

@@ -66,21 +66,24 @@ RETRYABLE: frozenset[Code] = frozenset(
 )
 
 
-def is_final(status: str, code: str | None) -> bool:
-    """Whether a sent row's outcome is settled, so that a resumed run must not send it again.
-
-    Created and exists are settled; so is a failure that sending again would not change (a
-    rejected ID, a 4xx). Transient failures and skipped rows are not: a resumed run or
-    ``pipeline retry`` sends them again.
-    """
-    if status in (Status.CREATED, Status.EXISTS):
-        return True
-    return status == Status.FAILED and code not in RESENDABLE
-
-
 # Failures worth sending again in a later run (``--resume``, ``pipeline retry``): the
 # transient ones, and those that a fixed token or a fixed bug turns into successes.
 RESENDABLE: frozenset[Code] = RETRYABLE | {Code.UNAUTHORIZED, Code.FORBIDDEN, Code.INTERNAL_ERROR}
+
+
+# The results file's columns, in order (shared by the reader, which must not let a kept
+# input column take one of these names, and the writer).
+RESULT_COLUMNS: tuple[str, ...] = (
+    "row_index",
+    "contact_id",
+    "location_id",
+    "status",
+    "conversation_id",
+    "error_code",
+    "http_status",
+    "error_message",
+    "attempts",
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from pathlib import Path
 import polars as pl
 
 from pipeline.errors import UsageError
+from pipeline.outcomes import RESULT_COLUMNS
 
 CSV_SUFFIXES = (".csv", ".csv.gz")
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -113,20 +114,7 @@ class Columns:
     keep: tuple[str, ...] = ()  # --keep-columns: carried into the results as they are
 
 
-RESERVED = frozenset(
-    {
-        "row_index",
-        "contact_id",
-        "location_id",
-        "status",
-        "conversation_id",
-        "error_code",
-        "http_status",
-        "error_message",
-        "attempts",
-        "source_file",
-    }
-)
+RESERVED = frozenset({*RESULT_COLUMNS, "source_file"})
 
 
 def read_input(spec: str | Path, columns: Columns = Columns()) -> pl.LazyFrame:

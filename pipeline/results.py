@@ -27,17 +27,11 @@ RESULT_SCHEMA: dict[str, pl.DataType] = {
     "attempts": pl.Int32(),
 }
 
+# What sending adds to a row (a journal record): the results without the IDs.
 OUTCOME_SCHEMA: dict[str, pl.DataType] = {
-    name: RESULT_SCHEMA[name]
-    for name in (
-        "row_index",
-        "status",
-        "conversation_id",
-        "error_code",
-        "http_status",
-        "error_message",
-        "attempts",
-    )
+    name: dtype
+    for name, dtype in RESULT_SCHEMA.items()
+    if name not in ("contact_id", "location_id")
 }
 
 
@@ -56,7 +50,12 @@ PLAN_COLUMNS = frozenset(
 
 
 def settled(outcomes: pl.DataFrame) -> pl.DataFrame:
-    """The outcomes a later run must not send again (``outcomes.is_final``, as an expression)."""
+    """The outcomes a later run must not send again.
+
+    Created and exists are settled; so is a failure that sending again would not change (a
+    rejected ID, a 4xx). Transient failures (``RESENDABLE``) and skipped rows are not: a
+    resumed run or ``pipeline retry`` sends them again.
+    """
     status, code = pl.col("status"), pl.col("error_code")
     final = status.is_in([Status.CREATED.value, Status.EXISTS.value]) | (
         (status == Status.FAILED.value)

@@ -25,7 +25,6 @@ never got to (it stopped first) as ``skipped`` with ``stop_code`` as the reason.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -60,18 +59,6 @@ class LocationBatch:
 
     location_id: str
     rows: Iterable[tuple[int, str]]  # (row_index, contact_id), consumed once
-
-
-@dataclass(slots=True)
-class SendStats:
-    requests: int = 0
-    rows: int = 0
-    started_at: float = 0.0
-    finished_at: float = 0.0
-
-    @property
-    def elapsed_s(self) -> float:
-        return max(0.0, self.finished_at - self.started_at)
 
 
 @dataclass(slots=True)
@@ -125,7 +112,7 @@ class Sender:
         self._rows: dict[asyncio.Task[None], _Row] = {}
         self._unauthorized: dict[int, int] = {}  # 401s per token
         self.stop_code: Code | None = None
-        self.stats = SendStats()
+        self.requests = 0  # HTTP requests made, creates and searches
 
     # -- public -------------------------------------------------------------------------
 
@@ -137,16 +124,11 @@ class Sender:
             self._locations[location_id] = found
         return found
 
-    async def run(self, batches: Iterable[LocationBatch]) -> SendStats:
-        self.stats.started_at = time.monotonic()
-        try:
-            self._dispatchers = [asyncio.create_task(self._dispatch(batch)) for batch in batches]
-            await asyncio.gather(*self._dispatchers, return_exceptions=True)
-            while self._rows:
-                await asyncio.wait(list(self._rows))
-        finally:
-            self.stats.finished_at = time.monotonic()
-        return self.stats
+    async def run(self, batches: Iterable[LocationBatch]) -> None:
+        self._dispatchers = [asyncio.create_task(self._dispatch(batch)) for batch in batches]
+        await asyncio.gather(*self._dispatchers, return_exceptions=True)
+        while self._rows:
+            await asyncio.wait(list(self._rows))
 
     def stop(self, code: Code) -> None:
         """Start no new row; end rows waiting between attempts; give requests in flight a grace."""
@@ -278,7 +260,7 @@ class Sender:
             row.in_request = False
             location.limiter.release()
             self._slots.release()
-            self.stats.requests += 1
+            self.requests += 1
         row.last = answer
         self._observe(location, answer)
         return answer
@@ -354,7 +336,6 @@ class Sender:
         )
 
     def _finish(self, row: _Row, answer: Answer) -> None:
-        self.stats.rows += 1
         self._sink(
             RowOutcome(
                 row_index=row.row_index,

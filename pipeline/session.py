@@ -112,13 +112,13 @@ async def send_session(
         if parent_pid is not None:
             helpers.append(asyncio.create_task(_stop_when_orphaned(parent_pid, sender)))
         try:
-            stats = await sender.run(location_batches(sendable))
+            await sender.run(location_batches(sendable))
         finally:
             for helper in helpers:
                 helper.cancel()
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signum)
-    return SessionResult(stats.requests, sender.stop_code, received[0] if received else None)
+    return SessionResult(sender.requests, sender.stop_code, received[0] if received else None)
 
 
 async def _stop_when_orphaned(parent_pid: int, sender: Sender) -> None:

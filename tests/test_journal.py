@@ -90,3 +90,11 @@ def test_fingerprint_follows_the_rows() -> None:
     assert fingerprint(a) == fingerprint(a.clone())
     assert fingerprint(a) != fingerprint(b)
     assert fingerprint(a) != fingerprint(a.head(1))
+
+
+def test_schemas_follow_the_contract_columns() -> None:
+    from pipeline.outcomes import RESULT_COLUMNS
+    from pipeline.results import OUTCOME_SCHEMA, RESULT_SCHEMA
+
+    assert tuple(RESULT_SCHEMA) == RESULT_COLUMNS
+    assert set(OUTCOME_SCHEMA) == set(RESULT_COLUMNS) - {"contact_id", "location_id"}

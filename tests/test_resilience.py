@@ -20,6 +20,7 @@ import pytest
 from pipeline.journal import fingerprint
 from pipeline.planning import IdRules, plan
 from pipeline.reading import read_input
+from pipeline.results import OUTCOME_SCHEMA
 from pipeline.sandbox import Fault, SandboxThread
 from tests.conftest import REPO, TOKEN, run_cli, wait_until, write_csv
 from tests.test_end_to_end import fast_limits
@@ -235,23 +236,7 @@ def test_torn_journal_is_survived(sandbox: SandboxThread, tmp_path: Path) -> Non
     planned = plan(read_input(src), IdRules(r"[A-Za-z0-9_-]+", 64)).collect()
     journal = out.with_name(out.name + ".journal")
     lines = [json.dumps({"journal": 1, "fingerprint": fingerprint(planned)})]
-    lines += [
-        json.dumps(
-            {
-                k: r[k]
-                for k in (
-                    "row_index",
-                    "status",
-                    "conversation_id",
-                    "error_code",
-                    "http_status",
-                    "error_message",
-                    "attempts",
-                )
-            }
-        )
-        for r in sandbox_rows
-    ]
+    lines += [json.dumps({k: r[k] for k in OUTCOME_SCHEMA}) for r in sandbox_rows]
     journal.write_text("\n".join(lines) + '\n{"row_index": 3, "status": "cre', encoding="utf-8")
     done = run_cli(*args, "--resume")
     assert done.code == 0, done.stderr[-2000:]
