@@ -47,13 +47,25 @@ def journal_path(output: Path) -> Path:
     return output.with_name(output.name + ".journal")
 
 
-def fingerprint(planned: pl.DataFrame) -> str:
-    """A digest of the rows as planned: the same input file gives the same fingerprint."""
+FINGERPRINT_BATCH = 1 << 20  # rows joined into one string at a time
+
+
+def fingerprint(planned: pl.DataFrame | pl.LazyFrame) -> str:
+    """A digest of the rows as planned: the same input file gives the same fingerprint.
+
+    The IDs are fed to the digest a batch at a time, so a plan of any length is digested
+    in bounded memory; the bytes digested are the same whatever the batch size."""
+    rows = planned.lazy()
     digest = hashlib.blake2b(digest_size=16)
-    digest.update(str(planned.height).encode())
+    digest.update(str(rows.select(pl.len()).collect(engine="streaming").item()).encode())
     for column in ("contact_id", "location_id"):
-        joined = planned[column].fill_null("\x00").str.join("\x1f")
-        digest.update(b"\x1e" + str(joined.item() if len(joined) else "").encode())
+        digest.update(b"\x1e")
+        ids = rows.select(pl.col(column).fill_null("\x00"))
+        separator = b""
+        for batch in ids.collect_batches(chunk_size=FINGERPRINT_BATCH):
+            if batch.height:
+                digest.update(separator + batch.to_series().str.join("\x1f").item().encode())
+                separator = b"\x1f"
     return digest.hexdigest()
 
 

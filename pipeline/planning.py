@@ -73,7 +73,20 @@ def _id_problem(
 
 
 def plan(rows: pl.LazyFrame, rules: IdRules) -> pl.LazyFrame:
-    """Add ``status``, ``error_code``, ``error_message`` and ``duplicate_of`` to the rows."""
+    """Add ``status``, ``error_code``, ``error_message`` and ``duplicate_of`` to the rows.
+
+    The duplicates are found here (two streaming passes over ``rows``); the rest stays lazy.
+    A large input is first written to a file with ``check`` and planned from there, so that
+    each pass re-reads Parquet, not the CSV.
+    """
+    checked = check(rows, rules)
+    return mark(checked, find_duplicates(checked))
+
+
+def check(rows: pl.LazyFrame, rules: IdRules) -> pl.LazyFrame:
+    """Add ``error_code`` and ``error_message`` to the rows whose IDs are unusable.
+
+    Row by row, so it streams in bounded memory however long the input is."""
     contact_code, contact_msg = _id_problem(
         "contact_id", "contactId", Code.MISSING_CONTACT_ID, Code.INVALID_CONTACT_ID, rules
     )
@@ -93,36 +106,62 @@ def plan(rows: pl.LazyFrame, rules: IdRules) -> pl.LazyFrame:
         contact_msg,
         location_msg,
     )
-    checked = rows.with_columns(
-        invalid_code.alias("error_code"), invalid_msg.alias("error_message")
+    return rows.with_columns(invalid_code.alias("error_code"), invalid_msg.alias("error_message"))
+
+
+DUPLICATES_SCHEMA = {"row_index": pl.Int64(), "duplicate_of": pl.Int64()}
+PAIR_HASH = pl.struct("location_id", "contact_id").hash()
+
+
+def find_duplicates(checked: pl.LazyFrame, pair_key: pl.Expr = PAIR_HASH) -> pl.DataFrame:
+    """``(row_index, duplicate_of)`` for every valid row whose location and contact an
+    earlier valid row already has; ``duplicate_of`` is that first row.
+
+    Exact, in memory that grows by 8 bytes a row rather than by the IDs' length: the first
+    pass keeps only a 64-bit hash of each row's pair and sorts it to find the hashes that
+    occur twice; only the rows with such a hash (the duplicates, and the rare collision)
+    are then compared by value. ``pair_key`` is that hash (a test passes a colliding one).
+    """
+    valid = checked.filter(pl.col("error_code").is_null()).select(
+        "row_index", "location_id", "contact_id"
     )
-    first = (
-        pl.when(pl.col("error_code").is_null())
-        .then(pl.col("row_index").min().over("location_id", "contact_id"))
-        .alias("_first")
-    )
-    is_duplicate = pl.col("error_code").is_null() & (pl.col("_first") != pl.col("row_index"))
+    key = pair_key.alias("_key")
+    hashes = valid.select(key).collect(engine="streaming").to_series().sort()
+    repeated = hashes.filter(hashes == hashes.shift(1)).unique()
+    del hashes
+    if repeated.is_empty():
+        return pl.DataFrame(schema=DUPLICATES_SCHEMA)
+    first = pl.col("row_index").min().over("location_id", "contact_id")
     return (
-        checked.with_columns(first)
+        valid.filter(key.is_in(repeated.implode()))
+        .with_columns(first.alias("duplicate_of"))
+        .filter(pl.col("duplicate_of") != pl.col("row_index"))
+        .select("row_index", "duplicate_of")
+        .sort("row_index")
+        .collect(engine="streaming")
+    )
+
+
+def mark(checked: pl.LazyFrame, duplicates: pl.DataFrame) -> pl.LazyFrame:
+    """The plan: checked rows with their ``status`` (null: to send), and duplicates marked."""
+    is_duplicate = pl.col("duplicate_of").is_not_null()
+    return (
+        checked.join(duplicates.lazy(), on="row_index", how="left", maintain_order="left")
         .with_columns(
             pl.when(pl.col("error_code").is_not_null())
             .then(pl.lit(Status.INVALID.value))
             .when(is_duplicate)
             .then(pl.lit(Status.DUPLICATE.value))
             .alias("status"),
-            pl.when(is_duplicate).then(pl.col("_first")).alias("duplicate_of"),
-        )
-        .with_columns(
-            pl.when(pl.col("status") == Status.DUPLICATE.value)
+            pl.when(is_duplicate)
             .then(pl.lit(Code.DUPLICATE_ROW.value))
             .otherwise(pl.col("error_code"))
             .alias("error_code"),
-            pl.when(pl.col("status") == Status.DUPLICATE.value)
+            pl.when(is_duplicate)
             .then(pl.format("same locationId and contactId as row {}", pl.col("duplicate_of")))
             .otherwise(pl.col("error_message"))
             .alias("error_message"),
         )
-        .drop("_first")
         # Few distinct values, mostly null: categorical columns cost 4 bytes a row, not 16+.
         .with_columns(pl.col("status", "error_code", "error_message").cast(pl.Categorical))
     )
@@ -163,7 +202,7 @@ class PlanEstimate:
 
 
 def estimate(
-    planned: pl.DataFrame,
+    planned: pl.DataFrame | pl.LazyFrame,
     sendable: pl.LazyFrame,
     *,
     max_requests: int,
@@ -183,10 +222,12 @@ def estimate(
     over = per_location.filter(pl.col("len") > daily_quota).with_columns(
         pl.col("len") - daily_quota
     )
-    counts = planned.group_by(pl.col("status").cast(pl.String)).len()
+    counts = (
+        planned.lazy().group_by(pl.col("status").cast(pl.String)).len().collect(engine="streaming")
+    )
     status_rows = dict(zip(counts["status"].to_list(), counts["len"].to_list(), strict=True))
     return PlanEstimate(
-        rows=planned.height,
+        rows=sum(status_rows.values()),
         by_status={
             "to send": status_rows.get(None, 0),
             **{

@@ -159,12 +159,16 @@ def read_input(spec: str | Path, columns: Columns = Columns()) -> pl.LazyFrame:
             raise UsageError(
                 f"--keep-columns {name!r}: the results already have a column of that name"
             )
-    return lf.select(
-        pl.int_range(pl.len(), dtype=pl.Int64).alias("row_index"),
-        _clean_id(contact).alias("contact_id"),
-        location_expr.alias("location_id"),
-        *(pl.col(name) for name in columns.keep),
-        *([pl.col(origin)] if origin else []),
+    # with_row_index streams; an int_range over pl.len() would hold the whole file first.
+    return (
+        lf.select(
+            _clean_id(contact).alias("contact_id"),
+            location_expr.alias("location_id"),
+            *(pl.col(name) for name in columns.keep),
+            *([pl.col(origin)] if origin else []),
+        )
+        .with_row_index("row_index")
+        .with_columns(pl.col("row_index").cast(pl.Int64))
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TypeVar
 
 import polars as pl
 
@@ -35,6 +36,8 @@ OUTCOME_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
+FrameT = TypeVar("FrameT", pl.DataFrame, pl.LazyFrame)
+
 # The columns planning produces; any other column of the plan is carried into the results.
 PLAN_COLUMNS = frozenset(
     {
@@ -49,7 +52,7 @@ PLAN_COLUMNS = frozenset(
 )
 
 
-def settled(outcomes: pl.DataFrame) -> pl.DataFrame:
+def settled(outcomes: FrameT) -> FrameT:
     """The outcomes a later run must not send again.
 
     Created and exists are settled; so is a failure that sending again would not change (a
@@ -64,26 +67,35 @@ def settled(outcomes: pl.DataFrame) -> pl.DataFrame:
     return outcomes.filter(final)
 
 
-def outcomes_from_results(path: str | Path, planned: pl.DataFrame) -> pl.DataFrame:
-    """The settled rows of an earlier results file for the same input (resume and retry)."""
+def outcomes_from_results(path: str | Path, planned: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
+    """The settled rows of an earlier results file for the same input (resume and retry).
+
+    The file is compared with the plan row by row (streaming) and refused if they differ;
+    only its settled outcomes are held in memory."""
+    ids = ["row_index", "contact_id", "location_id"]
     try:
-        earlier = pl.read_parquet(path, columns=list(RESULT_SCHEMA))
+        earlier = pl.scan_parquet(path).select(list(RESULT_SCHEMA))
+        earlier_rows = earlier.select(pl.len()).collect().item()
+        mismatched = (
+            earlier.select(ids)
+            .join(planned.lazy().select(ids), on="row_index", how="left", suffix="_now")
+            .filter(
+                ~pl.col("contact_id").eq_missing(pl.col("contact_id_now"))
+                | ~pl.col("location_id").eq_missing(pl.col("location_id_now"))
+            )
+            .head(1)
+            .collect(engine="streaming")
+        )
+        outcomes = settled(earlier.select(list(OUTCOME_SCHEMA)).cast(OUTCOME_SCHEMA))  # type: ignore[arg-type]
+        kept = outcomes.collect(engine="streaming")
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise UsageError(
             f"{path}: cannot be read as a results file ({str(exc).splitlines()[0]})"
         ) from exc
-    ids = ["row_index", "contact_id", "location_id"]
-    mismatched = (
-        earlier.select(ids)
-        .join(planned.select(ids), on="row_index", how="left", suffix="_now")
-        .filter(
-            ~pl.col("contact_id").eq_missing(pl.col("contact_id_now"))
-            | ~pl.col("location_id").eq_missing(pl.col("location_id_now"))
-        )
-    )
-    if earlier.height != planned.height or mismatched.height:
+    planned_rows = planned.lazy().select(pl.len()).collect(engine="streaming").item()
+    if earlier_rows != planned_rows or mismatched.height:
         raise UsageError(f"{path}: these results are of a different input (the rows do not match)")
-    return settled(earlier.select(list(OUTCOME_SCHEMA)).cast(OUTCOME_SCHEMA))  # type: ignore[arg-type]
+    return kept
 
 
 def skipped_rows(rows: pl.DataFrame, code: Code) -> pl.DataFrame:
@@ -99,7 +111,9 @@ def skipped_rows(rows: pl.DataFrame, code: Code) -> pl.DataFrame:
     ).cast(OUTCOME_SCHEMA)  # type: ignore[arg-type]
 
 
-def assemble(planned: pl.DataFrame, outcomes: pl.DataFrame, *, unsent: Code) -> pl.LazyFrame:
+def assemble(
+    planned: pl.DataFrame | pl.LazyFrame, outcomes: pl.DataFrame, *, unsent: Code
+) -> pl.LazyFrame:
     """Merge planning and sending into the contract's results table (a lazy query: it is
     streamed into the results file, never held whole in memory)."""
     sent = outcomes.rename({c: f"{c}_sent" for c in outcomes.columns if c != "row_index"})
@@ -115,7 +129,9 @@ def assemble(planned: pl.DataFrame, outcomes: pl.DataFrame, *, unsent: Code) -> 
     )
     planned_to_send = pl.col("status").is_null()
     not_sent = planned_to_send & pl.col("status_sent").is_null()
-    extra = [c for c in planned.columns if c not in PLAN_COLUMNS]  # --keep-columns, source_file
+    extra = [
+        c for c in planned.lazy().collect_schema() if c not in PLAN_COLUMNS
+    ]  # --keep-columns, source_file
     return (
         merged.select(
             pl.col("row_index"),

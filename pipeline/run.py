@@ -7,8 +7,11 @@ Each stage lives in its own module and knows nothing of the ones after it.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +30,7 @@ from pipeline.journal import (
 )
 from pipeline.locking import exclusive
 from pipeline.outcomes import Code
-from pipeline.planning import IdRules, PlanEstimate, estimate, plan, to_send
+from pipeline.planning import IdRules, PlanEstimate, check, estimate, find_duplicates, mark, to_send
 from pipeline.progress import JournalTail, ProgressReporter
 from pipeline.reading import is_uri, read_input
 from pipeline.report import Report, RunInfo, build_report
@@ -103,14 +106,43 @@ def results_exist(settings: RunSettings) -> bool:
     return True
 
 
-def load_plan(settings: RunSettings) -> pl.DataFrame:
+def staging_folder(output: Path) -> Path:
+    """Where a run keeps its working files: beside the output, hidden, one per output."""
+    return output.with_name(f".{output.name}.stage")
+
+
+@contextlib.contextmanager
+def staging(output: Path) -> Iterator[Path]:
+    """A clean staging folder for this run, removed when it ends however it ends.
+
+    It is only ever used under the output's lock, so anything already there was left by a
+    run that died (``kill -9``) and is removed first."""
+    folder = staging_folder(output)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def load_plan(settings: RunSettings, stage: Path) -> pl.LazyFrame:
+    """Read and check the input into a Parquet file in ``stage``, find the duplicates, and
+    return the plan as a lazy query over that file.
+
+    The input is parsed once, streaming, whatever its size; only the row IDs (and any
+    --keep-columns) reach the file. Every later stage scans the file, so no stage holds the
+    input in memory."""
     rules = IdRules(settings.id_pattern, settings.id_max_length)
     given = settings.columns.location_id
     if given is not None and not rules.accepts(given.strip()):
         raise UsageError(f"--location-id {given!r}: not a valid location id ({rules.describe()})")
     rows = read_input(settings.source, settings.columns)
+    checked_file = stage / "checked.parquet"
     try:
-        return plan(rows, rules).collect(engine="streaming")
+        check(rows, rules).sink_parquet(checked_file, compression="lz4")
+        checked = pl.scan_parquet(checked_file)
+        return mark(checked, find_duplicates(checked))
     except pl.exceptions.PolarsError as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise UsageError(f"{settings.source}: cannot be read: {first}") from exc
@@ -130,7 +162,7 @@ def existing_journals(output: Path) -> list[Path]:
 
 
 def _earlier_outcomes(
-    settings: RunSettings, planned: pl.DataFrame, *, resume: bool, retry_from: str | Path | None
+    settings: RunSettings, planned: pl.LazyFrame, *, resume: bool, retry_from: str | Path | None
 ) -> tuple[pl.DataFrame, dict[Path, int]]:
     """Settled outcomes of earlier runs that this run keeps and does not send again, and
     the valid length of each journal found (a resumed journal is appended to from there)."""
@@ -205,15 +237,21 @@ def execute(
     check_output_folder(settings.output_path)
     with exclusive(settings.output_path):
         check_paths(settings, resume=resume)
-        return _execute(settings, tokens, resume=resume, retry_from=retry_from)
+        with staging(settings.output_path) as stage:
+            return _execute(settings, tokens, stage, resume=resume, retry_from=retry_from)
 
 
 def _execute(
-    settings: RunSettings, tokens: Tokens | None, *, resume: bool, retry_from: str | Path | None
+    settings: RunSettings,
+    tokens: Tokens | None,
+    stage: Path,
+    *,
+    resume: bool,
+    retry_from: str | Path | None,
 ) -> RunResult:
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     started = time.monotonic()
-    planned = load_plan(settings)
+    planned = load_plan(settings, stage)
     valid: dict[Path, int] = {}
     if settings.dry_run:
         earlier = pl.DataFrame(schema=OUTCOME_SCHEMA)
@@ -229,7 +267,7 @@ def _execute(
     )
     log.info(
         "planned",
-        rows=planned.height,
+        rows=plan_estimate.rows,
         already_done=earlier.height,
         to_send=plan_estimate.requests,
         locations=plan_estimate.locations,
