@@ -8,7 +8,7 @@ from that log (``GET /_sandbox/state``: receipt time ``t`` on the system-wide mo
 clock, ``locationId``, ``status`` of every API request), so they describe what the API saw,
 not what the client believes it did.
 
-Three benchmarks, each bounded in time:
+Four benchmarks, each bounded in time:
 
 1. **Limit utilization**: L locations x 300 rows against a sandbox limited to 100 requests
    per 10 s per location with 80 ms latency. Per location span (last receipt - first
@@ -21,6 +21,9 @@ Three benchmarks, each bounded in time:
    during the sending window, to say which one is the bottleneck.
 3. **Scale of input**: ``pipeline run --dry-run`` over 1,000,000 generated rows (10,000,000
    with ``--large``), Parquet and CSV: wall time and peak RSS of the pipeline process.
+4. **Large CSV**: ``pipeline run --dry-run`` over a HighLevel-style contacts export of
+   3,000,000 rows and 12 columns (~0.9 GB; 16,000,000 rows, ~5 GB, with ``--large``),
+   written to disk a chunk at a time: peak RSS against the file's size.
 
 Exit status: 0 when every figure with a target meets it, 1 when one misses, 2 when a
 benchmark could not run at all.
@@ -31,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -73,6 +77,8 @@ CAPACITY_RATIO_TARGET = 0.8
 SCALE_WALL_TARGET_S = 10.0
 SCALE_RSS_TARGET_BYTES = 1024**3
 SCALE_TARGET_ROWS = 1_000_000
+WIDE_TARGET_FILE_BYTES = 4_500_000_000  # the "5 GB CSV" of the issue (16M export rows)
+WIDE_RSS_TARGET_BYTES = 1024**3
 # "The second client added this much throughput" above which one client was the limit.
 CLIENT_BOUND_GAIN = 1.3
 # A capacity run during which other work took more than this share of a core is disturbed:
@@ -752,7 +758,53 @@ class Child:
 def run_child(
     argv: list[str], env: Mapping[str, str], workdir: Path, name: str, deadline_s: float
 ) -> Finished:
-    return Child(argv, env, workdir, name, deadline_s).wait()
+    """Run ``argv`` to the end; its peak RSS and CPU are measured by a small launcher.
+
+    Linux carries a process's RSS high-water mark across ``exec`` into the new program's
+    ``ru_maxrss``: a child forked from this harness would report at least the harness's own
+    peak (it generates the inputs). The launcher (``_rusage``) is small, and forks the
+    program itself, so the figure is the program's alone."""
+    report = workdir / f"{name}.rusage.json"
+    launcher = [sys.executable, "-m", "pipeline.benchmark", "_rusage", str(report), "--"]
+    finished = Child([*launcher, *argv], env, workdir, name, deadline_s).wait()
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        measured = json.loads(report.read_text())
+        finished = dataclasses.replace(
+            finished,
+            argv=argv,
+            max_rss_bytes=int(measured["max_rss_bytes"]),
+            cpu_s=float(measured["cpu_s"]),
+        )
+    return finished
+
+
+def rusage_main(argv: Sequence[str]) -> int:
+    """``_rusage REPORT -- PROGRAM ARGS...``: run the program, write its peak RSS and CPU
+    (from ``wait4``) to REPORT as JSON, and exit as it did."""
+    report, separator, *command = argv
+    if separator != "--" or not command:
+        raise SystemExit("usage: _rusage REPORT -- PROGRAM [ARGS...]")
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child becomes the program
+        try:
+            os.execvp(command[0], command)  # noqa: S606 - argv from this harness
+        finally:
+            os._exit(127)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda received, _frame: os.kill(pid, received))
+    _pid, status, usage = os.wait4(pid, 0)
+    Path(report).write_text(
+        json.dumps(
+            {
+                "max_rss_bytes": usage.ru_maxrss * 1024,  # kilobytes on Linux
+                "cpu_s": usage.ru_utime + usage.ru_stime,
+            }
+        )
+    )
+    if os.WIFSIGNALED(status):
+        signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
+        os.kill(os.getpid(), os.WTERMSIG(status))
+    return os.waitstatus_to_exitcode(status)
 
 
 class SandboxProcess:
@@ -1359,9 +1411,45 @@ def bench_scale(options: Options, sizes: Sequence[int], locations: int = 1_000) 
     return table
 
 
+def bench_wide_csv(options: Options, rows: int, locations: int = 1_000) -> Table:
+    """Benchmark 4: a dry run over a HighLevel-style export CSV (12 columns, ~310 bytes a
+    row): the peak RSS against the file's size. A large CSV must not need its size in
+    memory; the target is set for the 5 GB file of ``--large``."""
+    table = Table(f"4. Large CSV: pipeline run --dry-run over a contacts export, {rows:,} rows")
+    work = options.workdir / "wide"
+    work.mkdir()
+    log(f"wide: generating {rows:,} rows")
+    path = write_export_csv(work / f"export-{rows}.csv", rows, locations)
+    size = path.stat().st_size
+    label = f"{rows:,} rows, CSV ({size / 2**30:,.2f} GiB)"
+    output = work / "results.parquet"
+    argv = pipeline_argv(path, output, None, "--dry-run")
+    run = run_child(argv, child_env(None), work, f"wide-{rows}", 120 + rows / 20_000)
+    path.unlink()
+    if run.timed_out or run.code not in (0, 1) or not output.exists():
+        failed_run(table, label, run)
+        return table
+    with_target = size >= WIDE_TARGET_FILE_BYTES
+    table.add(f"{label}: wall time", f"{run.wall_s:.2f} s")
+    table.add(
+        f"{label}: peak RSS",
+        f"{fmt_mib(run.max_rss_bytes)} ({run.max_rss_bytes / size:.0%} of the file)",
+        f"< {fmt_mib(WIDE_RSS_TARGET_BYTES)}" if with_target else "",
+        run.max_rss_bytes < WIDE_RSS_TARGET_BYTES if with_target else None,
+    )
+    statuses = result_statuses(output)
+    complete = sum(statuses.values()) == rows
+    table.add(f"{label}: every row in results", "yes" if complete else "no", "", complete)
+    table.notes.append(
+        f"{label}: exit {run.code} (1 expected: invalid rows), CPU {run.cpu_s:.2f} s, "
+        f"results by status {dict(sorted(statuses.items()))}"
+    )
+    return table
+
+
 # -- main ----------------------------------------------------------------------------------------
 
-BENCHMARKS = ("limit", "capacity", "scale")
+BENCHMARKS = ("limit", "capacity", "scale", "wide")
 
 
 def machine_lines() -> list[str]:
@@ -1396,6 +1484,9 @@ def run_benchmarks(options: Options) -> list[Table]:
     if "scale" in options.only:
         sizes = [1_000_000, 10_000_000] if options.large else [1_000_000]
         plan.append(("scale", lambda: bench_scale(options, sizes)))
+    if "wide" in options.only:
+        wide_rows = 16_000_000 if options.large else 3_000_000
+        plan.append(("wide", lambda: bench_wide_csv(options, wide_rows)))
     tables = []
     for name, bench in plan:
         started = time.monotonic()
@@ -1414,6 +1505,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_in = list(sys.argv[1:] if argv is None else argv)
     if args_in[:1] == ["_bare-client"]:
         return bare_client_main(args_in[1:])
+    if args_in[:1] == ["_rusage"]:
+        return rusage_main(args_in[1:])
     parser = argparse.ArgumentParser(
         prog="python -m pipeline.benchmark",
         description="Benchmark the pipeline against a local sandbox (loopback only).",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -233,6 +234,34 @@ def test_scale_frame_has_about_one_percent_invalid_and_duplicate(tmp_path: Path)
         path = bm.write_frame(frame, tmp_path / name)
         back = pl.read_csv(path) if name.endswith(".csv") else pl.read_parquet(path)
         assert back.height == 20_000
+
+
+def test_export_csv_is_the_same_written_in_chunks(tmp_path: Path) -> None:
+    whole = bm.write_export_csv(tmp_path / "whole.csv", 2_500, 20, chunk=10_000)
+    parts = bm.write_export_csv(tmp_path / "parts.csv", 2_500, 20, chunk=1_000)
+    assert whole.read_bytes() == parts.read_bytes()
+    frame = pl.read_csv(parts, infer_schema=False)
+    assert frame.columns[:2] == ["Contact Id", "Location Id"] and frame.width == 12
+    assert frame.height == 2_500
+    rows = bm.scale_frame(2_500, 20)
+    assert frame["Contact Id"].to_list() == rows["contactId"].to_list()
+
+
+def test_peak_rss_is_the_program_s_own_not_the_harness_s(tmp_path: Path) -> None:
+    ballast = bytearray(400 * 2**20)  # the harness holding a big input it generated
+    ballast[::4096] = b"x" * len(ballast[::4096])  # touched: resident
+    program = [sys.executable, "-c", "b = bytearray(60 * 2**20); b[::4096] = b'x' * len(b[::4096])"]
+    plain = bm.Child(program, bm.child_env(None), tmp_path, "plain", 60).wait()
+    measured = bm.run_child(program, bm.child_env(None), tmp_path, "measured", 60)
+    del ballast
+    assert plain.max_rss_bytes > 400 * 2**20  # inherited across exec: the reason for _rusage
+    assert 60 * 2**20 < measured.max_rss_bytes < 200 * 2**20
+    assert measured.code == 0 and measured.argv == program and measured.cpu_s > 0
+
+
+def test_measured_child_keeps_the_exit_code(tmp_path: Path) -> None:
+    program = [sys.executable, "-c", "raise SystemExit(3)"]
+    assert bm.run_child(program, bm.child_env(None), tmp_path, "three", 60).code == 3
 
 
 def test_main_rejects_bad_arguments() -> None:

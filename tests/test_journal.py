@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import polars as pl
+import pytest
 
+from pipeline import journal as journal_module
 from pipeline.journal import JournalWriter, fingerprint, read_journal, read_records
 from pipeline.outcomes import Code, RowOutcome, Status
 from pipeline.results import settled
@@ -90,6 +93,24 @@ def test_fingerprint_follows_the_rows() -> None:
     assert fingerprint(a) == fingerprint(a.clone())
     assert fingerprint(a) != fingerprint(b)
     assert fingerprint(a) != fingerprint(a.head(1))
+
+
+def test_fingerprint_is_the_same_whatever_the_batch_size(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    contacts = [f"c{i}" if i % 7 else None for i in range(50)]
+    frame = pl.DataFrame({"contact_id": contacts, "location_id": ["L"] * 50})
+    # The bytes digested, spelled out: a journal of an earlier version must still match.
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(b"50")
+    for column in ("contact_id", "location_id"):
+        values = ["\x00" if v is None else v for v in frame[column].to_list()]
+        digest.update(b"\x1e" + "\x1f".join(values).encode())
+    whole = fingerprint(frame)
+    assert whole == digest.hexdigest()
+    for batch in (1, 3, 49, 50):
+        monkeypatch.setattr(journal_module, "FINGERPRINT_BATCH", batch)
+        assert fingerprint(frame.lazy()) == whole
 
 
 def test_schemas_follow_the_contract_columns() -> None:

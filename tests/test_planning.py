@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.errors import UsageError
-from pipeline.planning import IdRules, plan, to_send
+from pipeline.planning import (
+    DUPLICATES_SCHEMA,
+    PAIR_HASH,
+    IdRules,
+    check,
+    find_duplicates,
+    plan,
+    to_send,
+)
 
 RULES = IdRules(r"[A-Za-z0-9_-]+", 64)
 
@@ -80,3 +90,48 @@ def test_pattern_is_a_setting() -> None:
 def test_bad_pattern_is_a_usage_error() -> None:
     with pytest.raises(UsageError, match="id-pattern"):
         IdRules("[unclosed", 64)
+
+
+def _reference_duplicates(pairs: list[tuple[str, str]]) -> dict[int, int]:
+    """Row -> the first earlier row with the same pair: the rule, in plain Python."""
+    first: dict[tuple[str, str], int] = {}
+    found: dict[int, int] = {}
+    for index, pair in enumerate(pairs):
+        if pair in first:
+            found[index] = first[pair]
+        else:
+            first[pair] = index
+    return found
+
+
+def _checked(pairs: list[tuple[str, str]]) -> pl.LazyFrame:
+    rows = pl.DataFrame(
+        {
+            "row_index": range(len(pairs)),
+            "contact_id": [c for c, _ in pairs],
+            "location_id": [loc for _, loc in pairs],
+        },
+        schema={"row_index": pl.Int64, "contact_id": pl.String, "location_id": pl.String},
+    )
+    return check(rows.lazy(), RULES)
+
+
+ids = st.text(alphabet="abAB01", min_size=1, max_size=3)
+
+
+@given(st.lists(st.tuples(ids, st.sampled_from(["L1", "L2", "l1"])), max_size=60))
+@settings(max_examples=150, deadline=None)
+def test_duplicates_match_the_rule_even_when_every_hash_collides(
+    pairs: list[tuple[str, str]],
+) -> None:
+    expected = _reference_duplicates(pairs)
+    collide = pl.col("row_index").cast(pl.UInt64) * 0  # every pair has the same hash
+    for key in (PAIR_HASH, collide, pl.col("contact_id").str.len_bytes()):
+        found = find_duplicates(_checked(pairs), pair_key=key)
+        assert dict(found.iter_rows()) == expected
+        assert found["row_index"].is_sorted()
+
+
+def test_no_duplicates_is_an_empty_table_with_its_schema() -> None:
+    found = find_duplicates(_checked([("a", "L"), ("b", "L"), ("a", "M")]))
+    assert found.is_empty() and found.schema == pl.Schema(DUPLICATES_SCHEMA)

@@ -209,6 +209,7 @@ def test_sigkill_then_resume_loses_nothing_and_creates_nothing_twice(
     assert not out.exists()
     journalled = journal_lines(out) - 1
     assert 0 < journalled < 600
+    assert (tmp_path / ".out.parquet.stage").is_dir()  # the plan it was sending from
 
     done = run_cli(*args)  # without --resume: refused, nothing sent
     assert done.code == 2 and "--resume" in done.stderr
@@ -216,7 +217,12 @@ def test_sigkill_then_resume_loses_nothing_and_creates_nothing_twice(
     done = run_cli(*args, "--resume")
     assert done.code == 0, done.stderr[-2000:]
     results = assert_all_settled_right(sandbox, out, 600)
-    assert not out.with_name(out.name + ".journal").exists()
+    # Nothing is left beside the results but the (empty, unlocked) lock file.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".out.parquet.lock",
+        "in.csv",
+        "out.parquet",
+    ]
     # Rows sent twice are those in flight or not yet flushed at the kill: at most ~1 s of sending.
     sent = Counter((r.location_id, r.t) for r in sandbox.state.requests() if r.method == "POST")
     twice = len(sent) - 600
