@@ -34,7 +34,7 @@ import structlog
 
 from pipeline.errors import UsageError
 from pipeline.outcomes import RowOutcome
-from pipeline.results import OUTCOME_SCHEMA
+from pipeline.results import OUTCOME_SCHEMA, compact
 
 log = structlog.get_logger("pipeline.journal")
 
@@ -79,25 +79,23 @@ class JournalContents:
 
 def read_journal(path: Path) -> JournalContents:
     """Read a journal, ignoring a torn last line."""
-    data = path.read_bytes()
-    end = data.rfind(b"\n") + 1  # everything after the last newline is a torn write
-    torn = end < len(data)
-    lines = data[:end].splitlines()
-    if not lines:  # died while writing the header: nothing was sent under this journal
-        return JournalContents("", pl.DataFrame(schema=OUTCOME_SCHEMA), 0, torn)
+    size = path.stat().st_size
+    end = _last_line_end(path, size)  # everything after the last newline is a torn write
+    torn = end < size
+    with path.open("rb") as handle:
+        first = handle.readline()
+    if end == 0 or not first.strip():  # died while writing the header: nothing was sent
+        return JournalContents("", compact(pl.DataFrame(schema=OUTCOME_SCHEMA)), 0, torn)
     try:
-        header = json.loads(lines[0])
+        header = json.loads(first)
         print_ = header["fingerprint"]
         if header.get("journal") != JOURNAL_VERSION:
             raise ValueError("version")
     except (ValueError, KeyError, TypeError) as exc:
         raise UsageError(f"{path}: not a pipeline journal (bad header)") from exc
-    header_end = len(lines[0]) + 1
-    outcomes = read_records(path, start=header_end, end=end)
+    outcomes = read_records(path, start=len(first), end=end)
     if torn:
-        log.warning(
-            "journal has a torn last record; ignoring it", path=str(path), bytes=len(data) - end
-        )
+        log.warning("journal has a torn last record; ignoring it", path=str(path), bytes=size - end)
     return JournalContents(
         fingerprint=str(print_),
         outcomes=outcomes,
@@ -106,15 +104,51 @@ def read_journal(path: Path) -> JournalContents:
     )
 
 
+def _last_line_end(path: Path, size: int, block: int = 1 << 16) -> int:
+    """The offset just after the journal's last newline (0 if it has none)."""
+    with path.open("rb") as handle:
+        position = size
+        while position > 0:
+            step = min(block, position)
+            position -= step
+            handle.seek(position)
+            found = handle.read(step).rfind(b"\n")
+            if found >= 0:
+                return position + found + 1
+    return 0
+
+
+READ_BLOCK = 32 << 20  # bytes of journal parsed at a time
+
+
 def read_records(path: Path, *, start: int, end: int | None = None) -> pl.DataFrame:
-    """The outcomes recorded between two byte offsets, last record per row winning."""
+    """The outcomes recorded between two byte offsets, last record per row winning.
+
+    Parsed a block of lines at a time, with the few-valued text columns categorical, so a
+    journal of millions of rows is read in memory proportional to its rows, not its bytes.
+    """
+    parts: list[pl.DataFrame] = []
     with path.open("rb") as handle:
         handle.seek(start)
-        body = handle.read() if end is None else handle.read(max(0, end - start))
-    body = body[: body.rfind(b"\n") + 1]  # never a torn tail
-    if not body.strip():
-        return pl.DataFrame(schema=OUTCOME_SCHEMA)
-    return _parse_records(body).unique(subset="row_index", keep="last", maintain_order=True)
+        remaining = None if end is None else max(0, end - start)
+        carry = b""
+        while remaining is None or remaining > 0:
+            size = READ_BLOCK if remaining is None else min(READ_BLOCK, remaining)
+            block = handle.read(size)
+            if not block:
+                break
+            if remaining is not None:
+                remaining -= len(block)
+            block = carry + block
+            cut = block.rfind(b"\n") + 1  # a line cut by the block waits for the next one
+            carry = block[cut:]
+            if block[:cut].strip():
+                parts.append(compact(_parse_records(block[:cut])))
+    # What is left in ``carry`` has no newline: a torn tail, never a record.
+    if not parts:
+        return compact(pl.DataFrame(schema=OUTCOME_SCHEMA))
+    records = pl.concat(parts) if len(parts) > 1 else parts[0]
+    return records.unique(subset="row_index", keep="last", maintain_order=True)
 
 
 def _parse_records(body: bytes) -> pl.DataFrame:

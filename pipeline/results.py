@@ -38,6 +38,15 @@ OUTCOME_SCHEMA: dict[str, pl.DataType] = {
 
 FrameT = TypeVar("FrameT", pl.DataFrame, pl.LazyFrame)
 
+
+def compact(outcomes: pl.DataFrame) -> pl.DataFrame:
+    """Outcomes as held in memory: the few-valued text columns categorical, 4 bytes a row
+    instead of 16 or more. Every frame of outcomes passes through here before they meet."""
+    return outcomes.with_columns(
+        pl.col("status", "error_code", "error_message").cast(pl.Categorical)
+    )
+
+
 # The columns planning produces; any other column of the plan is carried into the results.
 PLAN_COLUMNS = frozenset(
     {
@@ -126,6 +135,9 @@ def assemble(
         .with_columns(pl.col("status", "error_code", "error_message").cast(pl.String))
         .join(sent.lazy(), on="row_index", how="left", maintain_order="left")
         .join(copied.lazy(), on="duplicate_of", how="left", maintain_order="left")
+    )
+    merged = merged.with_columns(
+        pl.col("status_sent", "error_code_sent", "error_message_sent").cast(pl.String)
     )
     planned_to_send = pl.col("status").is_null()
     not_sent = planned_to_send & pl.col("status_sent").is_null()

@@ -37,6 +37,7 @@ from pipeline.report import Report, RunInfo, build_report
 from pipeline.results import (
     OUTCOME_SCHEMA,
     assemble,
+    compact,
     outcomes_from_results,
     settled,
     skipped_rows,
@@ -189,8 +190,10 @@ def _earlier_outcomes(
         valid[journal] = contents.valid_bytes
         parts.append(settled(contents.outcomes))
     if not parts:
-        return pl.DataFrame(schema=OUTCOME_SCHEMA), valid
-    earlier = pl.concat(parts).unique(subset="row_index", keep="last", maintain_order=True)
+        return compact(pl.DataFrame(schema=OUTCOME_SCHEMA)), valid
+    earlier = pl.concat([compact(p) for p in parts]).unique(
+        subset="row_index", keep="last", maintain_order=True
+    )
     return earlier, valid
 
 
@@ -254,7 +257,7 @@ def _execute(
     planned = load_plan(settings, stage)
     valid: dict[Path, int] = {}
     if settings.dry_run:
-        earlier = pl.DataFrame(schema=OUTCOME_SCHEMA)
+        earlier = compact(pl.DataFrame(schema=OUTCOME_SCHEMA))
     else:
         earlier, valid = _earlier_outcomes(settings, planned, resume=resume, retry_from=retry_from)
     pending = to_send(planned).join(earlier.lazy().select("row_index"), on="row_index", how="anti")
@@ -275,14 +278,14 @@ def _execute(
         dry_run=settings.dry_run,
     )
     session = SessionResult(0, None, None)
-    this_run = pl.DataFrame(schema=OUTCOME_SCHEMA)
+    this_run = compact(pl.DataFrame(schema=OUTCOME_SCHEMA))
     journals = journal_files(settings.output_path, settings.workers)
     sending = tokens is not None and not settings.dry_run and plan_estimate.requests > 0
     # Only a run that sends holds the rows to send in memory; a dry run never does.
     sendable = pending.collect() if sending else pl.DataFrame()
     if tokens is not None and tokens.per_location and sending:
         no_token = ~pl.col("location_id").is_in(list(tokens.by_location))
-        this_run = skipped_rows(sendable.filter(no_token), Code.NO_TOKEN)
+        this_run = compact(skipped_rows(sendable.filter(no_token), Code.NO_TOKEN))
         sendable = sendable.filter(~no_token)
     if tokens is not None and sending and sendable.height:
         tail = JournalTail(journals, valid)

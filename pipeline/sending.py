@@ -96,7 +96,13 @@ class Sender:
         backoff: Backoff | None = None,
         grace_s: float = 10.0,
         search_waits_s: Sequence[float] = SEARCH_WAITS_S,
+        record_unstarted: bool = True,
     ) -> None:
+        """``record_unstarted``: when the run stops, give every row never started an outcome
+        too (``skipped`` with the stop's code). A single process can leave them out (the
+        results fill unsent rows with that code, and an interrupted run of millions of rows
+        does not write millions of records); a worker must not, because workers may stop
+        for different reasons."""
         self._client = client
         self._rate = rate
         self._slots = PrioritySlots(concurrency)
@@ -107,6 +113,7 @@ class Sender:
         self._backoff = backoff or Backoff()
         self._grace_s = grace_s
         self._search_waits_s = tuple(search_waits_s)
+        self._record_unstarted = record_unstarted
         self._locations: dict[str, _Location] = {}
         self._dispatchers: list[asyncio.Task[None]] = []
         self._rows: dict[asyncio.Task[None], _Row] = {}
@@ -167,11 +174,13 @@ class Sender:
                 try:
                     await pending.acquire()
                     await location.limiter.acquire()
-                except asyncio.CancelledError:  # the run stopped: account for every row left
-                    code = self.stop_code or Code.INTERRUPTED
-                    self._finish(row, self._skipped(code))
-                    for row_index, contact_id in rows:
-                        self._finish(_Row(location, row_index, contact_id), self._skipped(code))
+                except asyncio.CancelledError:  # the run stopped: the rows left are unsent
+                    if self._record_unstarted:
+                        code = self.stop_code or Code.INTERRUPTED
+                        self._finish(row, self._skipped(code))
+                        for row_index, contact_id in rows:
+                            skipped = _Row(location, row_index, contact_id)
+                            self._finish(skipped, self._skipped(code))
                     raise
                 if location.still_open():  # nothing decided while we waited for the permit
                     task = asyncio.create_task(self._send_row(row, holding=True))
