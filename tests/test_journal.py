@@ -119,3 +119,22 @@ def test_schemas_follow_the_contract_columns() -> None:
 
     assert tuple(RESULT_SCHEMA) == RESULT_COLUMNS
     assert set(OUTCOME_SCHEMA) == set(RESULT_COLUMNS) - {"contact_id", "location_id"}
+
+
+def test_records_read_in_blocks_are_the_same_whatever_the_block(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "r.parquet.journal"
+    writer = JournalWriter(path, fingerprint="fp")
+    for i in range(40):
+        writer.add(outcome(i, Status.FAILED, Code.SERVER_ERROR) if i % 3 else outcome(i))
+    writer.add(outcome(1))  # a later record of the same row wins
+    writer.close()
+    with path.open("ab") as handle:
+        handle.write(b'{"row_index": 99, "sta')  # torn tail
+    whole = read_journal(path)
+    assert whole.torn and whole.outcomes.height == 40
+    assert whole.outcomes.filter(pl.col("row_index") == 1)["status"].item() == "created"
+    for block in (1, 7, 64, 1000):
+        monkeypatch.setattr(journal_module, "READ_BLOCK", block)
+        assert read_journal(path).outcomes.equals(whole.outcomes)
