@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
 import json
 import math
 import os
@@ -53,7 +52,7 @@ import urllib.request
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -769,7 +768,7 @@ def run_child(
     finished = Child([*launcher, *argv], env, workdir, name, deadline_s).wait()
     with contextlib.suppress(OSError, ValueError, KeyError):
         measured = json.loads(report.read_text())
-        finished = dataclasses.replace(
+        finished = replace(
             finished,
             argv=argv,
             max_rss_bytes=int(measured["max_rss_bytes"]),

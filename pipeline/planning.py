@@ -145,25 +145,22 @@ def find_duplicates(checked: pl.LazyFrame, pair_key: pl.Expr = PAIR_HASH) -> pl.
 def mark(checked: pl.LazyFrame, duplicates: pl.DataFrame) -> pl.LazyFrame:
     """The plan: checked rows with their ``status`` (null: to send), and duplicates marked."""
     is_duplicate = pl.col("duplicate_of").is_not_null()
-    return (
-        checked.join(duplicates.lazy(), on="row_index", how="left", maintain_order="left")
-        .with_columns(
-            pl.when(pl.col("error_code").is_not_null())
-            .then(pl.lit(Status.INVALID.value))
-            .when(is_duplicate)
-            .then(pl.lit(Status.DUPLICATE.value))
-            .alias("status"),
-            pl.when(is_duplicate)
-            .then(pl.lit(Code.DUPLICATE_ROW.value))
-            .otherwise(pl.col("error_code"))
-            .alias("error_code"),
-            pl.when(is_duplicate)
-            .then(pl.format("same locationId and contactId as row {}", pl.col("duplicate_of")))
-            .otherwise(pl.col("error_message"))
-            .alias("error_message"),
-        )
-        # Few distinct values, mostly null: categorical columns cost 4 bytes a row, not 16+.
-        .with_columns(pl.col("status", "error_code", "error_message").cast(pl.Categorical))
+    return checked.join(
+        duplicates.lazy(), on="row_index", how="left", maintain_order="left"
+    ).with_columns(
+        pl.when(pl.col("error_code").is_not_null())
+        .then(pl.lit(Status.INVALID.value))
+        .when(is_duplicate)
+        .then(pl.lit(Status.DUPLICATE.value))
+        .alias("status"),
+        pl.when(is_duplicate)
+        .then(pl.lit(Code.DUPLICATE_ROW.value))
+        .otherwise(pl.col("error_code"))
+        .alias("error_code"),
+        pl.when(is_duplicate)
+        .then(pl.format("same locationId and contactId as row {}", pl.col("duplicate_of")))
+        .otherwise(pl.col("error_message"))
+        .alias("error_message"),
     )
 
 
@@ -222,9 +219,7 @@ def estimate(
     over = per_location.filter(pl.col("len") > daily_quota).with_columns(
         pl.col("len") - daily_quota
     )
-    counts = (
-        planned.lazy().group_by(pl.col("status").cast(pl.String)).len().collect(engine="streaming")
-    )
+    counts = planned.lazy().group_by("status").len().collect(engine="streaming")
     status_rows = dict(zip(counts["status"].to_list(), counts["len"].to_list(), strict=True))
     return PlanEstimate(
         rows=sum(status_rows.values()),

@@ -132,7 +132,6 @@ def assemble(
     )
     merged = (
         planned.lazy()
-        .with_columns(pl.col("status", "error_code", "error_message").cast(pl.String))
         .join(sent.lazy(), on="row_index", how="left", maintain_order="left")
         .join(copied.lazy(), on="duplicate_of", how="left", maintain_order="left")
     )
