@@ -104,7 +104,7 @@ _CODE_BY_STATUS = {
 
 def is_exists_message(message: str) -> bool:
     return message.startswith(constants.EXISTS_MESSAGE_PREFIX) and message.endswith(
-        constants.EXISTS_MESSAGE_SUFFIX.strip()
+        constants.EXISTS_MESSAGE_MARK.strip()
     )
 
 

@@ -11,6 +11,9 @@ from typing import Final
 
 DEFAULT_BASE_URL: Final = "https://services.leadconnectorhq.com"
 DEFAULT_API_VERSION: Final = "2021-07-28"
+# The values of the ``Version`` header HighLevel accepts (its versioning page, 2026). Create
+# Conversation has the same request and answer under each.
+API_VERSIONS: Final = ("v3", "2023-02-21", "2021-07-28", "2021-04-15")
 
 CREATE_CONVERSATION_PATH: Final = "/conversations/"
 SEARCH_CONVERSATIONS_PATH: Final = "/conversations/search"
@@ -29,7 +32,15 @@ H_REMAINING: Final = "X-RateLimit-Remaining"
 H_RETRY_AFTER: Final = "Retry-After"
 H_VERSION: Final = "Version"
 
-# The 400 answer for a contact that already has a conversation reads
-# "Conversation with the contact id:<contactId> already exists!".
+# The 400 answer for a contact that already has a conversation starts with
+# "Conversation with the contact id:<contactId> already exists!" and, as the live API words
+# it, goes on with a trace id: "... already exists! cbf699cb-28e6-42d8-b49b-f6731af2560b".
 EXISTS_MESSAGE_PREFIX: Final = "Conversation with the contact id:"
-EXISTS_MESSAGE_SUFFIX: Final = " already exists!"
+EXISTS_MESSAGE_MARK: Final = " already exists!"
+
+# Every JSON answer may carry this key; HighLevel's support asks for its value.
+TRACE_ID_KEY: Final = "traceId"
+
+# OAuth scopes: creating needs the first, the search for an existing conversation the second.
+SCOPE_WRITE: Final = "conversations.write"
+SCOPE_READ: Final = "conversations.readonly"

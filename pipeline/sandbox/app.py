@@ -23,7 +23,7 @@ from aiohttp import web
 
 from pipeline.constants import (
     EXISTS_MESSAGE_PREFIX,
-    EXISTS_MESSAGE_SUFFIX,
+    EXISTS_MESSAGE_MARK,
     H_RETRY_AFTER,
     H_VERSION,
 )
@@ -62,7 +62,7 @@ def dumps(payload: Any) -> bytes:
 
 def exists_message(contact_id: str) -> str:
     """HighLevel's exact wording for a duplicate create."""
-    return f"{EXISTS_MESSAGE_PREFIX}{contact_id}{EXISTS_MESSAGE_SUFFIX}"
+    return f"{EXISTS_MESSAGE_PREFIX}{contact_id}{EXISTS_MESSAGE_MARK}"
 
 
 def _unprocessable(messages: list[str]) -> bytes:
