@@ -15,7 +15,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import click
 
@@ -56,6 +56,15 @@ def _config_options() -> list[Decorator]:
     return options
 
 
+_CONFIG_FILE_OPTION = click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="TOML file of settings (see configs/example.toml).",
+)
+_DEBUG_OPTION = click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+
 _RUN_OPTIONS: list[Decorator] = [
     click.option(
         "-o",
@@ -64,13 +73,7 @@ _RUN_OPTIONS: list[Decorator] = [
         required=True,
         help="Results Parquet file.",
     ),
-    click.option(
-        "--config",
-        "config_file",
-        type=click.Path(path_type=Path, dir_okay=False),
-        default=None,
-        help="TOML file of settings (see configs/example.toml).",
-    ),
+    _CONFIG_FILE_OPTION,
     *_config_options(),
     click.option(
         "--dry-run",
@@ -85,7 +88,7 @@ _RUN_OPTIONS: list[Decorator] = [
     click.option(
         "--overwrite", is_flag=True, help="Replace an existing output file (otherwise refused)."
     ),
-    click.option("--debug", is_flag=True, help="Show tracebacks and debug logs."),
+    _DEBUG_OPTION,
 ]
 
 
@@ -125,6 +128,27 @@ def state_anchor(uri: str, state_dir: Path) -> Path:
 def _execute(input_path: str, options: dict[str, Any], *, retry_from: str | None) -> None:
     from pipeline.run import execute  # the heavy imports (polars, httpx) only when running
 
+    settings, tokens = _settings_and_tokens(input_path, options, output=options["output"])
+    result = execute(settings, tokens, resume=options["resume"], retry_from=retry_from)
+    if settings.dry_run and result.plan is not None:
+        click.echo(result.plan.render())
+    click.echo(render(result.report, "table", title=str(settings.results_location)))
+    if result.stop_detail is not None:
+        click.echo(f"pipeline: {logs.scrub(result.stop_detail)}", err=True)
+    if result.signal is not None:
+        sys.exit(128 + result.signal)
+    sys.exit(EXIT_OK if result.report.all_succeeded else EXIT_ROWS_NOT_DONE)
+
+
+def _settings_and_tokens(
+    input_path: str, options: dict[str, Any], *, output: str
+) -> tuple[RunSettings, Tokens | None]:
+    """The run's settings and tokens from the command's options (also sets up logging).
+
+    Shared by ``run``/``retry`` and ``check``, so a check reads the input, the tokens and
+    the connection exactly as the run it precedes will. A command without ``--dry-run`` or
+    ``--overwrite`` counts as not asking for them; without a token, only a dry run goes on.
+    """
     given = {
         name: options[name] for name in RunConfig.model_fields if options.get(name) is not None
     }
@@ -137,7 +161,6 @@ def _execute(input_path: str, options: dict[str, Any], *, retry_from: str | None
     else:
         token = _read_token(config.token_file, config.token_env)
         tokens = Tokens(default=token) if token else None
-    output: str = options["output"]
     output_uri = output if is_uri(output) else None
     settings = RunSettings(
         source=str(input_path),
@@ -145,7 +168,7 @@ def _execute(input_path: str, options: dict[str, Any], *, retry_from: str | None
         output_uri=output_uri,
         base_url=config.base_url,
         api_version=config.api_version,
-        rate=parse_rate(config.rate),
+        rate=parse_rate(config.rate) if config.rate else None,
         concurrency=config.concurrency,
         timeout_s=config.timeout,
         max_attempts=config.max_attempts,
@@ -160,8 +183,8 @@ def _execute(input_path: str, options: dict[str, Any], *, retry_from: str | None
         ),
         id_pattern=config.id_pattern,
         id_max_length=config.id_max_length,
-        dry_run=options["dry_run"],
-        overwrite=options["overwrite"],
+        dry_run=options.get("dry_run", False),
+        overwrite=options.get("overwrite", False),
         daily_quota=config.daily_quota,
         http_stack=config.http_stack,
         workers=config.workers,
@@ -174,13 +197,52 @@ def _execute(input_path: str, options: dict[str, Any], *, retry_from: str | None
         raise UsageError(
             f"no API token: set the environment variable {config.token_env} (or use --token-file)"
         )
-    result = execute(settings, tokens, resume=options["resume"], retry_from=retry_from)
-    if settings.dry_run and result.plan is not None:
-        click.echo(result.plan.render())
-    click.echo(render(result.report, "table", title=str(settings.results_location)))
-    if result.signal is not None:
-        sys.exit(128 + result.signal)
-    sys.exit(EXIT_OK if result.report.all_succeeded else EXIT_ROWS_NOT_DONE)
+    return settings, tokens
+
+
+_CHECK_OPTIONS: list[Decorator] = [
+    _CONFIG_FILE_OPTION,
+    *_config_options(),
+    click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(["table", "json"]),
+        default="table",
+        show_default=True,
+        help="A table to read, or one JSON document for scripts.",
+    ),
+    _DEBUG_OPTION,
+]
+
+
+def _check_options(command: Callable[..., None]) -> Callable[..., None]:
+    for option in reversed(_CHECK_OPTIONS):
+        command = option(command)
+    return command
+
+
+@cli.command()
+@click.argument("input", type=str)
+@_check_options
+def check(input: str, fmt: Literal["table", "json"], **options: Any) -> None:
+    """Check, before a run, what it would meet: one search request per location of INPUT.
+
+    Reads and validates INPUT like a run, then asks the API once per location whether its
+    token is accepted, may use the location and may search, and what the live rate and
+    daily limits are; estimates the sending time. Creates nothing. Exit 0 when every
+    location can be sent (warnings allowed), 1 when one cannot, 2 for a usage error.
+    """
+    from pipeline.preflight import render as render_check
+    from pipeline.preflight import run_check
+
+    settings, tokens = _settings_and_tokens(input, options, output=os.devnull)
+    assert tokens is not None  # _settings_and_tokens refuses a missing token unless dry run
+    outcome = run_check(settings, tokens)
+    click.echo(logs.scrub(render_check(outcome, fmt)))
+    if outcome.unreachable is not None:
+        line = f"{settings.base_url}: cannot reach the API: {outcome.unreachable}"
+        click.echo(f"pipeline: {logs.scrub(' '.join(line.split()))}", err=True)
+    sys.exit(EXIT_OK if outcome.ready else EXIT_ROWS_NOT_DONE)
 
 
 @cli.command()

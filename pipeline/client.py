@@ -3,12 +3,17 @@
 The client knows HighLevel's API (paths, headers, bodies, what each answer means). How bytes
 move is a separate seam, ``transport.Transport`` (aiohttp directly by default, or httpx).
 
-Classification is a pure function of (status, headers, body), so every rule is unit-tested
-without a server, and the same function serves real answers and the sandbox's.
+Classification is a pure function of (status, headers, body, the row's contact), so every
+rule is unit-tested without a server, and the same function serves real answers and the
+sandbox's. It reads answers strictly, the way the live API words them
+(``shared`` reference, README "Facts"): success only with a conversation id, "already
+exists" by its start and the row's contact id whatever follows it, a search hit only when it
+names the row's contact. Every answer's ``traceId`` is kept, for HighLevel's support.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +28,7 @@ from pipeline.tokens import Tokens
 from pipeline.transport import HttpStack, Transport, TransportFailure, make_transport
 
 MAX_MESSAGE_CHARS = 300
+MAX_TRACE_ID_CHARS = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +39,7 @@ class RateInfo:
     max_requests: int | None = None
     interval_ms: int | None = None
     daily_remaining: int | None = None
+    daily_limit: int | None = None
     retry_after_s: float | None = None
 
 
@@ -46,6 +53,15 @@ class Answer:
     http_status: int | None = None
     message: str | None = None
     rate: RateInfo = RateInfo()
+    trace_id: str | None = None
+    # No HTTP answer because no connection could be made (refused, DNS, TLS, connect
+    # timeout): the only failure that can mean the whole API is out of reach.
+    connect_failed: bool = False
+
+    @property
+    def decisive(self) -> bool:
+        """An HTTP answer below 500: the API itself looked at the request (and its token)."""
+        return self.http_status is not None and self.http_status < 500
 
 
 def _int_header(headers: Mapping[str, str], name: str) -> int | None:
@@ -74,12 +90,14 @@ def parse_rate_info(headers: Mapping[str, str]) -> RateInfo:
         max_requests=_int_header(headers, constants.H_MAX),
         interval_ms=_int_header(headers, constants.H_INTERVAL_MS),
         daily_remaining=_int_header(headers, constants.H_DAILY_REMAINING),
+        daily_limit=_int_header(headers, constants.H_LIMIT_DAILY),
         retry_after_s=_retry_after(headers),
     )
 
 
 def _message(body: Any, fallback: str) -> str:
-    """The API's human message: ``message`` is a string, or a list of them for 422."""
+    """The API's human message, whole, on one line: ``message`` is a string, or a list of
+    them for 422. (Cut to ``MAX_MESSAGE_CHARS`` only once it has been recognised.)"""
     text: str | None = None
     if isinstance(body, dict):
         raw = body.get("message")
@@ -88,8 +106,24 @@ def _message(body: Any, fallback: str) -> str:
         elif raw is not None:
             text = str(raw)
     text = text or fallback
-    text = " ".join(text.split())  # one line, whatever the server sent
-    return text[:MAX_MESSAGE_CHARS]
+    return " ".join(text.split())  # one line, whatever the server sent
+
+
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def _trace_id(body: Any, message: str | None = None) -> str | None:
+    """HighLevel's ``traceId`` of an answer; failing that, the trace id the live API writes
+    after the text of some messages ("... already exists! cbf699cb-...")."""
+    if isinstance(body, dict):
+        value = body.get(constants.TRACE_ID_KEY)
+        if isinstance(value, str) and value.strip():
+            return value.strip()[:MAX_TRACE_ID_CHARS]
+    if message:
+        found = _UUID.search(message)
+        if found:
+            return found.group(0)
+    return None
 
 
 _CODE_BY_STATUS = {
@@ -102,31 +136,69 @@ _CODE_BY_STATUS = {
 }
 
 
-def is_exists_message(message: str) -> bool:
-    return message.startswith(constants.EXISTS_MESSAGE_PREFIX) and message.endswith(
-        constants.EXISTS_MESSAGE_MARK.strip()
-    )
+def is_exists_message(message: str, contact_id: str | None) -> bool:
+    """HighLevel's "already exists" 400, recognised by its start and the contact id.
+
+    The live API goes on after "already exists!" (a trace id), so whatever follows is
+    ignored; a message that names another contact is not this row's answer. Without a
+    contact id (a caller that has none) any id is accepted."""
+    prefix = constants.EXISTS_MESSAGE_PREFIX
+    mark = constants.EXISTS_MESSAGE_MARK.strip()
+    if not message.startswith(prefix):
+        return False
+    rest = message[len(prefix) :].lstrip()
+    if contact_id is None:
+        named, _, after = rest.partition(" ")
+        return bool(named) and after.startswith(mark)
+    return rest.startswith(contact_id) and rest[len(contact_id) :].lstrip().startswith(mark)
 
 
-def classify(status_code: int, headers: Mapping[str, str], body: bytes) -> Answer:
-    """Turn one HTTP answer into a row outcome."""
-    rate = parse_rate_info(headers)
+# 401 answers that do not mean "this token is rejected", told apart by the API's message:
+# a token without the scope an endpoint needs, and a Version header the API refuses.
+_MISSING_SCOPE = re.compile(r"not authori[sz]ed for this scope", re.IGNORECASE)
+_BAD_VERSION = re.compile(r"\bversion\b", re.IGNORECASE)
+
+
+def _code_for(status_code: int, message: str) -> Code:
+    if status_code >= 500:
+        return Code.SERVER_ERROR
+    if status_code == 401:
+        if _MISSING_SCOPE.search(message):
+            return Code.MISSING_SCOPE
+        if _BAD_VERSION.search(message):
+            return Code.BAD_REQUEST
+    return _CODE_BY_STATUS.get(status_code, Code.CLIENT_ERROR)
+
+
+def _json(body: bytes) -> Any:
     try:
-        data: Any = orjson.loads(body) if body else None
+        return orjson.loads(body) if body else None
     except orjson.JSONDecodeError:
-        data = None
+        return None
+
+
+def classify(
+    status_code: int, headers: Mapping[str, str], body: bytes, contact_id: str | None = None
+) -> Answer:
+    """Turn one answer to a create request for ``contact_id`` into a row outcome."""
+    rate = parse_rate_info(headers)
+    data = _json(body)
+    trace = _trace_id(data)
     reason = httpx.codes.get_reason_phrase(status_code) or f"HTTP {status_code}"
     if 200 <= status_code < 300:
         conversation = data.get("conversation") if isinstance(data, dict) else None
         conv_id = conversation.get("id") if isinstance(conversation, dict) else None
-        if isinstance(conv_id, str) and conv_id:
-            return Answer(Status.CREATED, None, conv_id, status_code, None, rate)
+        refused = isinstance(data, dict) and data.get("success") is False
+        if isinstance(conv_id, str) and conv_id.strip() and not refused:
+            return Answer(Status.CREATED, None, conv_id, status_code, None, rate, trace)
+        why = "success: false" if refused else "no conversation.id"
         return Answer(
             Status.FAILED,
             Code.INVALID_RESPONSE,
             http_status=status_code,
-            message="success status but the body has no conversation.id",
+            message=f"success status but the body has {why}",
             rate=rate,
+            trace_id=trace,
         )
     if status_code == 400 and not isinstance(data, dict):
         # HighLevel words every 400 in JSON; without it we cannot tell "already exists" from
@@ -139,13 +211,19 @@ def classify(status_code: int, headers: Mapping[str, str], body: bytes) -> Answe
             rate=rate,
         )
     message = _message(data, reason)
-    if status_code == 400 and is_exists_message(message):
-        return Answer(Status.EXISTS, Code.CONVERSATION_EXISTS, None, status_code, message, rate)
-    if status_code >= 500:
-        code = Code.SERVER_ERROR
-    else:
-        code = _CODE_BY_STATUS.get(status_code, Code.CLIENT_ERROR)
-    return Answer(Status.FAILED, code, None, status_code, message, rate)
+    trace = trace or _trace_id(None, message)
+    if status_code == 400 and is_exists_message(message, contact_id):
+        return Answer(
+            Status.EXISTS,
+            Code.CONVERSATION_EXISTS,
+            None,
+            status_code,
+            message[:MAX_MESSAGE_CHARS],
+            rate,
+            trace,
+        )
+    code = _code_for(status_code, message)
+    return Answer(Status.FAILED, code, None, status_code, message[:MAX_MESSAGE_CHARS], rate, trace)
 
 
 def classify_search(
@@ -153,16 +231,16 @@ def classify_search(
 ) -> Answer:
     """A search answer: ``exists`` with the contact's conversation id, or why not.
 
-    Found: ``Status.EXISTS`` with the id. Not (yet) indexed: ``Status.EXISTS`` without an id.
-    Anything else is classified like a create answer, so the caller can retry or give up.
+    Found: ``Status.EXISTS`` with the id of the first item whose ``contactId`` is the row's
+    contact (an item that names no contact is not a match). Not (yet) indexed:
+    ``Status.EXISTS`` without an id. Anything else is classified like a create answer, so
+    the caller can retry or give up.
     """
     if not 200 <= status_code < 300:
-        return classify(status_code, headers, body)
+        return classify(status_code, headers, body, contact_id)
     rate = parse_rate_info(headers)
-    try:
-        data: Any = orjson.loads(body) if body else None
-    except orjson.JSONDecodeError:
-        data = None
+    data = _json(body)
+    trace = _trace_id(data)
     items = data.get("conversations") if isinstance(data, dict) else None
     if not isinstance(items, list):
         return Answer(
@@ -171,21 +249,27 @@ def classify_search(
             http_status=status_code,
             message="search answer has no conversations list",
             rate=rate,
+            trace_id=trace,
         )
     for item in items:
-        if isinstance(item, dict) and item.get("contactId", contact_id) == contact_id:
+        if isinstance(item, dict) and item.get("contactId") == contact_id:
             conv_id = item.get("id")
-            if isinstance(conv_id, str) and conv_id:
+            if isinstance(conv_id, str) and conv_id.strip():
                 return Answer(
-                    Status.EXISTS, Code.CONVERSATION_EXISTS, conv_id, status_code, None, rate
+                    Status.EXISTS, Code.CONVERSATION_EXISTS, conv_id, status_code, None, rate, trace
                 )
-    return Answer(Status.EXISTS, Code.CONVERSATION_EXISTS, None, status_code, None, rate)
+    return Answer(Status.EXISTS, Code.CONVERSATION_EXISTS, None, status_code, None, rate, trace)
 
 
 def classify_failure(failure: TransportFailure) -> Answer:
     """A request that got no HTTP answer. The message names the failure, never headers."""
     code = Code.TIMEOUT if failure.timeout else Code.NETWORK_ERROR
-    return Answer(Status.FAILED, code, message=scrub(str(failure))[:MAX_MESSAGE_CHARS])
+    return Answer(
+        Status.FAILED,
+        code,
+        message=scrub(str(failure))[:MAX_MESSAGE_CHARS],
+        connect_failed=failure.connect,
+    )
 
 
 class ConversationsClient:
@@ -237,7 +321,7 @@ class ConversationsClient:
             )
         except TransportFailure as failure:
             return classify_failure(failure)
-        return classify(raw.status, raw.headers, raw.body)
+        return classify(raw.status, raw.headers, raw.body, contact_id)
 
     async def find_conversation(self, location_id: str, contact_id: str) -> Answer:
         """Look up the contact's existing conversation (after an "already exists" answer)."""
@@ -249,6 +333,30 @@ class ConversationsClient:
         except TransportFailure as failure:
             return classify_failure(failure)
         return classify_search(raw.status, raw.headers, raw.body, contact_id)
+
+    async def probe(self, location_id: str) -> Answer:
+        """One search of the location (a single item), as ``pipeline check`` makes: it says
+        whether the token is accepted, reaches the location and may search, and carries the
+        location's live rate headers. A readable 2xx comes back with no ``code``; anything
+        else is classified like a create answer (``missing_scope``, ``unauthorized``, ...)."""
+        params = {"locationId": location_id, "limit": "1"}
+        try:
+            raw = await self._transport.get(
+                constants.SEARCH_CONVERSATIONS_PATH, params, self._auth.get(location_id)
+            )
+        except TransportFailure as failure:
+            return classify_failure(failure)
+        if 200 <= raw.status < 300:
+            answer = classify_search(raw.status, raw.headers, raw.body, "")
+            return Answer(
+                answer.status,
+                None if answer.status is Status.EXISTS else answer.code,
+                http_status=raw.status,
+                message=answer.message,
+                rate=answer.rate,
+                trace_id=answer.trace_id,
+            )
+        return classify(raw.status, raw.headers, raw.body)
 
     async def aclose(self) -> None:
         await self._transport.aclose()

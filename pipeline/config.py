@@ -36,8 +36,14 @@ class RunConfig(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
 
     base_url: str = Field(constants.DEFAULT_BASE_URL, description="API root.")
-    api_version: str = Field(constants.DEFAULT_API_VERSION, description="The Version header.")
-    rate: str = Field("100/10s", description="Per-location limit, N/Ts.")
+    api_version: Literal["v3", "2023-02-21", "2021-07-28", "2021-04-15"] = Field(
+        constants.DEFAULT_API_VERSION, description="The Version header HighLevel is sent."
+    )
+    rate: str | None = Field(
+        None,
+        description="Your own per-location ceiling, N/Ts; the limit each location's answers "
+        "announce holds as well (unset: follow the announced limit, 100/10s until known).",
+    )
     concurrency: int = Field(
         64, ge=1, le=4096, description="Requests in flight at most, across all locations."
     )
@@ -106,7 +112,9 @@ class RunConfig(BaseSettings):
 
     @field_validator("rate")
     @classmethod
-    def _rate(cls, value: str) -> str:
+    def _rate(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         try:
             parse_rate(value)
         except UsageError as exc:

@@ -200,6 +200,7 @@ class JournalWriter:
             "http_status": outcome.http_status,
             "error_message": outcome.error_message,
             "attempts": outcome.attempts,
+            "trace_id": outcome.trace_id,
         }
         self._pending.append(orjson.dumps(record) + b"\n")
         if len(self._pending) >= MAX_PENDING:

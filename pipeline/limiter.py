@@ -1,44 +1,147 @@
 """Per-location rate limiting: never more than N requests in any window of T seconds.
 
-The limiter hands out ``N`` permits. A permit is held while its request is in flight and, once
-the answer is in, rests for ``T`` seconds before it can start another request. Why count from
-the *answer* rather than from the start: the API counts requests when they *arrive*, which
-is somewhere between our send and our receipt of the answer. Two requests on the same permit
-therefore arrive more than ``T`` apart, so no window of ``T`` seconds on the server can hold
-more than ``N`` of them, whatever the network jitter. The cost is one round trip per window
-(80 ms in 10 s is 0.8%), and bursting is kept: all ``N`` permits are free at the start.
+A window of N per T seconds hands out ``N`` permits. A permit is held while its request is
+in flight and, once the answer is in, rests for ``T`` seconds before it can start another
+request. Why count from the *answer* rather than from the start: the API counts requests when
+they *arrive*, which is somewhere between our send and our receipt of the answer. Two
+requests on the same permit therefore arrive more than ``T`` apart, so no window of ``T``
+seconds on the server can hold more than ``N`` of them, whatever the network jitter. The cost
+is one round trip per window (80 ms in 10 s is 0.8%), and bursting is kept: all ``N`` permits
+are free at the start.
 
-The arithmetic (``try_acquire``/``release``) is synchronous and takes its time from an
-injected clock, so it is unit-tested without sleeping; ``acquire`` is the async wrapper.
+A location is under two limits at once: the one the server announces in its rate headers
+(``X-RateLimit-Max`` per ``X-RateLimit-Interval-Milliseconds``), which may go down or up,
+and the user's ``--rate``, a fixed ceiling. They are two windows, never merged into one:
+10 per 1 s under a server's 100 per 10 s must run at about 10 a second, and merging the two
+into "the smaller count over the longer interval" (10 per 10 s) would be ten times slower
+than either. ``LocationLimiter`` holds both ``WindowLimiter``s and takes a permit of each
+for every request, all or none.
+
+The arithmetic (``try_acquire``/``release``/``observe``) is synchronous, O(log n) per
+permit it moves, and takes its time from an injected clock, so it is unit-tested without
+sleeping; ``acquire`` is the async wrapper.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
+import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from pipeline.constants import DEFAULT_RATE_INTERVAL_S, DEFAULT_RATE_MAX
+
+# The rest start of a permit never used: free under any interval.
+_NEVER = -math.inf
+_COMPACT_MIN = 256  # idle runs below which _compact is not worth running
+
+
+class RateLike(Protocol):
+    """Anything with ``max_requests`` per ``interval_s`` (``settings.Rate``, ``Limit``)."""
+
+    @property
+    def max_requests(self) -> int: ...
+
+    @property
+    def interval_s(self) -> float: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """At most ``max_requests`` per ``interval_s`` seconds."""
+
+    max_requests: int
+    interval_s: float
+
+    def __post_init__(self) -> None:
+        if self.max_requests < 1 or not self.interval_s > 0:
+            raise ValueError("max_requests and interval_s must be positive")
+
+    @classmethod
+    def of(cls, rate: RateLike | tuple[int, float]) -> Limit:
+        if isinstance(rate, tuple):
+            return cls(*rate)
+        return cls(rate.max_requests, rate.interval_s)
+
+
+DEFAULT_SERVER_LIMIT = Limit(DEFAULT_RATE_MAX, DEFAULT_RATE_INTERVAL_S)
 
 
 class WindowLimiter:
+    """One window: at most ``max_requests`` requests per ``interval_s`` seconds.
+
+    Every permit that is not in flight is kept with its *rest start* (the time of the answer
+    that last freed it; ``-inf`` if never used), in a heap of ``(rest_start, count)`` runs;
+    it is free once ``rest_start + interval_s <= now``, with the interval in force *now*.
+    Keeping the rest start rather than the end is what lets the window follow the server:
+
+    - A changed interval applies to every permit not in flight, each measured from its own
+      rest start: a shorter one frees resting permits at ``rest_start + new`` (never
+      earlier), a longer one holds back resting and even already free permits until
+      ``rest_start + new``. Both keep "one arrival per permit per window" true for the
+      window just announced, which counts the arrivals we made before the announcement too.
+      (Lengthening only the rests that start from now on would let a permit start again
+      less than the new interval after its last arrival: a burst of 429s right after the
+      change.) What cannot be undone: requests started before a longer interval was
+      announced were paced by the shorter one. Shortening is done for the server's window
+      only, because the server said so; the user's ceiling never changes.
+    - A lower max retires the idle permits with the earliest rest start first (never used,
+      then free, then resting), and if that is not enough, permits in flight as they come
+      back (``_surplus``; while it is owed no permit is idle, so nothing starts). Retired
+      permits are remembered with their rest starts, and every retired rest start is <= the
+      rest start of every permit still in use: a permit starting at ``t`` has rested since
+      ``s <= t - T``, so every retired permit's last arrival is before ``t - T`` and outside
+      the window. That is why every window of ``T`` ending at a start made after the change
+      holds no more than the new max, even a window reaching back before the change.
+    - A higher max first cancels retirements still owed (those permits rest as usual when
+      answered), then brings retired permits back *latest rest start first, with their
+      rest starts* (reviving the earliest ones would leave a retired permit whose arrival
+      can share a window with a revived one's next start), and only past every permit ever
+      used adds new ones, free at once. So a max that dips and comes back (100, 50, 100)
+      gives 100 permits with their histories, never 150 arrivals in one window.
+
+    Runs keep an announcement of a huge max (a sandbox with its limit switched off says
+    1,000,000,000) at O(1) memory and time: never-used permits are one run, and used permits
+    that are free again are merged now and then (``_compact``), so the heap holds about the
+    permits answered within the last interval, not every request ever made.
+    """
+
     def __init__(
         self, max_requests: int, interval_s: float, *, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        if max_requests < 1 or interval_s <= 0:
+        if max_requests < 1 or not interval_s > 0:
             raise ValueError("max_requests and interval_s must be positive")
-        self.max_requests = max_requests
-        self.interval_s = interval_s
+        self._max = max_requests
+        self._interval = interval_s
         self._clock = clock
-        self._free = max_requests  # permits usable right now
-        self._resting: list[float] = []  # heap of times at which resting permits become free
+        self._idle: list[tuple[float, int]] = [(_NEVER, max_requests)]  # heap of runs
+        self._compact_at = _COMPACT_MIN  # merge the free runs when the heap grows past this
+        self._retired: list[tuple[float, int]] = []  # runs, rest starts non-decreasing
         self._in_flight = 0
-        self._surplus = 0  # permits to retire because the server announced a lower max
-        self._blocked_until = 0.0  # no permit is handed out before this (server said wait)
+        self._surplus = 0  # permits in flight to retire when they come back
+        # The latest rest start of a permit taken since none was in flight: ``cancel`` does
+        # not know which permit comes back, and gives it this (no earlier) rest start.
+        self._lent_max = _NEVER
+        self._blocked_until = _NEVER  # no permit is handed out before this (server said wait)
         self._changed = asyncio.Event()
+
+    @property
+    def max_requests(self) -> int:
+        return self._max
+
+    @property
+    def interval_s(self) -> float:
+        return self._interval
 
     @property
     def in_flight(self) -> int:
         return self._in_flight
+
+    # -- the public surface (used alone, or through LocationLimiter) ----------------------
 
     def try_acquire(self) -> float | None:
         """Take a permit if one is free now and return 0.0.
@@ -49,78 +152,318 @@ class WindowLimiter:
         now = self._clock()
         if now < self._blocked_until:
             return self._blocked_until - now
-        while self._resting and self._resting[0] <= now:
-            heapq.heappop(self._resting)
-            self._free += 1
-        if self._free > 0:
-            self._free -= 1
-            self._in_flight += 1
-            return 0.0
-        if self._resting:
-            return self._resting[0] - now
-        return None
+        wait = self._wait(now)
+        if wait == 0.0:
+            self._take(now)
+        return wait
 
     def release(self) -> None:
         """The request on a permit has been answered (or failed): rest the permit for T."""
-        self._in_flight -= 1
-        if self._surplus > 0:
-            self._surplus -= 1  # retired: the server allows fewer than we started with
+        self._give_back(self._clock())
+
+    def cancel(self) -> None:
+        """A permit was taken but no request was sent on it: it is free again at once.
+
+        (Unless the interval has grown since it was taken, or a lower max retired a permit
+        used later than it: then it rests until that rest start plus the interval.)
+        """
+        self._give_back(self._cancel_rest_start())
+
+    def adopt(self, max_requests: int | None = None, interval_s: float | None = None) -> None:
+        """Follow a limit both ways: ``max_requests`` per ``interval_s`` from now on (a None
+        keeps the current value). See the class docstring for what moves and why."""
+        if (max_requests is not None and max_requests < 1) or (
+            interval_s is not None and not interval_s > 0
+        ):
+            raise ValueError("max_requests and interval_s must be positive")
+        if interval_s is not None:
+            self._interval = interval_s
+        if max_requests is not None and max_requests < self._max:
+            owed = self._max - max_requests
+            self._surplus += owed - self._retire(owed)
+        elif max_requests is not None and max_requests > self._max:
+            more = max_requests - self._max
+            kept = min(more, self._surplus)
+            self._surplus -= kept
+            self._revive(more - kept)
+        if max_requests is not None:
+            self._max = max_requests
+        self._changed.set()
+
+    def observe(
+        self,
+        *,
+        max_requests: int | None,
+        interval_ms: int | None,
+        remaining: int | None,
+        follow: bool = False,
+    ) -> None:
+        """Steer by what the server says in its rate headers.
+
+        ``follow``: adopt the announced ``X-RateLimit-Max`` and interval whether they are
+        lower or higher than now (``LocationLimiter`` does this for the server's window).
+        Without it, only tighten: a lower max, a longer interval.
+
+        ``X-RateLimit-Remaining: 0`` while we hold free permits (someone else is using this
+        location's budget) rests them for one interval.
+        """
+        interval_s = interval_ms / 1000.0 if interval_ms is not None and interval_ms > 0 else None
+        new_max = max_requests if max_requests is not None and max_requests > 0 else None
+        if not follow:
+            if interval_s is not None and interval_s <= self._interval:
+                interval_s = None
+            if new_max is not None and new_max >= self._max:
+                new_max = None
+        if new_max is not None or interval_s is not None:
+            self.adopt(new_max, interval_s)
+        if remaining == 0:
+            # The server counted a full window when it received this request, yet we hold
+            # free permits: someone else uses this location's budget. Rest them one interval.
+            # (A partial figure is not used: it was computed at receipt, and permits freed
+            # since would be mistaken for spent ones.)
+            self._rest_free(self._clock())
+
+    def block_for(self, seconds: float) -> None:
+        """Hand out no permit for ``seconds`` (the server said to back off)."""
+        self._blocked_until = max(self._blocked_until, self._clock() + seconds)
+        self._changed.set()
+
+    async def acquire(self) -> None:
+        """Wait until a permit is free and take it."""
+        await _acquire(self.try_acquire, self._changed)
+
+    # -- the mechanism (module-internal: LocationLimiter drives several windows) ---------
+
+    def _wait(self, now: float) -> float | None:
+        """0.0 if a permit is free at ``now``, else seconds until one is, None if none idle."""
+        if not self._idle:
+            return None
+        free_at = self._idle[0][0] + self._interval
+        return 0.0 if free_at <= now else free_at - now
+
+    def _take(self, now: float) -> None:
+        """Take the idle permit with the earliest rest start (``_wait`` said it is free)."""
+        rest_start, count = self._idle[0]
+        if count == 1:
+            heapq.heappop(self._idle)
         else:
-            heapq.heappush(self._resting, self._clock() + self.interval_s)
+            self._idle[0] = (rest_start, count - 1)  # a smaller key at the root: still a heap
+        self._lent_max = max(self._lent_max, rest_start)
+        self._in_flight += 1
+        if len(self._idle) > self._compact_at:
+            self._compact(now)
+
+    def _compact(self, now: float) -> None:
+        """Merge the used permits free at ``now`` into one run at their latest rest start.
+
+        Without it a max far above the traffic (a sandbox announcing 1,000,000,000) would
+        keep one run per request ever answered: permits are taken earliest rest start first,
+        so the never-used run is drawn on and the used ones are never taken again. A later
+        rest start is only ever more cautious (a longer interval rests them a little longer,
+        the retired-before-in-use order holds), and under the interval in force nothing
+        changes: they were free and stay free. Runs when the heap has doubled: amortized
+        O(1) a permit.
+        """
+        kept: list[tuple[float, int]] = []
+        fresh = merged = 0
+        latest = _NEVER
+        for rest_start, count in self._idle:
+            if rest_start == _NEVER:
+                fresh += count
+            elif rest_start + self._interval <= now:
+                merged += count
+                latest = max(latest, rest_start)
+            else:
+                kept.append((rest_start, count))
+        if fresh:
+            kept.append((_NEVER, fresh))
+        if merged:
+            kept.append((latest, merged))
+        heapq.heapify(kept)
+        self._idle = kept
+        self._compact_at = max(_COMPACT_MIN, 2 * len(kept))
+
+    def _give_back(self, rest_start: float) -> None:
+        """A permit in flight comes back with ``rest_start`` (retired if one is owed)."""
+        self._in_flight -= 1
+        heapq.heappush(self._idle, (rest_start, 1))
+        if self._surplus:
+            self._surplus -= 1
+            self._retire(1)  # the idle permit with the earliest rest start: this one
+        if not self._in_flight:
+            self._lent_max = _NEVER
+        self._changed.set()
+
+    def _cancel_rest_start(self) -> float:
+        """No earlier than the permit's own rest start, nor than any retired permit's."""
+        return max(self._lent_max, self._retired[-1][0] if self._retired else _NEVER)
+
+    def _retire(self, wanted: int) -> int:
+        """Retire up to ``wanted`` idle permits, earliest rest start first; return how many."""
+        done = 0
+        while done < wanted and self._idle:
+            rest_start, count = self._idle[0]
+            taken = min(count, wanted - done)
+            if taken == count:
+                heapq.heappop(self._idle)
+            else:
+                self._idle[0] = (rest_start, count - taken)
+            if self._retired and self._retired[-1][0] == rest_start:
+                self._retired[-1] = (rest_start, self._retired[-1][1] + taken)
+            else:
+                self._retired.append((rest_start, taken))
+            done += taken
+        return done
+
+    def _revive(self, wanted: int) -> None:
+        """Bring back ``wanted`` permits: retired ones, latest rest start first, then new."""
+        while wanted and self._retired:
+            rest_start, count = self._retired[-1]
+            taken = min(count, wanted)
+            if taken == count:
+                self._retired.pop()
+            else:
+                self._retired[-1] = (rest_start, count - taken)
+            heapq.heappush(self._idle, (rest_start, taken))
+            wanted -= taken
+        if wanted:
+            heapq.heappush(self._idle, (_NEVER, wanted))
+
+    def _rest_free(self, now: float) -> None:
+        """Every permit free at ``now`` rests one interval from ``now``; resting ones keep on."""
+        freed = 0
+        while self._idle and self._idle[0][0] + self._interval <= now:
+            freed += heapq.heappop(self._idle)[1]
+        if freed:
+            heapq.heappush(self._idle, (now, freed))
+
+
+class LocationLimiter:
+    """The limits of one location: the server's announced window and the user's ceiling.
+
+    Both must hold at once, so each is a ``WindowLimiter`` of its own and a request takes a
+    permit of every window, atomically: all or none, never holding one window's permit while
+    waiting on another's (that would idle a permit the other requests could use). An answer
+    gives its permit back to every window, each resting it from the same moment.
+
+    ``server`` is the limit assumed until an answer announces one; ``observe`` then follows
+    the announcements both down and up (``WindowLimiter.observe(follow=True)``). The
+    ``ceiling`` (the user's ``--rate``) never changes. ``block_for`` holds the whole
+    location back (a 429's ``Retry-After``).
+
+    A known limit of following up: an answer announces the limit in force when the server
+    received its request, so a slow answer that crossed a change (limit lowered meanwhile)
+    can briefly bring the old, higher max back until the next answer. The retired permits
+    come back with their rest starts, so this costs no extra burst of permits long idle,
+    but it is the reason the ceiling, when one is set, is never loosened.
+    """
+
+    def __init__(
+        self,
+        server: RateLike | tuple[int, float] = DEFAULT_SERVER_LIMIT,
+        ceiling: RateLike | tuple[int, float] | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        assumed = Limit.of(server)
+        self._server = WindowLimiter(assumed.max_requests, assumed.interval_s, clock=clock)
+        self._ceiling: WindowLimiter | None = None
+        self._windows: tuple[WindowLimiter, ...] = (self._server,)
+        if ceiling is not None:
+            fixed = Limit.of(ceiling)
+            self._ceiling = WindowLimiter(fixed.max_requests, fixed.interval_s, clock=clock)
+            self._windows = (self._server, self._ceiling)
+        self._clock = clock
+        self._blocked_until = _NEVER
+        self._changed = asyncio.Event()
+
+    @property
+    def max_requests(self) -> int:
+        """The burst allowed now: the smallest max of the windows."""
+        return min(window.max_requests for window in self._windows)
+
+    @property
+    def in_flight(self) -> int:
+        return self._server.in_flight
+
+    @property
+    def server_limit(self) -> Limit:
+        """The server's window as last announced (or assumed)."""
+        return Limit(self._server.max_requests, self._server.interval_s)
+
+    @property
+    def ceiling(self) -> Limit | None:
+        if self._ceiling is None:
+            return None
+        return Limit(self._ceiling.max_requests, self._ceiling.interval_s)
+
+    def try_acquire(self) -> float | None:
+        """Take a permit of every window if each has one free now and return 0.0.
+
+        Otherwise take nothing and return how many seconds until every window has one free
+        (and the block, if any, is over), or None when some window has all its permits in
+        flight (only an answer can free one).
+        """
+        now = self._clock()
+        wait = max(0.0, self._blocked_until - now)
+        for window in self._windows:
+            window_wait = window._wait(now)
+            if window_wait is None:
+                return None
+            wait = max(wait, window_wait)
+        if wait > 0.0:
+            return wait
+        for window in self._windows:
+            window._take(now)
+        return 0.0
+
+    def release(self) -> None:
+        """The request has been answered (or failed): its permits rest from now."""
+        now = self._clock()
+        for window in self._windows:
+            window._give_back(now)
         self._changed.set()
 
     def cancel(self) -> None:
-        """A permit was taken but no request was sent on it: it is free again at once."""
-        self._in_flight -= 1
-        self._free += 1
+        """Permits were taken but no request was sent: every window has its permit back."""
+        for window in self._windows:
+            window._give_back(window._cancel_rest_start())
         self._changed.set()
 
     def observe(
         self, *, max_requests: int | None, interval_ms: int | None, remaining: int | None
     ) -> None:
-        """Tighten to what the server says in its rate headers; never loosen.
-
-        A lower ``X-RateLimit-Max`` retires permits, a longer interval lengthens every rest,
-        and ``X-RateLimit-Remaining: 0`` while we hold free permits (someone else is using
-        this location's budget) rests them for one interval.
-        """
-        if interval_ms is not None and interval_ms > 0 and interval_ms / 1000.0 > self.interval_s:
-            self.interval_s = interval_ms / 1000.0
-        if max_requests is not None and 0 < max_requests < self.max_requests:
-            retire = self.max_requests - max_requests
-            self.max_requests = max_requests
-            taken = min(retire, self._free)
-            self._free -= taken
-            retire -= taken
-            while retire and self._resting:
-                heapq.heappop(self._resting)
-                retire -= 1
-            self._surplus += retire
-        if remaining == 0 and self._free:
-            # The server counted a full window when it received this request, yet we hold
-            # free permits: someone else uses this location's budget. Rest them one interval.
-            # (A partial figure is not used: it was computed at receipt, and permits freed
-            # since would be mistaken for spent ones.)
-            rest_until = self._clock() + self.interval_s
-            for _ in range(self._free):
-                heapq.heappush(self._resting, rest_until)
-            self._free = 0
+        """Follow the server's rate headers (its window only, both ways; see the class)."""
+        self._server.observe(
+            max_requests=max_requests, interval_ms=interval_ms, remaining=remaining, follow=True
+        )
+        self._changed.set()  # a higher max may have freed permits for a waiter
 
     def block_for(self, seconds: float) -> None:
         """Hand out no permit for ``seconds`` (the server said to back off)."""
         self._blocked_until = max(self._blocked_until, self._clock() + seconds)
+        self._changed.set()
 
     async def acquire(self) -> None:
-        """Wait until a permit is free and take it."""
-        while True:
-            wait = self.try_acquire()
-            if wait == 0.0:
-                return
-            self._changed.clear()
-            if wait is None:
-                await self._changed.wait()
-            else:
-                await asyncio.sleep(wait)
+        """Wait until every window has a permit free and take them."""
+        await _acquire(self.try_acquire, self._changed)
+
+
+async def _acquire(try_acquire: Callable[[], float | None], changed: asyncio.Event) -> None:
+    """Wait until ``try_acquire`` succeeds.
+
+    Waits for the time it names or for any change (an answer, a cancel, an announcement),
+    whichever comes first: a higher max announced while we sleep on a resting permit must
+    not cost the rest of that sleep.
+    """
+    while True:
+        wait = try_acquire()
+        if wait == 0.0:
+            return
+        changed.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait):  # None: until a change
+                await changed.wait()
 
 
 class PrioritySlots:

@@ -31,6 +31,7 @@ class Code(StrEnum):
     # API answers
     CONVERSATION_EXISTS = "conversation_exists"
     UNAUTHORIZED = "unauthorized"
+    MISSING_SCOPE = "missing_scope"  # the token lacks a scope the endpoint needs
     FORBIDDEN = "forbidden"
     NOT_FOUND = "not_found"
     RATE_LIMITED = "rate_limited"
@@ -46,6 +47,7 @@ class Code(StrEnum):
     # reasons of the run (status skipped)
     DAILY_QUOTA_EXHAUSTED = "daily_quota_exhausted"
     NO_TOKEN = "no_token"  # noqa: S105 - a code, not a secret
+    UNREACHABLE = "unreachable"  # no connection to the API could be made at all
     INTERRUPTED = "interrupted"
     DRY_RUN = "dry_run"
 
@@ -58,6 +60,7 @@ SKIP_MESSAGES: dict[Code, str] = {
     Code.INTERRUPTED: "the run was interrupted before this row was done",
     Code.DRY_RUN: "dry run: not sent",
     Code.NO_TOKEN: "no token for this location in the tokens file",
+    Code.UNREACHABLE: "the API could not be reached; the run stopped before sending this row",
 }
 
 # Answers worth another attempt: the same request may well succeed a moment later.
@@ -68,7 +71,12 @@ RETRYABLE: frozenset[Code] = frozenset(
 
 # Failures worth sending again in a later run (``--resume``, ``pipeline retry``): the
 # transient ones, and those that a fixed token or a fixed bug turns into successes.
-RESENDABLE: frozenset[Code] = RETRYABLE | {Code.UNAUTHORIZED, Code.FORBIDDEN, Code.INTERNAL_ERROR}
+RESENDABLE: frozenset[Code] = RETRYABLE | {
+    Code.UNAUTHORIZED,
+    Code.FORBIDDEN,
+    Code.MISSING_SCOPE,
+    Code.INTERNAL_ERROR,
+}
 
 
 # The results file's columns, in order (shared by the reader, which must not let a kept
@@ -83,6 +91,7 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "http_status",
     "error_message",
     "attempts",
+    "trace_id",
 )
 
 
@@ -97,3 +106,4 @@ class RowOutcome:
     http_status: int | None
     error_message: str | None
     attempts: int
+    trace_id: str | None = None

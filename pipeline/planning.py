@@ -14,6 +14,7 @@ non-ASCII (including the replacement character a non-UTF-8 byte was read as).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import polars as pl
@@ -202,20 +203,23 @@ def estimate(
     planned: pl.DataFrame | pl.LazyFrame,
     sendable: pl.LazyFrame,
     *,
-    max_requests: int,
-    interval_s: float,
+    limits: Sequence[tuple[int, float]],
     daily_quota: int,
 ) -> PlanEstimate:
-    """Each location sends its rows in bursts of ``max_requests`` one ``interval_s`` apart,
-    all locations at once; a location's rows beyond ``daily_quota`` wait for the next day."""
+    """Each location sends its rows as fast as every one of ``limits`` (N requests per T
+    seconds, all holding at once) allows, all locations at once; a location's rows beyond
+    ``daily_quota`` wait for the next day."""
     per_location = (
         sendable.group_by("location_id")
         .len()
         .sort(["len", "location_id"], descending=[True, False])
         .collect(engine="streaming")
     )
-    windows = ((pl.col("len").clip(upper_bound=daily_quota) + max_requests - 1) // max_requests) - 1
-    longest = per_location.select(windows.max()).item() if per_location.height else 0
+    today = pl.col("len").clip(upper_bound=daily_quota)
+    seconds = pl.max_horizontal(
+        pl.lit(0.0), *(((today + n - 1) // n - 1) * interval for n, interval in limits)
+    )
+    longest = per_location.select(seconds.max()).item() if per_location.height else 0.0
     over = per_location.filter(pl.col("len") > daily_quota).with_columns(
         pl.col("len") - daily_quota
     )
@@ -234,7 +238,7 @@ def estimate(
         requests=int(per_location["len"].sum()),
         locations=per_location.height,
         largest_locations=list(per_location.head(10).iter_rows()),
-        estimated_s=float(max(0, longest or 0)) * interval_s,
+        estimated_s=float(longest or 0.0),
         over_daily_quota=list(over.iter_rows()),
     )
 

@@ -26,6 +26,7 @@ RESULT_SCHEMA: dict[str, pl.DataType] = {
     "http_status": pl.Int32(),
     "error_message": pl.String(),
     "attempts": pl.Int32(),
+    "trace_id": pl.String(),
 }
 
 # What sending adds to a row (a journal record): the results without the IDs.
@@ -83,7 +84,13 @@ def outcomes_from_results(path: str | Path, planned: pl.DataFrame | pl.LazyFrame
     only its settled outcomes are held in memory."""
     ids = ["row_index", "contact_id", "location_id"]
     try:
-        earlier = pl.scan_parquet(path).select(list(RESULT_SCHEMA))
+        scanned = pl.scan_parquet(path)
+        present = scanned.collect_schema()
+        # Results written before a column existed (trace_id) still count: it reads as null.
+        earlier = scanned.select(
+            pl.col(name) if name in present else pl.lit(None, dtype).alias(name)
+            for name, dtype in RESULT_SCHEMA.items()
+        )
         earlier_rows = earlier.select(pl.len()).collect().item()
         mismatched = (
             earlier.select(ids)
@@ -117,6 +124,7 @@ def skipped_rows(rows: pl.DataFrame, code: Code) -> pl.DataFrame:
         pl.lit(None, pl.Int32).alias("http_status"),
         pl.lit(SKIP_MESSAGES[code]).alias("error_message"),
         pl.lit(0, pl.Int32).alias("attempts"),
+        pl.lit(None, pl.String).alias("trace_id"),
     ).cast(OUTCOME_SCHEMA)  # type: ignore[arg-type]
 
 
@@ -164,6 +172,7 @@ def assemble(
             .otherwise(pl.col("error_message"))
             .alias("error_message"),
             pl.col("attempts_sent").fill_null(0).alias("attempts"),
+            pl.col("trace_id_sent").alias("trace_id"),
             *extra,
         ).cast(RESULT_SCHEMA)  # type: ignore[arg-type]
     )  # planned is in row_index order, and the joins keep it

@@ -56,6 +56,7 @@ class RunResult:
     report: Report
     signal: int | None = None  # the signal that interrupted the run, if one did
     plan: PlanEstimate | None = None
+    stop_detail: str | None = None  # why the run stopped itself, in a line (unreachable API)
 
 
 def check_output_folder(output: Path) -> None:
@@ -264,8 +265,7 @@ def _execute(
     plan_estimate = estimate(
         planned,
         pending,
-        max_requests=settings.rate.max_requests,
-        interval_s=settings.rate.interval_s,
+        limits=settings.limits,
         daily_quota=settings.daily_quota,
     )
     log.info(
@@ -274,7 +274,7 @@ def _execute(
         already_done=earlier.height,
         to_send=plan_estimate.requests,
         locations=plan_estimate.locations,
-        rate=str(settings.rate),
+        rate=settings.rate_label,
         dry_run=settings.dry_run,
     )
     session = SessionResult(0, None, None)
@@ -309,7 +309,7 @@ def _execute(
         elapsed_s=round(time.monotonic() - started, 3),
         requests=session.requests,
         dry_run=settings.dry_run,
-        rate=str(settings.rate),
+        rate=settings.rate_label,
         workers=settings.workers,
     )
     write_atomically(results, settings.results_location, metadata=run.to_metadata())
@@ -327,4 +327,4 @@ def _execute(
         elapsed_s=run.elapsed_s,
         requests_per_s=round(run.requests_per_s, 1),
     )
-    return RunResult(report, session.signal, plan_estimate)
+    return RunResult(report, session.signal, plan_estimate, session.stop_detail)

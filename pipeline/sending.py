@@ -1,17 +1,27 @@
 """Stage 3, send: every planned row through the API, under the limits, with retries.
 
 Shape of the machinery: one dispatcher per location walks that location's rows in input
-order; for each it takes a permit from the location's ``WindowLimiter`` and then a slot from
+order; for each it takes a permit from the location's ``LocationLimiter`` (the limit the
+location's answers announce and the user's ``--rate``, both at once) and then a slot from
 the global concurrency semaphore, and starts the row's task. Taking the location permit
 first means a location that is waiting on its own limit holds no global slot, so a slow or
 throttled location never stalls the others. A row's task owns its retries: between attempts
 it holds nothing, and each new request takes a permit and a slot again.
 
+First requests go alone. A token's first request goes alone: its other locations wait for
+the answer, so a wrong token costs one request, not a burst. Then each location's first
+request goes alone too, and its burst follows the answer (which may say 403, or announce
+the location's real limits). Only an answer below 500 decides (a 5xx says nothing about
+the token); a first request that gets none is followed by the next row's.
+
 What the API says steers the run, not just the row:
-- every answer's rate headers tighten that location's limiter; a 429 pauses it;
+- every answer's rate headers steer that location's limiter; a 429 pauses it;
 - a spent daily quota stops that location (its rows become ``daily_quota_exhausted``);
-- repeated 403s stop that location (``forbidden``); repeated 401s stop the run
-  (``unauthorized``): a rejected token never costs thousands of doomed requests;
+- a 403 stops that location (``forbidden``); a 401 stops every location of its token
+  (``unauthorized``), and the run when no token is left. A 401 that names a missing scope
+  is not a rejected token;
+- no connection at all (refused, DNS, TLS) on the first three attempts, before any answer,
+  stops the run (``unreachable``): a wrong ``--base-url`` costs seconds, not minutes;
 - "already exists" is followed by a search for the existing id, so a create whose answer
   was lost and then re-sent still ends with the right conversation id.
 
@@ -31,9 +41,10 @@ from typing import Protocol
 
 import structlog
 
+from pipeline import constants
 from pipeline.backoff import Backoff
 from pipeline.client import Answer
-from pipeline.limiter import PrioritySlots, WindowLimiter
+from pipeline.limiter import LocationLimiter, PrioritySlots
 from pipeline.outcomes import RETRYABLE, SKIP_MESSAGES, Code, RowOutcome, Status
 from pipeline.settings import Rate
 
@@ -41,8 +52,11 @@ log = structlog.get_logger("pipeline.sending")
 
 # Waits between searches for an existing conversation: the index may lag a few seconds.
 SEARCH_WAITS_S = (0.25, 0.5, 1.0, 2.0, 3.0)
-MAX_UNAUTHORIZED = 5  # 401s in one run before the token is taken as rejected
-MAX_FORBIDDEN = 3  # 403s for one location before the location is given up
+# Connection failures, before the API has answered anything, that stop the run: with the
+# backoff's first waits (up to 0.5 s, then 1 s) they take a few seconds.
+MAX_CONNECT_FAILURES = 3
+# What a location is assumed to allow until its first answer says: HighLevel's published limit.
+ASSUMED_RATE = Rate(constants.DEFAULT_RATE_MAX, constants.DEFAULT_RATE_INTERVAL_S)
 
 
 class ConversationsAPI(Protocol):
@@ -62,12 +76,23 @@ class LocationBatch:
 
 
 @dataclass(slots=True)
+class _Token:
+    """What the run knows of one token: until its first decisive answer, one request at a time."""
+
+    accepted: bool = False
+    probing: bool = False  # a first request with it is on its way
+    can_search: bool = True  # False once a search said the token lacks conversations.readonly
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass(slots=True)
 class _Location:
     location_id: str
-    limiter: WindowLimiter
+    limiter: LocationLimiter
     priority: int  # order of first appearance: earlier locations are served first
-    stopped_by: Code | None = None  # daily quota or forbidden: send no more rows here
-    forbidden: int = 0
+    token: _Token
+    stopped_by: Code | None = None  # daily quota, forbidden, unauthorized: send no more here
+    answered: asyncio.Event = field(default_factory=asyncio.Event)  # a decisive answer came
 
     def still_open(self) -> bool:
         return self.stopped_by is None
@@ -88,7 +113,7 @@ class Sender:
         self,
         client: ConversationsAPI,
         *,
-        rate: Rate,
+        rate: Rate | None,
         concurrency: int,
         max_attempts: int,
         max_total_backoff_s: float,
@@ -98,7 +123,10 @@ class Sender:
         search_waits_s: Sequence[float] = SEARCH_WAITS_S,
         record_unstarted: bool = True,
     ) -> None:
-        """``record_unstarted``: when the run stops, give every row never started an outcome
+        """``rate``: the user's own per-location ceiling, enforced beside the limit each
+        location's answers announce (None: follow the announced limit alone).
+
+        ``record_unstarted``: when the run stops, give every row never started an outcome
         too (``skipped`` with the stop's code). A single process can leave them out (the
         results fill unsent rows with that code, and an interrupted run of millions of rows
         does not write millions of records); a worker must not, because workers may stop
@@ -117,8 +145,11 @@ class Sender:
         self._locations: dict[str, _Location] = {}
         self._dispatchers: list[asyncio.Task[None]] = []
         self._rows: dict[asyncio.Task[None], _Row] = {}
-        self._unauthorized: dict[int, int] = {}  # 401s per token
+        self._tokens: dict[int, _Token] = {}
+        self._answered = False  # the API has answered at least once (reachable)
+        self._connect_failures = 0
         self.stop_code: Code | None = None
+        self.stop_detail: str | None = None  # why, in a line, when the run stopped itself
         self.requests = 0  # HTTP requests made, creates and searches
 
     # -- public -------------------------------------------------------------------------
@@ -126,8 +157,10 @@ class Sender:
     def location(self, location_id: str) -> _Location:
         found = self._locations.get(location_id)
         if found is None:
-            limiter = WindowLimiter(self._rate.max_requests, self._rate.interval_s)
-            found = _Location(location_id, limiter, priority=len(self._locations))
+            limiter = LocationLimiter(ASSUMED_RATE, self._rate)
+            key = self._client.token_key(location_id)
+            token = self._tokens.setdefault(key, _Token())
+            found = _Location(location_id, limiter, len(self._locations), token)
             self._locations[location_id] = found
         return found
 
@@ -137,11 +170,12 @@ class Sender:
         while self._rows:
             await asyncio.wait(list(self._rows))
 
-    def stop(self, code: Code) -> None:
+    def stop(self, code: Code, detail: str | None = None) -> None:
         """Start no new row; end rows waiting between attempts; give requests in flight a grace."""
         if self.stop_code is not None:
             return
         self.stop_code = code
+        self.stop_detail = detail
         log.warning("stopping", reason=code.value, rows_in_flight=len(self._rows))
         for task in self._dispatchers:
             task.cancel()
@@ -162,35 +196,78 @@ class Sender:
         Each row's task is started holding a location permit and then queues for a global
         slot itself, so that a whole burst of a location waits in the slot queue at once,
         under its location's priority (``PrioritySlots``). ``pending`` bounds how many tasks
-        one location may have started and not finished: more than the burst or the global
-        cap could never run anyway.
+        one location may have started and not finished: more than the global cap could
+        never run anyway. Until the location has had a decisive answer, its rows go one at
+        a time (``_first_answer``).
         """
         location = self.location(batch.location_id)
-        pending = asyncio.Semaphore(min(location.limiter.max_requests, self._concurrency))
+        pending = asyncio.Semaphore(self._concurrency)
         rows = iter(batch.rows)
-        for row_index, contact_id in rows:
-            row = _Row(location, row_index, contact_id)
-            if location.stopped_by is None:
-                try:
-                    await pending.acquire()
-                    await location.limiter.acquire()
-                except asyncio.CancelledError:  # the run stopped: the rows left are unsent
-                    if self._record_unstarted:
-                        code = self.stop_code or Code.INTERRUPTED
-                        self._finish(row, self._skipped(code))
-                        for row_index, contact_id in rows:
-                            skipped = _Row(location, row_index, contact_id)
-                            self._finish(skipped, self._skipped(code))
-                    raise
-                if location.still_open():  # nothing decided while we waited for the permit
+        row: _Row | None = None  # a row taken from ``rows`` and not yet started or finished
+        try:
+            for row_index, contact_id in rows:
+                row = _Row(location, row_index, contact_id)
+                if await self._admit(location, pending):
                     task = asyncio.create_task(self._send_row(row, holding=True))
                     self._rows[task] = row
                     task.add_done_callback(self._rows.pop)
                     task.add_done_callback(lambda _: pending.release())
-                    continue
-                location.limiter.cancel()
-                pending.release()
-            self._finish(row, self._skipped(location.stopped_by or Code.INTERRUPTED))
+                    row = None
+                    if not location.answered.is_set():
+                        await self._first_answer(location, task)
+                else:
+                    self._finish(row, self._skipped(location.stopped_by or Code.INTERRUPTED))
+                    row = None
+        except asyncio.CancelledError:  # the run stopped: the rows left are unsent
+            if self._record_unstarted:
+                code = self.stop_code or Code.INTERRUPTED
+                if row is not None:
+                    self._finish(row, self._skipped(code))
+                for row_index, contact_id in rows:
+                    self._finish(_Row(location, row_index, contact_id), self._skipped(code))
+            raise
+
+    async def _admit(self, location: _Location, pending: asyncio.Semaphore) -> bool:
+        """Wait for the token's turn, a pending slot and a location permit; False (holding
+        nothing) when the location was stopped meanwhile."""
+        if not location.answered.is_set():
+            await self._token_turn(location)
+        if not location.still_open():
+            return False
+        await pending.acquire()
+        try:
+            await location.limiter.acquire()
+        except asyncio.CancelledError:
+            pending.release()
+            raise
+        if location.still_open():  # nothing decided while we waited for the permit
+            return True
+        location.limiter.cancel()
+        pending.release()
+        return False
+
+    async def _token_turn(self, location: _Location) -> None:
+        """Return once the location's token is accepted, or this location may probe it."""
+        token = location.token
+        while not token.accepted and location.still_open():
+            if not token.probing:
+                token.probing = True  # this location's first request is the token's
+                token.changed.clear()
+                return
+            await token.changed.wait()
+
+    async def _first_answer(self, location: _Location, task: asyncio.Task[None]) -> None:
+        """Hold the location's other rows until its first request is decided: a decisive
+        answer, or its row ended without one (then the next row goes alone in turn)."""
+        waiter = asyncio.ensure_future(location.answered.wait())
+        try:
+            await asyncio.wait((waiter, task), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        token = location.token
+        if not location.answered.is_set() and token.probing and not token.accepted:
+            token.probing = False  # let the next first request try the token
+            token.changed.set()
 
     async def _take(self, location: _Location, *, holding_permit: bool = False) -> None:
         """A permit of the location (unless already held), then a global slot.
@@ -229,8 +306,9 @@ class Sender:
                     break
                 if answer.code not in RETRYABLE or row.attempts >= self._max_attempts:
                     break
-                if self.stop_code is not None:
-                    answer = self._skipped(self.stop_code, answer)
+                stopped = self.stop_code or location.stopped_by
+                if stopped is not None:  # the run, or this location, sends no more
+                    answer = self._skipped(stopped, answer)
                     break
                 delay = self._backoff.delay(row.attempts, answer)
                 if waited + delay > self._max_total_backoff_s:
@@ -243,10 +321,15 @@ class Sender:
                     location_id=location.location_id,
                     attempt=row.attempts,
                     error_code=answer.code,
+                    http_status=answer.http_status,
+                    trace_id=answer.trace_id,
                     delay_s=round(delay, 3),
                 )
                 await asyncio.sleep(delay)
                 waited += delay
+                if location.stopped_by is not None:  # decided while this row waited
+                    answer = self._skipped(location.stopped_by, answer)
+                    break
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None:
@@ -275,11 +358,19 @@ class Sender:
         return answer
 
     async def _find_existing(self, row: _Row, exists: Answer) -> Answer:
-        """After "already exists": search for the id, waiting out the index's lag."""
+        """After "already exists": search for the id, waiting out the index's lag.
+
+        A token without ``conversations.readonly`` cannot search: the first search that says
+        so is the last one made with that token (the rows still end ``exists``)."""
+        token = row.location.token
+        why = "its id was not found by search"
         for wait in (0.0, *self._search_waits_s):
+            if not token.can_search:
+                why = f"its id cannot be looked up: the token lacks {constants.SCOPE_READ}"
+                break
             if wait:
                 await asyncio.sleep(wait)
-            if self.stop_code is not None:
+            if self.stop_code is not None or not row.location.still_open():
                 break
             await self._take(row.location)
             found = await self._request(row, self._client.find_conversation)
@@ -291,48 +382,83 @@ class Sender:
                     exists.http_status,
                     exists.message,
                     found.rate,
+                    exists.trace_id,
+                )
+            if found.code is Code.MISSING_SCOPE and token.can_search:
+                token.can_search = False
+                log.warning(
+                    "the token cannot search conversations; existing ids stay unknown",
+                    location_id=row.location.location_id,
+                    scope=constants.SCOPE_READ,
+                    trace_id=found.trace_id,
                 )
         return Answer(
             Status.EXISTS,
             Code.CONVERSATION_EXISTS,
             None,
             exists.http_status,
-            f"{exists.message} (its id was not found by search)",
+            f"{exists.message} ({why})",
             exists.rate,
+            exists.trace_id,
         )
 
     def _observe(self, location: _Location, answer: Answer) -> None:
-        """Let the answer steer the location and the run."""
+        """Let the answer steer the location, its token and the run."""
         rate = answer.rate
         location.limiter.observe(
             max_requests=rate.max_requests, interval_ms=rate.interval_ms, remaining=rate.remaining
         )
+        if answer.http_status is None:
+            if answer.connect_failed and not self._answered:
+                self._connect_failures += 1
+                if self._connect_failures >= MAX_CONNECT_FAILURES:
+                    self._unreachable(answer)
+            return
+        self._answered = True
         if rate.daily_remaining == 0 and location.stopped_by is None:
             location.stopped_by = Code.DAILY_QUOTA_EXHAUSTED
             log.warning("daily quota spent", location_id=location.location_id)
-        if answer.code is Code.FORBIDDEN:
-            location.forbidden += 1
-            if location.forbidden >= MAX_FORBIDDEN and location.stopped_by is None:
+        if answer.code is Code.UNAUTHORIZED:
+            self._token_rejected(location, answer)
+        elif answer.decisive:
+            if not location.token.accepted:
+                location.token.accepted = True
+                location.token.changed.set()
+            if answer.code is Code.FORBIDDEN and location.stopped_by is None:
                 location.stopped_by = Code.FORBIDDEN
-                log.error("location refused to this token", location_id=location.location_id)
-        elif answer.code is Code.UNAUTHORIZED:
-            key = self._client.token_key(location.location_id)
-            self._unauthorized[key] = self._unauthorized.get(key, 0) + 1
-            if self._unauthorized[key] == MAX_UNAUTHORIZED:
-                self._token_rejected(key)
+                log.error(
+                    "location refused to this token; no more requests for it",
+                    location_id=location.location_id,
+                    message=answer.message,
+                    trace_id=answer.trace_id,
+                )
+        if answer.decisive:
+            location.answered.set()
 
-    def _token_rejected(self, key: int) -> None:
-        """Send nothing more with a rejected token: its locations stop; with one token, the run."""
-        log.error("token rejected; no more requests with it", token_index=key)
-        users = [
-            loc
-            for loc in self._locations.values()
-            if self._client.token_key(loc.location_id) == key
-        ]
-        for location in users:
-            location.stopped_by = location.stopped_by or Code.UNAUTHORIZED
-        if all(loc.stopped_by is not None for loc in self._locations.values()):
+    def _token_rejected(self, location: _Location, answer: Answer) -> None:
+        """Send nothing more with a rejected token: its locations stop; with no token left,
+        the run."""
+        token = location.token
+        users = [loc for loc in self._locations.values() if loc.token is token]
+        if any(loc.stopped_by is None for loc in users):
+            log.error(
+                "token rejected; no more requests with it",
+                location_id=location.location_id,
+                locations=len(users),
+                message=answer.message,
+                trace_id=answer.trace_id,
+            )
+        for user in users:
+            user.stopped_by = user.stopped_by or Code.UNAUTHORIZED
+            user.answered.set()
+        token.changed.set()  # locations waiting for the token's turn see it stopped
+        if all(loc.stopped_by is Code.UNAUTHORIZED for loc in self._locations.values()):
             self.stop(Code.UNAUTHORIZED)
+
+    def _unreachable(self, answer: Answer) -> None:
+        detail = f"cannot reach the API: {answer.message}"
+        log.error("API unreachable; stopping", cause=answer.message)
+        self.stop(Code.UNREACHABLE, detail)
 
     @staticmethod
     def _skipped(code: Code, last: Answer | None = None) -> Answer:
@@ -342,9 +468,21 @@ class Sender:
             code,
             http_status=last.http_status if last else None,
             message=SKIP_MESSAGES[code],
+            trace_id=last.trace_id if last else None,
         )
 
     def _finish(self, row: _Row, answer: Answer) -> None:
+        if answer.status is Status.FAILED:
+            log.warning(
+                "row failed",
+                row_index=row.row_index,
+                location_id=row.location.location_id,
+                error_code=answer.code,
+                http_status=answer.http_status,
+                message=answer.message,
+                attempts=row.attempts,
+                trace_id=answer.trace_id,
+            )
         self._sink(
             RowOutcome(
                 row_index=row.row_index,
@@ -354,5 +492,6 @@ class Sender:
                 http_status=answer.http_status,
                 error_message=answer.message,
                 attempts=row.attempts,
+                trace_id=answer.trace_id,
             )
         )

@@ -35,6 +35,7 @@ class SessionResult:
     requests: int
     stop_code: Code | None  # why the session stopped early, if it did
     signal: int | None  # the signal that stopped it, if one did
+    stop_detail: str | None = None  # the reason in a line, when it stopped itself
 
 
 def run_async(main: Coroutine[Any, Any, T]) -> T:
@@ -131,7 +132,12 @@ async def send_session(
                 helper.cancel()
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signum)
-    return SessionResult(sender.requests, sender.stop_code, received[0] if received else None)
+    detail = sender.stop_detail
+    if detail is not None and sender.stop_code is Code.UNREACHABLE:
+        detail = f"{settings.base_url}: {detail}"
+    return SessionResult(
+        sender.requests, sender.stop_code, received[0] if received else None, detail
+    )
 
 
 async def _stop_when_orphaned(parent_pid: int, sender: Sender) -> None:

@@ -37,6 +37,9 @@ class Rate:
     def __str__(self) -> str:
         return f"{self.max_requests}/{self.interval_s:g}s"
 
+    def as_tuple(self) -> tuple[int, float]:
+        return (self.max_requests, self.interval_s)
+
 
 def parse_rate(text: str) -> Rate:
     """Parse ``100/10s``, ``100/10``, ``5/s``, ``600/1m`` or ``100/500ms``."""
@@ -87,9 +90,9 @@ class RunSettings:
     output_uri: str | None = None  # set when the results go to object storage
     base_url: str = constants.DEFAULT_BASE_URL
     api_version: str = constants.DEFAULT_API_VERSION
-    rate: Rate = field(
-        default_factory=lambda: Rate(constants.DEFAULT_RATE_MAX, constants.DEFAULT_RATE_INTERVAL_S)
-    )
+    # The user's own per-location ceiling (--rate); None: follow what each location's answers
+    # announce. Either way the announced limit holds too.
+    rate: Rate | None = None
     concurrency: int = 64
     timeout_s: float = 30.0
     max_attempts: int = 5
@@ -107,6 +110,17 @@ class RunSettings:
     log_level: int = logging.INFO
     progress: ProgressMode = "auto"
     progress_interval_s: float = 5.0
+
+    @property
+    def limits(self) -> list[tuple[int, float]]:
+        """The per-location limits a plan is estimated with, before any answer: HighLevel's
+        published one and the user's ceiling, both of which hold."""
+        published = (constants.DEFAULT_RATE_MAX, constants.DEFAULT_RATE_INTERVAL_S)
+        return [published] if self.rate is None else [published, self.rate.as_tuple()]
+
+    @property
+    def rate_label(self) -> str:
+        return "as announced" if self.rate is None else f"{self.rate} and as announced"
 
     @property
     def results_location(self) -> str | Path:

@@ -39,11 +39,21 @@ class RawAnswer:
 
 
 class TransportFailure(Exception):
-    """No HTTP answer: a timeout, or a connection refused, reset or dropped."""
+    """No HTTP answer: a timeout, or a connection refused, reset or dropped.
 
-    def __init__(self, message: str, *, timeout: bool) -> None:
+    ``connect``: no connection could be made at all (refused, DNS, TLS, connect timeout),
+    as opposed to one that broke or went quiet after the request was sent. Only the first
+    kind can mean that the API is out of reach."""
+
+    def __init__(self, message: str, *, timeout: bool, connect: bool = False) -> None:
         super().__init__(message)
         self.timeout = timeout
+        self.connect = connect
+
+
+# A connection that is not made within this many seconds will not be made: a server that
+# is up accepts in milliseconds. (The whole request still has ``--timeout``.)
+CONNECT_TIMEOUT_S = 10.0
 
 
 class Transport(Protocol):
@@ -71,7 +81,9 @@ class AiohttpTransport:
     ) -> None:
         self._base = URL(base_url.rstrip("/"))
         self._headers = dict(headers)
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._timeout = aiohttp.ClientTimeout(
+            total=timeout_s, sock_connect=min(timeout_s, CONNECT_TIMEOUT_S)
+        )
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
         self._post_urls: dict[str, URL] = {}
@@ -106,10 +118,16 @@ class AiohttpTransport:
             async with self._open().request(method, url, data=body, headers=headers) as response:
                 payload = await response.read()
                 return RawAnswer(response.status, response.headers, payload)
+        except aiohttp.ConnectionTimeoutError as exc:
+            raise TransportFailure(
+                f"no connection in time ({type(exc).__name__})", timeout=True, connect=True
+            ) from exc
         except TimeoutError as exc:  # aiohttp's ServerTimeoutError is one too
             raise TransportFailure(
                 f"no answer in time ({type(exc).__name__})", timeout=True
             ) from exc
+        except (aiohttp.ClientConnectorError, aiohttp.ClientSSLError) as exc:
+            raise TransportFailure(_one_line(exc), timeout=False, connect=True) from exc
         except aiohttp.ClientError as exc:
             raise TransportFailure(_one_line(exc), timeout=False) from exc
 
@@ -146,7 +164,7 @@ class HttpxTransport:
         self._http = httpx.AsyncClient(
             base_url=base_url,
             headers=dict(headers),
-            timeout=httpx.Timeout(timeout_s),
+            timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, CONNECT_TIMEOUT_S)),
             limits=limits,
             transport=transport,
             follow_redirects=False,
@@ -157,11 +175,19 @@ class HttpxTransport:
             response = await self._http.send(request)
             await response.aread()
         except httpx.TimeoutException as exc:
+            cause = exc.__cause__
             if _is_disconnect(exc):
-                raise TransportFailure(_one_line(exc.__cause__ or exc), timeout=False) from exc
+                connect = isinstance(cause, aiohttp.ClientConnectorError | aiohttp.ClientSSLError)
+                raise TransportFailure(
+                    _one_line(cause or exc), timeout=False, connect=connect
+                ) from exc
             raise TransportFailure(
-                f"no answer in time ({type(exc).__name__})", timeout=True
+                f"no answer in time ({type(exc).__name__})",
+                timeout=True,
+                connect=isinstance(exc, httpx.ConnectTimeout),
             ) from exc
+        except httpx.ConnectError as exc:
+            raise TransportFailure(_one_line(exc), timeout=False, connect=True) from exc
         except httpx.HTTPError as exc:
             raise TransportFailure(_one_line(exc), timeout=False) from exc
         return RawAnswer(response.status_code, response.headers, response.content)

@@ -91,7 +91,12 @@ def _work(job: WorkerJob, ready: threading.Barrier) -> None:
         )
     finally:
         journal.close()
-    report = {"requests": result.requests, "stop_code": result.stop_code, "signal": result.signal}
+    report = {
+        "requests": result.requests,
+        "stop_code": result.stop_code,
+        "signal": result.signal,
+        "stop_detail": result.stop_detail,
+    }
     job.report_path.write_text(json.dumps(report), encoding="utf-8")
 
 
@@ -153,7 +158,7 @@ def run_workers(
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-        requests, stop_code = 0, None
+        requests, stop_code, detail = 0, None, None
         for job, ended in zip(jobs, processes, strict=True):
             if not job.report_path.exists():
                 log.error(
@@ -165,8 +170,9 @@ def run_workers(
             requests += int(report["requests"])
             if report["stop_code"] and stop_code is None:
                 stop_code = Code(report["stop_code"])
+                detail = report.get("stop_detail")
     starts = {journal: _start_offset(journal, resume_at.get(journal)) for journal in journals}
-    return SessionResult(requests, stop_code, received[0] if received else None), starts
+    return SessionResult(requests, stop_code, received[0] if received else None, detail), starts
 
 
 def _start_offset(journal: Path, resume_at: int | None) -> int:

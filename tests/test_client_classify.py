@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pipeline.client import classify, classify_failure
+from pipeline.client import classify, classify_failure, classify_search
 from pipeline.outcomes import Code, Status
 from pipeline.transport import TransportFailure
 
@@ -43,14 +43,93 @@ def test_success_without_an_id_is_invalid_response(raw: bytes) -> None:
     )
 
 
-def test_already_exists_is_exists() -> None:
-    message = "Conversation with the contact id:abc123 already exists!"
-    answer = classify(400, {}, body({"statusCode": 400, "message": message}))
+# As the live API words it (GoHighLevel/highlevel-api-docs issue #5): a trace id follows.
+LIVE_EXISTS = (
+    "Conversation with the contact id:rTDJGD7SjqDamyzrk5UW already exists! "
+    "cbf699cb-28e6-42d8-b49b-f6731af2560b"
+)
+
+
+def test_already_exists_as_the_live_api_words_it() -> None:
+    answer = classify(
+        400, {}, body({"statusCode": 400, "message": LIVE_EXISTS}), "rTDJGD7SjqDamyzrk5UW"
+    )
     assert (answer.status, answer.code, answer.message) == (
         Status.EXISTS,
         Code.CONVERSATION_EXISTS,
-        message,
+        LIVE_EXISTS,
     )
+    # No traceId key in the body: the one the message carries is kept.
+    assert answer.trace_id == "cbf699cb-28e6-42d8-b49b-f6731af2560b"
+
+
+@pytest.mark.parametrize(
+    "tail",
+    ["", " cbf699cb-28e6-42d8-b49b-f6731af2560b", " (trace abc) and more text", "!!", "\n x"],
+)
+def test_already_exists_whatever_follows(tail: str) -> None:
+    message = "Conversation with the contact id:c1 already exists!" + tail
+    answer = classify(400, {}, body({"statusCode": 400, "message": message}), "c1")
+    assert (answer.status, answer.code) == (Status.EXISTS, Code.CONVERSATION_EXISTS)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "Conversation with the contact id:OTHER already exists! x",  # another contact
+        "Conversation with the contact id:c12 already exists!",  # c1 is only a prefix of it
+        "Conversation with the contact id:c1 could not be created",
+        "Bad Request",
+    ],
+)
+def test_not_this_rows_exists_answer_is_a_bad_request(message: str) -> None:
+    answer = classify(400, {}, body({"statusCode": 400, "message": message}), "c1")
+    assert (answer.status, answer.code) == (Status.FAILED, Code.BAD_REQUEST)
+
+
+def test_trace_id_is_kept_from_any_json_answer() -> None:
+    trace = "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9"
+    created = classify(201, {}, body({"conversation": {"id": "c"}, "traceId": trace}))
+    refused = classify(401, {}, body({"statusCode": 401, "message": "Invalid", "traceId": trace}))
+    assert created.trace_id == trace and refused.trace_id == trace
+    assert classify(500, {}, b"<html></html>").trace_id is None
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"success": False, "conversation": {"id": "c1"}},
+        {"success": True, "conversation": {"id": "   "}},
+        {"success": True, "conversation": {"id": 42}},
+        {"success": True, "conversation": None},
+        {"success": True, "id": "c1"},
+    ],
+)
+def test_strict_success(payload: object) -> None:
+    answer = classify(200, {}, body(payload))
+    assert (answer.status, answer.code) == (Status.FAILED, Code.INVALID_RESPONSE)
+
+
+def test_search_counts_only_the_rows_contact() -> None:
+    hits = {
+        "conversations": [
+            {"id": "no-contact"},  # names no contact: not a match
+            {"id": "other", "contactId": "c2"},
+            {"id": "mine", "contactId": "c1"},
+        ],
+        "total": 3,
+    }
+    found = classify_search(200, {}, body(hits), "c1")
+    assert (found.status, found.conversation_id) == (Status.EXISTS, "mine")
+    none = classify_search(200, {}, body({"conversations": [{"id": "x"}], "total": 1}), "c1")
+    assert (none.status, none.conversation_id) == (Status.EXISTS, None)
+
+
+def test_401_that_names_a_scope_is_not_a_rejected_token() -> None:
+    scope = {"statusCode": 401, "message": "The token is not authorized for this scope."}
+    assert classify_search(401, {}, body(scope), "c1").code is Code.MISSING_SCOPE
+    version = {"statusCode": 401, "message": "version header is invalid"}
+    assert classify(401, {}, body(version)).code is Code.BAD_REQUEST
 
 
 @pytest.mark.parametrize(
@@ -110,6 +189,13 @@ def test_retry_after_is_read() -> None:
 def test_messages_are_one_short_line() -> None:
     answer = classify(500, {}, body({"message": "line one\nline two " + "x" * 1000}))
     assert answer.message is not None and "\n" not in answer.message and len(answer.message) <= 300
+
+
+def test_connect_failures_are_told_apart() -> None:
+    refused = TransportFailure("ClientConnectorError: refused", timeout=False, connect=True)
+    dropped = TransportFailure("ServerDisconnectedError", timeout=False)
+    assert classify_failure(refused).connect_failed
+    assert not classify_failure(dropped).connect_failed
 
 
 def test_timeouts_and_network_errors() -> None:

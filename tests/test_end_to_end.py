@@ -26,6 +26,7 @@ RESULT_COLUMNS = {
     "http_status": pl.Int32,
     "error_message": pl.String,
     "attempts": pl.Int32,
+    "trace_id": pl.String,
 }
 
 
@@ -85,6 +86,9 @@ def test_sample_file_every_row_accounted_for(sandbox: SandboxThread, tmp_path: P
             assert row["conversation_id"] == created[key]
         if row["status"] == "created":
             assert (row["error_code"], row["http_status"], row["attempts"]) == (None, 201, 1)
+            assert row["trace_id"] is not None  # every JSON answer carries one
+        if row["status"] in ("invalid", "duplicate"):
+            assert row["trace_id"] is None
         if row["status"] in ("invalid", "duplicate"):
             assert row["attempts"] == 0 and row["http_status"] is None
     sent_contacts = [r.path for r in sandbox.state.requests() if r.method == "POST"]

@@ -32,7 +32,7 @@ def test_estimate_follows_the_per_location_limit_and_daily_quota() -> None:
     rows = [(f"a{i}", "BIG") for i in range(250)] + [(f"b{i}", "SMALL") for i in range(40)]
     rows += [("a0", "BIG"), ("bad/id", "SMALL")]
     planned = planned_frame(rows)
-    result = estimate(planned, to_send(planned), max_requests=100, interval_s=10.0, daily_quota=200)
+    result = estimate(planned, to_send(planned), limits=[(100, 10.0)], daily_quota=200)
     assert result.by_status == {"to send": 290, "invalid": 1, "duplicate": 1}
     assert result.requests == 290 and result.locations == 2
     assert result.largest_locations == [("BIG", 250), ("SMALL", 40)]

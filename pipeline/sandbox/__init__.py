@@ -1,9 +1,12 @@
 """A local, real-HTTP stand-in for HighLevel's Conversations API, for demos, tests and benchmarks.
 
-It enforces the rules the client must cope with (auth, ``Version``, validation, per-location
-burst and daily limits, "already exists", search lag) and injects the failures production
-throws at it (see ``faults``). It shares only ``pipeline.constants`` with the client, so
-it checks the client against the API reference rather than against itself.
+It enforces the rules the client must cope with (auth, ``Version``, token scopes, validation,
+per-location burst and daily limits, "already exists" worded as the live API words it, search
+lag), puts a fresh ``traceId`` on every JSON answer, and injects the failures production
+throws at it (see ``faults``). Its request log names each request's token by
+``token_label`` (a digest), never by the token itself. It shares only ``pipeline.constants``
+with the client, so it checks the client against the API reference rather than against
+itself.
 """
 
 from pipeline.sandbox.app import Sandbox
@@ -17,7 +20,7 @@ from pipeline.sandbox.server import (
     serve,
     start_sandbox,
 )
-from pipeline.sandbox.state import Conversation, RequestRecord, SandboxState
+from pipeline.sandbox.state import Conversation, RequestRecord, SandboxState, token_label
 
 __all__ = [
     "DEFAULT_TOKEN",
@@ -34,4 +37,5 @@ __all__ = [
     "parse_rate",
     "serve",
     "start_sandbox",
+    "token_label",
 ]

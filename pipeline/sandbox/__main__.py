@@ -38,7 +38,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="port (default: a free one)")
     parser.add_argument("--rate", help="per-location burst limit, e.g. 100/10s (0 = unlimited)")
     parser.add_argument("--latency-ms", type=float, help="delay before each API answer")
-    parser.add_argument("--config-json", help="SandboxConfig fields as a JSON object")
+    parser.add_argument(
+        "--config-json",
+        help='SandboxConfig fields as a JSON object, e.g. \'{"token_scopes": {"tok": '
+        '["conversations.write"]}}\'',
+    )
     args = parser.parse_args(argv)
     try:
         config = build_config(args)

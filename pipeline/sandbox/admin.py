@@ -12,7 +12,8 @@ from typing import Any
 
 from aiohttp import web
 
-from pipeline.sandbox.app import Sandbox, dumps
+from pipeline.sandbox.app import Sandbox
+from pipeline.sandbox.bodies import dumps
 
 ADMIN_PREFIX = "/_sandbox"
 

@@ -1,12 +1,24 @@
 """The sandbox's HTTP face: HighLevel's create and search endpoints, rules in HighLevel's order.
 
-A create request is checked in this order, each failure answering at once:
-authentication (401), ``Version`` header (400), body (422), location access (403),
-injected 429, rate window / daily quota (429), then the injected faults, then
-"already exists" (400) or creation (``create_status``). Rate headers go on every answer
-whose location is known, because a client's limiter reads them from any answer.
-Every API request is logged when its outcome is decided; the configured latency is
-applied after that, just before answering.
+Both routes check, in this order, each failure answering at once:
+
+1. authentication: 401 ``Invalid token: access token is invalid``;
+2. ``Version`` header: 400 ``Version header is required`` when missing or blank,
+   400 ``version header is invalid`` unless it is one of ``API_VERSIONS``;
+3. scope (``conversations.write`` to create, ``conversations.readonly`` to search, see
+   ``SandboxConfig.token_scopes``): 401 ``The token is not authorized for this scope.``;
+4. body or query: 422 with class-validator messages;
+5. location access (``location_tokens``): 403.
+
+None of these takes a rate slot. A create then meets the injected 429, the rate window and
+daily quota (429), the other injected faults, and finally "already exists" (400, worded as
+the live API does: ``Conversation with the contact id:<id> already exists! <traceId>``) or
+creation (``create_status``). A search meets the rate window and daily quota, then answers
+200. Rate headers go on every answer whose location is known, because a client's limiter
+reads them from any answer. Every JSON answer ends with a fresh ``traceId`` (uuid4); only
+the injected 502 gateway page (HTML) and dropped connections carry none.
+Every API request is logged when its outcome is decided, with a label of its token (never
+the token); the configured latency is applied after that, just before answering.
 """
 
 from __future__ import annotations
@@ -22,51 +34,72 @@ from typing import Any
 from aiohttp import web
 
 from pipeline.constants import (
-    EXISTS_MESSAGE_PREFIX,
+    API_VERSIONS,
     EXISTS_MESSAGE_MARK,
+    EXISTS_MESSAGE_PREFIX,
     H_RETRY_AFTER,
     H_VERSION,
+    SCOPE_READ,
+    SCOPE_WRITE,
 )
+from pipeline.sandbox.bodies import JsonTemplate, TraceIds, with_trace
 from pipeline.sandbox.config import SandboxConfig
 from pipeline.sandbox.faults import (
     BAD_GATEWAY_BODY,
-    SERVER_ERROR_BODY,
+    SERVER_ERROR,
     Fault,
     FaultPicker,
     break_body,
 )
 from pipeline.sandbox.limits import admit, peek
-from pipeline.sandbox.state import Conversation, SandboxState
+from pipeline.sandbox.state import Conversation, SandboxState, TokenLabels
 
 JSON = "application/json"
 
-UNAUTHORIZED_BODY = (
-    b'{"statusCode":401,"message":"Invalid token: access token is invalid","error":"Unauthorized"}'
+# Fixed answers; each is called with a fresh trace id, which becomes the body's last key.
+UNAUTHORIZED = JsonTemplate(
+    {
+        "statusCode": 401,
+        "message": "Invalid token: access token is invalid",
+        "error": "Unauthorized",
+    }
 )
-FORBIDDEN_BODY = (
-    b'{"statusCode":403,"message":"The token does not have access to this location.",'
-    b'"error":"Forbidden"}'
+SCOPE_UNAUTHORIZED = JsonTemplate(
+    {
+        "statusCode": 401,
+        "message": "The token is not authorized for this scope.",
+        "error": "Unauthorized",
+    }
 )
-VERSION_BODY = b'{"statusCode":400,"message":"Version header is required"}'
-TOO_MANY_BODY = b'{"statusCode":429,"message":"Too Many Requests"}'
+FORBIDDEN = JsonTemplate(
+    {
+        "statusCode": 403,
+        "message": "The token does not have access to this location.",
+        "error": "Forbidden",
+    }
+)
+VERSION_REQUIRED = JsonTemplate({"statusCode": 400, "message": "Version header is required"})
+VERSION_INVALID = JsonTemplate({"statusCode": 400, "message": "version header is invalid"})
+TOO_MANY = JsonTemplate({"statusCode": 429, "message": "Too Many Requests"})
+ACCEPTED_VERSIONS = frozenset(API_VERSIONS)
 # Retry-After on an injected 429, when the window itself would have a free slot.
 SPURIOUS_RETRY_AFTER_S = 1
 SEARCH_DEFAULT_LIMIT = 20
 SEARCH_MAX_LIMIT = 100
 
 
-def dumps(payload: Any) -> bytes:
-    """Compact JSON, as the API sends it."""
-    return json.dumps(payload, separators=(",", ":")).encode()
+def exists_message(contact_id: str, trace_id: str) -> str:
+    """HighLevel's live wording for a duplicate create: the documented text, then the trace id.
+
+    ``Conversation with the contact id:rTDJGD7SjqDamyzrk5UW already exists! cbf699cb-…``
+    """
+    return f"{EXISTS_MESSAGE_PREFIX}{contact_id}{EXISTS_MESSAGE_MARK} {trace_id}"
 
 
-def exists_message(contact_id: str) -> str:
-    """HighLevel's exact wording for a duplicate create."""
-    return f"{EXISTS_MESSAGE_PREFIX}{contact_id}{EXISTS_MESSAGE_MARK}"
-
-
-def _unprocessable(messages: list[str]) -> bytes:
-    return dumps({"statusCode": 422, "message": messages, "error": "Unprocessable Entity"})
+def _unprocessable(messages: list[str], trace_id: str) -> bytes:
+    return with_trace(
+        {"statusCode": 422, "message": messages, "error": "Unprocessable Entity"}, trace_id
+    )
 
 
 def _field_problems(name: str, value: object) -> list[str]:
@@ -150,9 +183,12 @@ class Sandbox:
     def __init__(self, config: SandboxConfig | None = None) -> None:
         self._config = config or SandboxConfig()
         self._tokens = self._config.accepted_tokens
+        self._scopes = self._config.granted_scopes
         self.state = SandboxState()
         self.faults = FaultPicker(self._config)
         self._jitter = random.Random(self._config.seed)
+        self._trace = TraceIds()
+        self._labels = TokenLabels()
         self._closing = asyncio.Event()
 
     # -- control ----------------------------------------------------------------------------
@@ -171,6 +207,7 @@ class Sandbox:
         config = self._config.updated(**fields)
         self._config = config
         self._tokens = config.accepted_tokens
+        self._scopes = config.granted_scopes
         self.faults.configure(config)
         if "seed" in fields:
             self.faults.reseed(config.seed)
@@ -204,9 +241,23 @@ class Sandbox:
         if ms > 0:
             await asyncio.sleep(ms / 1000.0)
 
+    def _record(
+        self,
+        request: web.Request,
+        token: str | None,
+        now: float,
+        location: str | None,
+        status: int,
+        fault: Fault | None,
+    ) -> None:
+        self.state.record(
+            now, request.method, request.path, location, status, fault, self._labels(token)
+        )
+
     async def _answer(
         self,
         request: web.Request,
+        token: str | None,
         config: SandboxConfig,
         now: float,
         location: str | None,
@@ -216,7 +267,7 @@ class Sandbox:
         fault: Fault | None = None,
         content_type: str = JSON,
     ) -> web.Response:
-        self.state.record(now, request.method, request.path, location, status, fault)
+        self._record(request, token, now, location, status, fault)
         await self._delay(config)
         return web.Response(status=status, body=body, headers=headers, content_type=content_type)
 
@@ -228,53 +279,43 @@ class Sandbox:
     async def _gate(
         self,
         request: web.Request,
+        token: str | None,
         config: SandboxConfig,
         now: float,
         location: str | None,
         problems: list[str],
+        scope: str,
     ) -> web.Response | None:
-        """Auth, Version, validation and location access: the checks shared by both routes."""
-        token = bearer_token(request)
+        """Auth, Version, scope, validation and location access: the checks of both routes.
+
+        Each refusal takes no rate slot but shows the location's rate headers when known.
+        """
+        template: JsonTemplate | None  # None: the 422, whose body lists the problems
+        version = request.headers.get(H_VERSION, "").strip()
         if token is None or (self._tokens and token not in self._tokens):
-            return await self._answer(
-                request,
-                config,
-                now,
-                location,
-                401,
-                UNAUTHORIZED_BODY,
-                self._peek(config, location, now),
-            )
-        if not request.headers.get(H_VERSION, "").strip():
-            return await self._answer(
-                request, config, now, location, 400, VERSION_BODY, self._peek(config, location, now)
-            )
-        if problems or location is None:
-            return await self._answer(
-                request,
-                config,
-                now,
-                location,
-                422,
-                _unprocessable(problems),
-                self._peek(config, location, now),
-            )
-        bound = config.location_tokens.get(location)
-        if bound is not None and token != bound:
-            return await self._answer(
-                request,
-                config,
-                now,
-                location,
-                403,
-                FORBIDDEN_BODY,
-                self._peek(config, location, now),
-            )
-        return None
+            status, template = 401, UNAUTHORIZED
+        elif not version:
+            status, template = 400, VERSION_REQUIRED
+        elif version not in ACCEPTED_VERSIONS:
+            status, template = 400, VERSION_INVALID
+        elif scope not in self._scopes.get(token, (scope,)):  # unlisted tokens: every scope
+            status, template = 401, SCOPE_UNAUTHORIZED
+        elif problems or location is None:
+            status, template = 422, None
+        else:
+            bound = config.location_tokens.get(location)
+            if bound is None or token == bound:
+                return None
+            status, template = 403, FORBIDDEN
+        trace_id = self._trace()
+        body = template(trace_id) if template is not None else _unprocessable(problems, trace_id)
+        headers = self._peek(config, location, now)
+        return await self._answer(request, token, config, now, location, status, body, headers)
 
     async def _too_many(
         self,
         request: web.Request,
+        token: str | None,
         config: SandboxConfig,
         now: float,
         location: str,
@@ -285,7 +326,7 @@ class Sandbox:
         if config.retry_after and retry_after_s is not None:
             headers[H_RETRY_AFTER] = str(retry_after_s)
         return await self._answer(
-            request, config, now, location, 429, TOO_MANY_BODY, headers, fault
+            request, token, config, now, location, 429, TOO_MANY(self._trace()), headers, fault
         )
 
     # -- API handlers -----------------------------------------------------------------------
@@ -294,8 +335,9 @@ class Sandbox:
         """``POST /conversations/``."""
         now = time.monotonic()
         config = self._config
+        token = bearer_token(request)
         location, contact, problems = parse_create_body(await request.read())
-        refused = await self._gate(request, config, now, location, problems)
+        refused = await self._gate(request, token, config, now, location, problems, SCOPE_WRITE)
         if refused is not None:
             return refused
         assert location is not None and contact is not None  # _gate answered 422 otherwise
@@ -305,58 +347,76 @@ class Sandbox:
         if fault is Fault.RATE_LIMIT:
             headers = peek(counters, config, now)
             return await self._too_many(
-                request, config, now, location, headers, SPURIOUS_RETRY_AFTER_S, fault
+                request, token, config, now, location, headers, SPURIOUS_RETRY_AFTER_S, fault
             )
         decision = admit(counters, config, now)
         if not decision.allowed:
             return await self._too_many(
-                request, config, now, location, decision.headers, decision.retry_after_s
+                request, token, config, now, location, decision.headers, decision.retry_after_s
             )
         headers = decision.headers
 
         if fault is Fault.SERVER_ERROR:
+            body = SERVER_ERROR(self._trace())
             return await self._answer(
-                request, config, now, location, 500, SERVER_ERROR_BODY, headers, fault
+                request, token, config, now, location, 500, body, headers, fault
             )
         if fault is Fault.DROP:
-            self.state.record(now, request.method, request.path, location, 0, fault)
+            self._record(request, token, now, location, 0, fault)
             await self._delay(config)
             if request.transport is not None:
                 request.transport.close()
             # Writing to the closed transport fails quietly inside aiohttp; nothing is sent.
             return web.Response(status=500)
 
+        trace_id = self._trace()
         existing = self.state.find(location, contact)
         if existing is not None:
             status = 400
-            body = dumps({"statusCode": 400, "message": exists_message(contact)})
+            body = with_trace(
+                {"statusCode": 400, "message": exists_message(contact, trace_id)}, trace_id
+            )
         else:
             created = self.state.create(location, contact, now)
             status = config.create_status
-            body = dumps({"success": True, "conversation": conversation_json(created)})
+            body = with_trace(
+                {"success": True, "conversation": conversation_json(created)}, trace_id
+            )
 
         if fault is Fault.BAD_GATEWAY:
             # Gateway page: no JSON, no rate headers, as a proxy in front of the API answers.
             return await self._answer(
-                request, config, now, location, 502, BAD_GATEWAY_BODY, None, fault, "text/html"
+                request,
+                token,
+                config,
+                now,
+                location,
+                502,
+                BAD_GATEWAY_BODY,
+                None,
+                fault,
+                "text/html",
             )
         if fault is Fault.BROKEN_BODY:
             body = break_body(body)
         elif fault is Fault.HANG:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closing.wait(), config.hang_s)
-        return await self._answer(request, config, now, location, status, body, headers, fault)
+        return await self._answer(
+            request, token, config, now, location, status, body, headers, fault
+        )
 
     async def search_conversations(self, request: web.Request) -> web.Response:
         """``GET /conversations/search?locationId=…[&contactId=…][&limit=…]``."""
         now = time.monotonic()
         config = self._config
+        token = bearer_token(request)
         query = request.query
         raw_location = query.get("locationId")
         location = raw_location if raw_location and raw_location.strip() else None
         contact = query.get("contactId") or None
         problems = _field_problems("locationId", raw_location)
-        refused = await self._gate(request, config, now, location, problems)
+        refused = await self._gate(request, token, config, now, location, problems, SCOPE_READ)
         if refused is not None:
             return refused
         assert location is not None
@@ -364,7 +424,7 @@ class Sandbox:
         decision = admit(self.state.counters(location), config, now)
         if not decision.allowed:
             return await self._too_many(
-                request, config, now, location, decision.headers, decision.retry_after_s
+                request, token, config, now, location, decision.headers, decision.retry_after_s
             )
         try:
             limit = int(query.get("limit", SEARCH_DEFAULT_LIMIT))
@@ -372,19 +432,25 @@ class Sandbox:
             limit = SEARCH_DEFAULT_LIMIT
         limit = min(max(limit, 1), SEARCH_MAX_LIMIT)
         found, total = self.state.search(location, contact, now - config.search_lag_s, limit)
-        body = dumps({"conversations": [search_item_json(c) for c in found], "total": total})
-        return await self._answer(request, config, now, location, 200, body, decision.headers)
+        body = with_trace(
+            {"conversations": [search_item_json(c) for c in found], "total": total},
+            self._trace(),
+        )
+        return await self._answer(
+            request, token, config, now, location, 200, body, decision.headers
+        )
 
     async def not_found(self, request: web.Request) -> web.Response:
         """Any other route: NestJS's 404 shape."""
         now = time.monotonic()
-        body = dumps(
+        body = with_trace(
             {
                 "statusCode": 404,
                 "message": f"Cannot {request.method} {request.path}",
                 "error": "Not Found",
-            }
+            },
+            self._trace(),
         )
         if not request.path.startswith("/_sandbox"):
-            self.state.record(now, request.method, request.path, None, 404, None)
+            self._record(request, bearer_token(request), now, None, 404, None)
         return web.Response(status=404, body=body, content_type=JSON)

@@ -42,10 +42,14 @@ class SandboxConfig:
 
     Zero means "no limit" for ``rate_max`` and ``daily_limit``. Fault probabilities are
     mutually exclusive outcomes of one draw per create request, so their sum must be <= 1.
+    ``token_scopes`` maps a token to the OAuth scopes it was granted; a token not listed
+    there has every scope (creating needs ``conversations.write``, searching
+    ``conversations.readonly``).
     """
 
     tokens: list[str] = field(default_factory=_default_tokens)
     location_tokens: dict[str, str] = field(default_factory=dict)
+    token_scopes: dict[str, list[str]] = field(default_factory=dict)
     rate_max: int = DEFAULT_RATE_MAX
     rate_interval_ms: int = round(DEFAULT_RATE_INTERVAL_S * 1000)
     daily_limit: int = DEFAULT_DAILY_LIMIT
@@ -74,9 +78,20 @@ class SandboxConfig:
             for k, v in self.location_tokens.items()
         ):
             raise ValueError("location_tokens must map non-empty strings to non-empty strings")
+        if not isinstance(self.token_scopes, dict) or not all(
+            isinstance(k, str)
+            and k
+            and isinstance(v, list)
+            and all(isinstance(scope, str) and scope for scope in v)
+            for k, v in self.token_scopes.items()
+        ):
+            raise ValueError(
+                "token_scopes must map non-empty strings to lists of non-empty strings"
+            )
         # Own copies: a caller mutating its list later must not change a running sandbox.
         object.__setattr__(self, "tokens", list(self.tokens))
         object.__setattr__(self, "location_tokens", dict(self.location_tokens))
+        object.__setattr__(self, "token_scopes", {k: list(v) for k, v in self.token_scopes.items()})
         if not isinstance(self.retry_after, bool):
             raise ValueError("retry_after must be a boolean")
         for name in _INT_FIELDS:
@@ -117,6 +132,11 @@ class SandboxConfig:
         if not self.tokens:
             return frozenset()
         return frozenset(self.tokens) | frozenset(self.location_tokens.values())
+
+    @property
+    def granted_scopes(self) -> dict[str, frozenset[str]]:
+        """``token_scopes`` as sets, for O(1) checks; tokens not listed have every scope."""
+        return {token: frozenset(scopes) for token, scopes in self.token_scopes.items()}
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready copy (lists and dicts are copied, not shared)."""

@@ -1,19 +1,19 @@
 """Injected failures, the reason the sandbox exists: a client is only as good as its worst day.
 
 One uniform draw per create request picks at most one fault, walking the probabilities in
-``FAULT_FIELDS`` order, so configured probabilities are exact and a fixed ``seed`` replays
+``FAULT_FIELDS`` or der, so configured probabilities are exact and a fixed ``seed`` replays
 the same sequence for the same request order. What each fault does:
 
-=================== ============================================ ========================
-fault               answer                                       conversation created?
-=================== ============================================ ========================
-``429``             429 regardless of the window (no slot taken) no
-``500``             500 ``{"statusCode":500,...}``               no
+==================== ============================================ ========================
+fault                answer                                       conversation created?
+==================== ============================================ ========================
+``429``              429 regardless of the window (no slot taken) no
+``500``              500 ``{"statusCode":500,...,"traceId":...}`` no
 ``502_after_create`` 502 with a gateway HTML page                 yes (if it was new)
-``broken_body``     the real status, JSON body cut in half       yes (if it was new)
-``drop``            connection closed, no response at all        no
-``hang``            the real answer, ``hang_s`` late             yes, immediately
-=================== ============================================ ========================
+``broken_body``      the real status, JSON body cut in half       yes (if it was new)
+``drop``             connection closed, no response at all        no
+``hang``             the real answer, ``hang_s`` late             yes, immediately
+==================== ============================================ ========================
 
 ``hang`` creates *before* sleeping: that is the dangerous real-world case (the server did
 the work, the client timed out), which a client must recover from via "already exists" and
@@ -25,6 +25,7 @@ from __future__ import annotations
 import random
 from enum import StrEnum
 
+from pipeline.sandbox.bodies import JsonTemplate
 from pipeline.sandbox.config import FAULT_FIELDS, SandboxConfig
 
 
@@ -49,7 +50,8 @@ _FIELD_TO_FAULT: dict[str, Fault] = {
 }
 assert set(_FIELD_TO_FAULT) == set(FAULT_FIELDS)
 
-SERVER_ERROR_BODY = b'{"statusCode":500,"message":"Internal Server Error"}'
+# Called with a trace id: ``{"statusCode":500,"message":"Internal Server Error","traceId":…}``.
+SERVER_ERROR = JsonTemplate({"statusCode": 500, "message": "Internal Server Error"})
 BAD_GATEWAY_BODY = (
     b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
     b"<center><h1>502 Bad Gateway</h1></center>\r\n</body>\r\n</html>\r\n"

@@ -8,6 +8,7 @@ other threads read through ``SandboxThread``, which hops onto that loop.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import random
 import string
@@ -20,6 +21,10 @@ ID_ALPHABET = string.ascii_letters + string.digits
 ID_LENGTH = 20
 # Bound on the in-memory request log; counters stay exact beyond it.
 DEFAULT_MAX_LOG = 1_000_000
+# Bytes of the blake2b digest that labels a token in the request log (8 hex characters).
+TOKEN_LABEL_BYTES = 4
+# Bound on the label cache, which also sees tokens the sandbox refuses.
+_MAX_CACHED_LABELS = 10_000
 
 
 def iso_now() -> str:
@@ -39,8 +44,41 @@ class Conversation:
     created_at: float
 
 
+def token_label(token: str) -> str:
+    """A short, stable stand-in for a token in the request log: 8 hex digits of blake2b.
+
+    The same token always gets the same label (across config updates, restarts and
+    processes), so tests can count requests per token without the log holding a secret.
+    """
+    return hashlib.blake2b(token.encode(), digest_size=TOKEN_LABEL_BYTES).hexdigest()
+
+
+class TokenLabels:
+    """``token_label`` with a per-token cache, keeping the per-request cost one dict lookup."""
+
+    __slots__ = ("_cache",)
+
+    def __init__(self) -> None:
+        self._cache: dict[str, str] = {}
+
+    def __call__(self, token: str | None) -> str | None:
+        """The label of ``token``, or None when the request carried no bearer token."""
+        if token is None:
+            return None
+        label = self._cache.get(token)
+        if label is None:
+            if len(self._cache) >= _MAX_CACHED_LABELS:  # junk tokens must not grow it forever
+                self._cache.clear()
+            label = self._cache[token] = token_label(token)
+        return label
+
+
 class RequestRecord(NamedTuple):
-    """One API request as answered. ``status`` 0 means no answer (dropped connection)."""
+    """One API request as answered. ``status`` 0 means no answer (dropped connection).
+
+    ``token`` is ``token_label`` of the bearer token the request carried (None without one),
+    never the token itself.
+    """
 
     t: float
     method: str
@@ -48,6 +86,7 @@ class RequestRecord(NamedTuple):
     location_id: str | None
     status: int
     fault: str | None
+    token: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The admin endpoint's shape (camelCase, like the API)."""
@@ -58,6 +97,7 @@ class RequestRecord(NamedTuple):
             "locationId": self.location_id,
             "status": self.status,
             "fault": self.fault,
+            "token": self.token,
         }
 
 
@@ -105,9 +145,13 @@ class SandboxState:
         location_id: str | None,
         status: int,
         fault: str | None,
+        token: str | None = None,
     ) -> None:
-        """Log one answered (or dropped) API request and bump the cheap counters."""
-        self.requests.append(RequestRecord(t, method, path, location_id, status, fault))
+        """Log one answered (or dropped) API request and bump the cheap counters.
+
+        ``token`` is the token's label (see ``token_label``), not the token.
+        """
+        self.requests.append(RequestRecord(t, method, path, location_id, status, fault, token))
         self.requests_total += 1
         self.status_counts[status] = self.status_counts.get(status, 0) + 1
         if fault is not None:
