@@ -168,7 +168,7 @@ def test_rejected_token_stops_early(sandbox: SandboxThread, tmp_path: Path) -> N
         "run", str(src), "-o", str(out), "--concurrency", "4", *fast_limits(sandbox), token=secret
     )
     assert done.code == 1
-    assert len(sandbox.state.requests()) <= 5 + 4  # a handful, never 500
+    assert len(sandbox.state.requests()) == 1  # the token's first request went alone
     results = pl.read_parquet(out)
     assert results.height == 500
     assert set(results["error_code"]) == {"unauthorized"}
@@ -191,7 +191,7 @@ def test_forbidden_location_is_given_up_others_go_on(
     results = pl.read_parquet(out)
     theirs = results.filter(pl.col("location_id") == "THEIRS")
     assert set(theirs["error_code"]) == {"forbidden"}
-    assert posts_per_pair(sandbox)["THEIRS"] <= 3 + 2
+    assert posts_per_pair(sandbox)["THEIRS"] == 1  # the location's first request went alone
     assert results.filter(pl.col("location_id") == "OURS")["status"].to_list() == ["created"] * 5
 
 
