@@ -1025,9 +1025,9 @@ def bench_limit(options: Options, locations: int, rows_per_location: int = 300) 
     ):
         log(f"limit: {rows} rows over {locations} locations (deadline {deadline:.0f} s)")
         sampler.watch("sandbox", sandbox.pid)
+        # No --rate: the pipeline follows the limit the sandbox announces, as users run it.
         argv = pipeline_argv(
-            input_path, output, sandbox.base_url, "--rate", rate, "--concurrency",
-            str(options.concurrency),
+            input_path, output, sandbox.base_url, "--concurrency", str(options.concurrency),
         )  # fmt: skip
         child = Child(argv, child_env(TOKEN), work, "pipeline", deadline)
         sampler.watch("pipeline", child.pid, tree=True)
@@ -1102,7 +1102,7 @@ def bench_limit(options: Options, locations: int, rows_per_location: int = 300) 
         f"machine {fmt_share(sampler.share(MACHINE, metrics.first_t, metrics.last_t))}",
     )
     table.notes.append(
-        f"pipeline run --rate {rate} --concurrency {options.concurrency}; "
+        f"pipeline run --concurrency {options.concurrency} (no --rate: as announced); "
         f"{metrics.requests:,} API requests for {metrics.locations} locations, "
         f"answers by status {status_counts(requests)}; "
         f"span min {metrics.min_span_s:.2f} s"
@@ -1223,9 +1223,9 @@ def bench_capacity(options: Options, rows: int = 10_000, locations: int = 200) -
                 )
             output = work / f"{name}.parquet"
             extra = ["--workers", "2"] if variant == "pipeline-w2" else []
+            # No --rate: the sandbox announces its limit switched off (10^9 per 10 s).
             argv = pipeline_argv(
-                input_path, output, url, "--rate", "1000000/1s",
-                "--concurrency", str(concurrency), *extra,
+                input_path, output, url, "--concurrency", str(concurrency), *extra,
             )  # fmt: skip
             sample, runs = _capacity_sample(
                 sandbox, sampler, [(name, argv)], child_env(TOKEN), work, deadline, tree=True
