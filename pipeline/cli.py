@@ -8,7 +8,6 @@ Precedence of settings: command line > environment (``GHL_*``) > ``--config`` fi
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import sys
@@ -22,7 +21,8 @@ import click
 from pipeline import logs
 from pipeline.config import RunConfig, load_config, option_specs
 from pipeline.errors import UsageError
-from pipeline.reading import Columns, is_uri
+from pipeline.outputs import OutputFiles
+from pipeline.reading import Columns
 from pipeline.report import ReportFormat, build_report, read_results, render
 from pipeline.settings import RunSettings, parse_rate
 from pipeline.tokens import Tokens, load_tokens_file
@@ -118,13 +118,6 @@ def retry(results: str, **options: Any) -> None:
     _execute(results, options, retry_from=results)
 
 
-def state_anchor(uri: str, state_dir: Path) -> Path:
-    """The local stand-in of a remote output: its journal and lock live beside this path."""
-    digest = hashlib.blake2b(uri.encode(), digest_size=6).hexdigest()
-    name = uri.rstrip("/").rsplit("/", 1)[-1] or "results.parquet"
-    return state_dir / f"{digest}-{name}"
-
-
 def _execute(input_path: str, options: dict[str, Any], *, retry_from: str | None) -> None:
     from pipeline.run import execute  # the heavy imports (polars, httpx) only when running
 
@@ -161,11 +154,11 @@ def _settings_and_tokens(
     else:
         token = _read_token(config.token_file, config.token_env)
         tokens = Tokens(default=token) if token else None
-    output_uri = output if is_uri(output) else None
+    outputs = OutputFiles.of(output, config.state_dir)
     settings = RunSettings(
         source=str(input_path),
-        output_path=state_anchor(output, config.state_dir) if output_uri else Path(output),
-        output_uri=output_uri,
+        output_path=outputs.anchor,
+        output_uri=outputs.uri,
         base_url=config.base_url,
         api_version=config.api_version,
         rate=parse_rate(config.rate) if config.rate else None,

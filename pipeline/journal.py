@@ -1,10 +1,11 @@
 """Stage 4, journal: an append-only record of every sent row's outcome, so a crash loses nothing.
 
-Beside the results file (``results.parquet.journal``), one JSON line per row as it finishes,
-flushed and fsynced in small batches at most ``FLUSH_INTERVAL_S`` behind. A ``kill -9`` at
-any moment therefore loses at most the last batch: those rows are sent again by
-``--resume`` (which keeps only the *settled* outcomes, ``results.settled``), and the API's
-"already exists" answer (followed by a search for the id) makes the second send harmless.
+Beside the results file (``results.parquet.journal``, ``OutputFiles.journals``), one JSON
+line per row as it finishes (its ``RowOutcome``), flushed and fsynced in small batches at
+most ``FLUSH_INTERVAL_S`` behind. A ``kill -9`` at any moment therefore loses at most the
+last batch: those rows are sent again by ``--resume`` (which keeps only the *settled*
+outcomes, ``earlier.settled``), and the API's "already exists" answer (followed by a search
+for the id) makes the second send harmless.
 
 The journal is also how outcomes reach the results file: they are streamed to disk as they
 come and read back once at the end, so memory does not grow with the number of rows sent.
@@ -34,17 +35,13 @@ import structlog
 
 from pipeline.errors import UsageError
 from pipeline.outcomes import RowOutcome
-from pipeline.results import OUTCOME_SCHEMA, compact
+from pipeline.schema import OUTCOME_SCHEMA, compact, no_outcomes
 
 log = structlog.get_logger("pipeline.journal")
 
 JOURNAL_VERSION = 1
 FLUSH_INTERVAL_S = 0.5
 MAX_PENDING = 10_000  # records; a burst of skipped rows is flushed before it piles up
-
-
-def journal_path(output: Path) -> Path:
-    return output.with_name(output.name + ".journal")
 
 
 FINGERPRINT_BATCH = 1 << 20  # rows joined into one string at a time
@@ -72,7 +69,7 @@ def fingerprint(planned: pl.DataFrame | pl.LazyFrame) -> str:
 @dataclass(frozen=True, slots=True)
 class JournalContents:
     fingerprint: str
-    outcomes: pl.DataFrame  # OUTCOME_SCHEMA, one row per settled row
+    outcomes: pl.DataFrame  # OUTCOME_SCHEMA, one row per recorded row (the last record)
     valid_bytes: int  # length of the journal up to its last complete line
     torn: bool
 
@@ -85,7 +82,7 @@ def read_journal(path: Path) -> JournalContents:
     with path.open("rb") as handle:
         first = handle.readline()
     if end == 0 or not first.strip():  # died while writing the header: nothing was sent
-        return JournalContents("", compact(pl.DataFrame(schema=OUTCOME_SCHEMA)), 0, torn)
+        return JournalContents("", no_outcomes(), 0, torn)
     try:
         header = json.loads(first)
         print_ = header["fingerprint"]
@@ -146,7 +143,7 @@ def read_records(path: Path, *, start: int, end: int | None = None) -> pl.DataFr
                 parts.append(compact(_parse_records(block[:cut])))
     # What is left in ``carry`` has no newline: a torn tail, never a record.
     if not parts:
-        return compact(pl.DataFrame(schema=OUTCOME_SCHEMA))
+        return no_outcomes()
     records = pl.concat(parts) if len(parts) > 1 else parts[0]
     return records.unique(subset="row_index", keep="last", maintain_order=True)
 
@@ -192,17 +189,9 @@ class JournalWriter:
             self.start_offset = len(line)
 
     def add(self, outcome: RowOutcome) -> None:
-        record = {
-            "row_index": outcome.row_index,
-            "status": outcome.status.value,
-            "conversation_id": outcome.conversation_id,
-            "error_code": outcome.error_code.value if outcome.error_code else None,
-            "http_status": outcome.http_status,
-            "error_message": outcome.error_message,
-            "attempts": outcome.attempts,
-            "trace_id": outcome.trace_id,
-        }
-        self._pending.append(orjson.dumps(record) + b"\n")
+        """Queue one record: the outcome as compact JSON, its fields (``OUTCOME_COLUMNS``) in
+        order and its codes as their values, exactly the columns ``read_records`` expects."""
+        self._pending.append(orjson.dumps(outcome) + b"\n")
         if len(self._pending) >= MAX_PENDING:
             self.flush()
 

@@ -38,6 +38,11 @@ from pipeline.constants import DEFAULT_RATE_INTERVAL_S, DEFAULT_RATE_MAX
 # The rest start of a permit never used: free under any interval.
 _NEVER = -math.inf
 _COMPACT_MIN = 256  # idle runs below which _compact is not worth running
+# A wait this short counts as none. Rest starts plus intervals are float sums: a permit due
+# "now" can come out 1e-15 s in the future, and a loop whose clock moves in steps (a
+# virtual clock in tests, uvloop's millisecond clock) would wake, find it still not due,
+# and spin. A microsecond early in a 10 s window is far inside a round trip's margin.
+_TOLERANCE_S = 1e-6
 
 
 class RateLike(Protocol):
@@ -150,7 +155,7 @@ class WindowLimiter:
         in flight (one frees only when an answer comes in).
         """
         now = self._clock()
-        if now < self._blocked_until:
+        if self._blocked_until - now > _TOLERANCE_S:
             return self._blocked_until - now
         wait = self._wait(now)
         if wait == 0.0:
@@ -197,6 +202,7 @@ class WindowLimiter:
         interval_ms: int | None,
         remaining: int | None,
         follow: bool = False,
+        sent_at: float | None = None,
     ) -> None:
         """Steer by what the server says in its rate headers.
 
@@ -204,8 +210,9 @@ class WindowLimiter:
         lower or higher than now (``LocationLimiter`` does this for the server's window).
         Without it, only tighten: a lower max, a longer interval.
 
-        ``X-RateLimit-Remaining: 0`` while we hold free permits (someone else is using this
-        location's budget) rests them for one interval.
+        ``X-RateLimit-Remaining: 0`` while we hold permits that were free when the request
+        was sent (``sent_at``; now if not given) means someone else is using this location's
+        budget: they rest for one interval.
         """
         interval_s = interval_ms / 1000.0 if interval_ms is not None and interval_ms > 0 else None
         new_max = max_requests if max_requests is not None and max_requests > 0 else None
@@ -218,10 +225,15 @@ class WindowLimiter:
             self.adopt(new_max, interval_s)
         if remaining == 0:
             # The server counted a full window when it received this request, yet we hold
-            # free permits: someone else uses this location's budget. Rest them one interval.
-            # (A partial figure is not used: it was computed at receipt, and permits freed
-            # since would be mistaken for spent ones.)
-            self._rest_free(self._clock())
+            # permits that were already free when we sent it: their last requests arrived
+            # more than an interval before this one, outside the server's window, so someone
+            # else uses this location's budget. Rest them one interval. Permits freed while
+            # the request was in flight are left alone: their requests may well be what the
+            # server counted (at a window's turn, the first answer of the new window says
+            # Remaining 0 just as the old window's permits come free). A partial figure is
+            # not used at all, for the same reason.
+            now = self._clock()
+            self._rest_free(now, free_at=now if sent_at is None else min(sent_at, now))
 
     def block_for(self, seconds: float) -> None:
         """Hand out no permit for ``seconds`` (the server said to back off)."""
@@ -239,7 +251,7 @@ class WindowLimiter:
         if not self._idle:
             return None
         free_at = self._idle[0][0] + self._interval
-        return 0.0 if free_at <= now else free_at - now
+        return 0.0 if free_at - now <= _TOLERANCE_S else free_at - now
 
     def _take(self, now: float) -> None:
         """Take the idle permit with the earliest rest start (``_wait`` said it is free)."""
@@ -329,10 +341,10 @@ class WindowLimiter:
         if wanted:
             heapq.heappush(self._idle, (_NEVER, wanted))
 
-    def _rest_free(self, now: float) -> None:
-        """Every permit free at ``now`` rests one interval from ``now``; resting ones keep on."""
+    def _rest_free(self, now: float, *, free_at: float) -> None:
+        """Every permit already free at ``free_at`` rests one interval from ``now``."""
         freed = 0
-        while self._idle and self._idle[0][0] + self._interval <= now:
+        while self._idle and self._idle[0][0] + self._interval <= free_at:
             freed += heapq.heappop(self._idle)[1]
         if freed:
             heapq.heappush(self._idle, (now, freed))
@@ -405,7 +417,8 @@ class LocationLimiter:
         flight (only an answer can free one).
         """
         now = self._clock()
-        wait = max(0.0, self._blocked_until - now)
+        wait = self._blocked_until - now
+        wait = wait if wait > _TOLERANCE_S else 0.0
         for window in self._windows:
             window_wait = window._wait(now)
             if window_wait is None:
@@ -431,11 +444,21 @@ class LocationLimiter:
         self._changed.set()
 
     def observe(
-        self, *, max_requests: int | None, interval_ms: int | None, remaining: int | None
+        self,
+        *,
+        max_requests: int | None,
+        interval_ms: int | None,
+        remaining: int | None,
+        sent_at: float | None = None,
     ) -> None:
-        """Follow the server's rate headers (its window only, both ways; see the class)."""
+        """Follow the server's rate headers (its window only, both ways; see the class).
+        ``sent_at``: when the answered request was sent, by this limiter's clock."""
         self._server.observe(
-            max_requests=max_requests, interval_ms=interval_ms, remaining=remaining, follow=True
+            max_requests=max_requests,
+            interval_ms=interval_ms,
+            remaining=remaining,
+            follow=True,
+            sent_at=sent_at,
         )
         self._changed.set()  # a higher max may have freed permits for a waiter
 

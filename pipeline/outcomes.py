@@ -1,6 +1,6 @@
-"""The vocabulary of results: row statuses and error codes.
+"""The vocabulary of results: row statuses, error codes, and the results' columns.
 
-These strings are the contract with users' scripts (``shared/docs/contract.md``): an analyst
+These strings are the contract with users' scripts (the README's "Results"): an analyst
 reconciles a run by grouping on them, so they never change spelling. Add new codes freely;
 never rename one.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Literal
 
 
 class Status(StrEnum):
@@ -79,25 +80,53 @@ RESENDABLE: frozenset[Code] = RETRYABLE | {
 }
 
 
+# -- the outcome schema: the one definition of the results' columns -------------------------
+#
+# Everything else is derived from ``RESULT_SPEC``: the column names the reader reserves
+# (``RESULT_COLUMNS``), the polars and Parquet types of the results and of the journal
+# (``schema.RESULT_SCHEMA``, ``schema.OUTCOME_SCHEMA``), the journal record (a ``RowOutcome``
+# as JSON, whose fields a test holds to ``OUTCOME_COLUMNS``) and the columns ``assemble``
+# writes. A new column is added here, last, and nowhere else. Types are named, not imported:
+# this vocabulary is shared with the sending side, which has no use for polars.
+
+ColumnType = Literal["Int64", "Int32", "String"]
+
+
+@dataclass(frozen=True, slots=True)
+class ResultColumn:
+    """One column of the results file."""
+
+    name: str
+    type: ColumnType  # its type in the results and the journal, by polars' name
+    outcome: bool  # recorded by sending (a field of RowOutcome); otherwise from the input
+
+
+RESULT_SPEC: tuple[ResultColumn, ...] = (
+    ResultColumn("row_index", "Int64", outcome=True),
+    ResultColumn("contact_id", "String", outcome=False),
+    ResultColumn("location_id", "String", outcome=False),
+    ResultColumn("status", "String", outcome=True),
+    ResultColumn("conversation_id", "String", outcome=True),
+    ResultColumn("error_code", "String", outcome=True),
+    ResultColumn("http_status", "Int32", outcome=True),
+    ResultColumn("error_message", "String", outcome=True),
+    ResultColumn("attempts", "Int32", outcome=True),
+    ResultColumn("trace_id", "String", outcome=True),
+)
+
 # The results file's columns, in order (shared by the reader, which must not let a kept
 # input column take one of these names, and the writer).
-RESULT_COLUMNS: tuple[str, ...] = (
-    "row_index",
-    "contact_id",
-    "location_id",
-    "status",
-    "conversation_id",
-    "error_code",
-    "http_status",
-    "error_message",
-    "attempts",
-    "trace_id",
-)
+RESULT_COLUMNS: tuple[str, ...] = tuple(column.name for column in RESULT_SPEC)
+
+# What sending adds to a row, in order: the fields of RowOutcome, the keys of a journal record.
+OUTCOME_COLUMNS: tuple[str, ...] = tuple(column.name for column in RESULT_SPEC if column.outcome)
 
 
 @dataclass(frozen=True, slots=True)
 class RowOutcome:
-    """What finally happened to one sent row: one line of the results (and, later, the journal)."""
+    """What finally happened to one sent row: one record of the journal, then one line of the
+    results. Its fields are ``OUTCOME_COLUMNS`` in order, so that the record is this object
+    as JSON (``journal.JournalWriter.add``)."""
 
     row_index: int
     status: Status

@@ -1,8 +1,11 @@
-"""The job, end to end: read → validate and plan → send (journalled) → write results.
+"""The job, end to end: plan → find earlier state → send (journalled) → write results → report.
 
-This module only sequences the stages and owns the run's lifecycle: which earlier outcomes
-count (``--resume``, ``pipeline retry``), the journal's birth and removal, and signals.
-Each stage lives in its own module and knows nothing of the ones after it.
+This module only sequences the stages and owns the run's lifecycle: the lock, the staging
+folder, the journal's birth and removal, and signals. ``_execute`` reads as the list of
+phases, one function each, in the order the data flows; each stage lives in its own module
+and knows nothing of the ones after it (``planning``, ``earlier``, ``session`` or ``workers``
+with ``journal``, ``results``, ``report``). The files they share around the output are named
+in one place, ``outputs.OutputFiles``.
 """
 
 from __future__ import annotations
@@ -12,37 +15,25 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
 import structlog
 
+from pipeline.earlier import EarlierState, find_earlier, results_exist
 from pipeline.errors import UsageError
-from pipeline.journal import (
-    JournalContents,
-    JournalWriter,
-    fingerprint,
-    journal_path,
-    read_journal,
-    read_records,
-)
+from pipeline.journal import JournalWriter, fingerprint, read_records
 from pipeline.locking import exclusive
 from pipeline.outcomes import Code
+from pipeline.outputs import OutputFiles
 from pipeline.planning import IdRules, PlanEstimate, check, estimate, find_duplicates, mark, to_send
 from pipeline.progress import JournalTail, ProgressReporter
 from pipeline.reading import is_uri, read_input
 from pipeline.report import Report, RunInfo, build_report
-from pipeline.results import (
-    OUTCOME_SCHEMA,
-    assemble,
-    compact,
-    outcomes_from_results,
-    settled,
-    skipped_rows,
-    write_atomically,
-)
+from pipeline.results import assemble, skipped_rows, write_atomically
+from pipeline.schema import compact, no_outcomes
 from pipeline.session import SessionResult, run_async, send_session
 from pipeline.settings import RunSettings
 from pipeline.tokens import Tokens
@@ -59,9 +50,9 @@ class RunResult:
     stop_detail: str | None = None  # why the run stopped itself, in a line (unreachable API)
 
 
-def check_output_folder(output: Path) -> None:
+def check_output_folder(files: OutputFiles) -> None:
     """The output's folder must exist (it is created) and be writable, before anything else."""
-    folder = output.parent
+    folder = files.folder
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -72,54 +63,33 @@ def check_output_folder(output: Path) -> None:
         raise UsageError(f"{folder}: the output folder is not writable")
 
 
-def check_paths(settings: RunSettings, *, resume: bool) -> None:
+def check_paths(settings: RunSettings, files: OutputFiles, *, resume: bool) -> None:
     """Refuse an output that should not be written, before anything is sent."""
-    where = settings.results_location
-    if settings.output_uri is not None:
-        same = settings.output_uri == settings.source
+    where = files.results
+    if files.uri is not None:
+        same = files.uri == settings.source
     else:
         same = not is_uri(settings.source) and Path(settings.source).resolve() == where
-    if same or (
-        settings.output_uri is None
-        and settings.output_path.resolve() == Path(settings.source).resolve()
-    ):
+    if same or (files.uri is None and files.anchor.resolve() == Path(settings.source).resolve()):
         raise UsageError(f"{where}: the output would overwrite the input; choose another -o")
-    if settings.output_uri is None and settings.output_path.is_dir():
+    if files.uri is None and files.anchor.is_dir():
         raise UsageError(
             f"{where}: the output is a directory; give a file path such as out/results.parquet"
         )
-    if results_exist(settings) and not (resume or settings.overwrite):
+    if results_exist(files) and not (resume or settings.overwrite):
         raise UsageError(
             f"{where}: the output exists; add --overwrite to replace it, "
             "or --resume to continue the run that wrote it"
         )
 
 
-def results_exist(settings: RunSettings) -> bool:
-    if settings.output_uri is None:
-        return settings.output_path.exists()
-    try:
-        pl.read_parquet_metadata(settings.output_uri)
-    except FileNotFoundError:
-        return False
-    except (pl.exceptions.PolarsError, OSError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UsageError(f"{settings.output_uri}: cannot be reached ({first})") from exc
-    return True
-
-
-def staging_folder(output: Path) -> Path:
-    """Where a run keeps its working files: beside the output, hidden, one per output."""
-    return output.with_name(f".{output.name}.stage")
-
-
 @contextlib.contextmanager
-def staging(output: Path) -> Iterator[Path]:
+def staging(files: OutputFiles) -> Iterator[Path]:
     """A clean staging folder for this run, removed when it ends however it ends.
 
     It is only ever used under the output's lock, so anything already there was left by a
     run that died (``kill -9``) and is removed first."""
-    folder = staging_folder(output)
+    folder = files.stage
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     try:
@@ -150,82 +120,6 @@ def load_plan(settings: RunSettings, stage: Path) -> pl.LazyFrame:
         raise UsageError(f"{settings.source}: cannot be read: {first}") from exc
 
 
-def journal_files(output: Path, workers: int) -> list[Path]:
-    """The journals this run writes: one, or one per worker."""
-    single = journal_path(output)
-    if workers == 1:
-        return [single]
-    return [single.with_name(f"{single.name}.w{k}") for k in range(workers)]
-
-
-def existing_journals(output: Path) -> list[Path]:
-    single = journal_path(output)
-    return sorted(p for p in output.parent.glob(f"{single.name}*") if p.is_file())
-
-
-def _earlier_outcomes(
-    settings: RunSettings, planned: pl.LazyFrame, *, resume: bool, retry_from: str | Path | None
-) -> tuple[pl.DataFrame, dict[Path, int]]:
-    """Settled outcomes of earlier runs that this run keeps and does not send again, and
-    the valid length of each journal found (a resumed journal is appended to from there)."""
-    found = existing_journals(settings.output_path)
-    if found and not resume:
-        raise UsageError(
-            f"{found[0]}: an unfinished run left this journal; add --resume to continue it "
-            "(or delete the journal to start over)"
-        )
-    parts: list[pl.DataFrame] = []
-    if retry_from is not None:
-        parts.append(outcomes_from_results(retry_from, planned))
-    if resume and results_exist(settings):
-        parts.append(outcomes_from_results(settings.results_location, planned))
-    valid: dict[Path, int] = {}
-    expected = fingerprint(planned) if found else ""
-    for journal in found:
-        contents: JournalContents = read_journal(journal)
-        if contents.valid_bytes and contents.fingerprint != expected:
-            raise UsageError(
-                f"{journal}: the journal belongs to a different input (the rows differ); "
-                "use the input it was written for, or another -o"
-            )
-        valid[journal] = contents.valid_bytes
-        parts.append(settled(contents.outcomes))
-    if not parts:
-        return compact(pl.DataFrame(schema=OUTCOME_SCHEMA)), valid
-    earlier = pl.concat([compact(p) for p in parts]).unique(
-        subset="row_index", keep="last", maintain_order=True
-    )
-    return earlier, valid
-
-
-def _send(
-    settings: RunSettings,
-    tokens: Tokens,
-    sendable: pl.DataFrame,
-    journals: list[Path],
-    print_: str,
-    resume_at: dict[Path, int],
-) -> tuple[SessionResult, dict[Path, int]]:
-    """Send, in this process or in workers; returns where each journal's new records begin."""
-    if len(journals) > 1:
-        return run_workers(
-            settings,
-            tokens,
-            sendable,
-            journals=journals,
-            fingerprint=print_,
-            resume_at=resume_at,
-            log_format=settings.log_format,
-            log_level=settings.log_level,
-        )
-    journal = JournalWriter(journals[0], fingerprint=print_, resume_at=resume_at.get(journals[0]))
-    try:
-        result = run_async(send_session(settings, tokens, sendable, journal))
-    finally:
-        journal.close()
-    return result, {journals[0]: journal.start_offset}
-
-
 def execute(
     settings: RunSettings,
     tokens: Tokens | str | None,
@@ -238,30 +132,74 @@ def execute(
         tokens = Tokens(default=tokens)
     if (tokens is None or not tokens.all()) and not settings.dry_run:
         raise UsageError("no API token: set GHL_TOKEN (or name another variable with --token-env)")
-    check_output_folder(settings.output_path)
-    with exclusive(settings.output_path):
-        check_paths(settings, resume=resume)
-        with staging(settings.output_path) as stage:
-            return _execute(settings, tokens, stage, resume=resume, retry_from=retry_from)
+    files = OutputFiles(settings.output_path, settings.output_uri)
+    check_output_folder(files)
+    with exclusive(files):
+        check_paths(settings, files, resume=resume)
+        with staging(files) as stage:
+            return _execute(settings, tokens, files, stage, resume=resume, retry_from=retry_from)
+
+
+@dataclass(frozen=True, slots=True)
+class _Start:
+    """When the run began: the wall clock for the results' metadata, the monotonic clock for
+    how long it took."""
+
+    at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    monotonic: float = field(default_factory=time.monotonic)
+
+    def elapsed_s(self) -> float:
+        return round(time.monotonic() - self.monotonic, 3)
 
 
 def _execute(
     settings: RunSettings,
     tokens: Tokens | None,
+    files: OutputFiles,
     stage: Path,
     *,
     resume: bool,
     retry_from: str | Path | None,
 ) -> RunResult:
-    started_at = datetime.now(UTC).isoformat(timespec="seconds")
-    started = time.monotonic()
+    """The phases of a run, in order, under the output's lock."""
+    start = _Start()
     planned = load_plan(settings, stage)
-    valid: dict[Path, int] = {}
+    earlier = _find_earlier(settings, files, planned, resume=resume, retry_from=retry_from)
+    pending, plan_estimate = _plan_sending(settings, planned, earlier)
+    session, this_run = _send_pending(
+        settings, tokens, files, planned, pending, plan_estimate, earlier
+    )
+    run = _write_results(settings, files, planned, earlier, this_run, session, start)
+    _clean_up(settings, files)
+    del planned, pending, earlier, this_run  # the report reads the file; free the rest first
+    report = _report(files, run)
+    return RunResult(report, session.signal, plan_estimate, session.stop_detail)
+
+
+def _find_earlier(
+    settings: RunSettings,
+    files: OutputFiles,
+    planned: pl.LazyFrame,
+    *,
+    resume: bool,
+    retry_from: str | Path | None,
+) -> EarlierState:
+    """What earlier runs settled (``earlier``), so that this run neither sends a settled row
+    again nor loses one. A dry run builds on nothing: it plans the whole input, reads no
+    journal and leaves any it finds for the run that will resume it."""
     if settings.dry_run:
-        earlier = compact(pl.DataFrame(schema=OUTCOME_SCHEMA))
-    else:
-        earlier, valid = _earlier_outcomes(settings, planned, resume=resume, retry_from=retry_from)
-    pending = to_send(planned).join(earlier.lazy().select("row_index"), on="row_index", how="anti")
+        return EarlierState()
+    return find_earlier(files, planned, resume=resume, retry_from=retry_from)
+
+
+def _plan_sending(
+    settings: RunSettings, planned: pl.LazyFrame, earlier: EarlierState
+) -> tuple[pl.LazyFrame, PlanEstimate]:
+    """The rows left to send, and what sending them will take: logged before anything is
+    sent, so that the size of the job is known up front (a dry run prints it)."""
+    pending = to_send(planned).join(
+        earlier.outcomes.lazy().select("row_index"), on="row_index", how="anti"
+    )
     plan_estimate = estimate(
         planned,
         pending,
@@ -271,53 +209,122 @@ def _execute(
     log.info(
         "planned",
         rows=plan_estimate.rows,
-        already_done=earlier.height,
+        already_done=earlier.outcomes.height,
         to_send=plan_estimate.requests,
         locations=plan_estimate.locations,
         rate=settings.rate_label,
         dry_run=settings.dry_run,
     )
+    return pending, plan_estimate
+
+
+def _send_pending(
+    settings: RunSettings,
+    tokens: Tokens | None,
+    files: OutputFiles,
+    planned: pl.LazyFrame,
+    pending: pl.LazyFrame,
+    plan_estimate: PlanEstimate,
+    earlier: EarlierState,
+) -> tuple[SessionResult, pl.DataFrame]:
+    """Send the pending rows; the outcomes this run recorded, and how the sending ended.
+
+    The outcomes are read back from the journals once sending is over: while it goes on,
+    the journals are their only copy, so memory does not grow with the rows sent. Rows of a
+    location that has no token in a tokens file are not sent, and recorded as skipped."""
     session = SessionResult(0, None, None)
-    this_run = compact(pl.DataFrame(schema=OUTCOME_SCHEMA))
-    journals = journal_files(settings.output_path, settings.workers)
-    sending = tokens is not None and not settings.dry_run and plan_estimate.requests > 0
+    this_run = no_outcomes()
+    if tokens is None or settings.dry_run or plan_estimate.requests == 0:
+        return session, this_run
     # Only a run that sends holds the rows to send in memory; a dry run never does.
-    sendable = pending.collect() if sending else pl.DataFrame()
-    if tokens is not None and tokens.per_location and sending:
+    sendable = pending.collect()
+    if tokens.per_location:
         no_token = ~pl.col("location_id").is_in(list(tokens.by_location))
         this_run = compact(skipped_rows(sendable.filter(no_token), Code.NO_TOKEN))
         sendable = sendable.filter(~no_token)
-    if tokens is not None and sending and sendable.height:
-        tail = JournalTail(journals, valid)
-        with ProgressReporter(
-            tail, sendable.height, mode=settings.progress, interval_s=settings.progress_interval_s
-        ):
-            session, starts = _send(
-                settings, tokens, sendable, journals, fingerprint(planned), valid
-            )
-        this_run = pl.concat(
-            [
-                this_run,
-                *(read_records(j, start=offset) for j, offset in starts.items() if j.exists()),
-            ]
+    if not sendable.height:
+        return session, this_run
+    tail = JournalTail(files.journals(settings.workers), earlier.journal_ends)
+    with ProgressReporter(
+        tail, sendable.height, mode=settings.progress, interval_s=settings.progress_interval_s
+    ):
+        session, starts = _send(
+            settings, tokens, files, sendable, fingerprint(planned), earlier.journal_ends
         )
+    recorded = (read_records(j, start=offset) for j, offset in starts.items() if j.exists())
+    return session, pl.concat([this_run, *recorded])
+
+
+def _send(
+    settings: RunSettings,
+    tokens: Tokens,
+    files: OutputFiles,
+    sendable: pl.DataFrame,
+    print_: str,
+    resume_at: dict[Path, int],
+) -> tuple[SessionResult, dict[Path, int]]:
+    """Send, in this process or in workers; returns where each journal's new records begin."""
+    if settings.workers > 1:
+        return run_workers(
+            settings,
+            tokens,
+            sendable,
+            files=files,
+            fingerprint=print_,
+            resume_at=resume_at,
+            log_format=settings.log_format,
+            log_level=settings.log_level,
+        )
+    path = files.journal
+    journal = JournalWriter(path, fingerprint=print_, resume_at=resume_at.get(path))
+    try:
+        result = run_async(send_session(settings, tokens, sendable, journal))
+    finally:
+        journal.close()
+    return result, {path: journal.start_offset}
+
+
+def _write_results(
+    settings: RunSettings,
+    files: OutputFiles,
+    planned: pl.LazyFrame,
+    earlier: EarlierState,
+    this_run: pl.DataFrame,
+    session: SessionResult,
+    start: _Start,
+) -> RunInfo:
+    """Every input row once, in input order, with this run's outcome or an earlier one, or
+    the reason it was not sent; written atomically, since a results file is what marks a run
+    as done. The run's figures go into the file's metadata for ``pipeline report``."""
     unsent = Code.DRY_RUN if settings.dry_run else (session.stop_code or Code.INTERRUPTED)
-    everything = pl.concat([earlier, this_run]).unique(subset="row_index", keep="last")
+    everything = pl.concat([earlier.outcomes, this_run]).unique(subset="row_index", keep="last")
     results = assemble(planned, everything, unsent=unsent)
     run = RunInfo(
-        started_at=started_at,
-        elapsed_s=round(time.monotonic() - started, 3),
+        started_at=start.at,
+        elapsed_s=start.elapsed_s(),
         requests=session.requests,
         dry_run=settings.dry_run,
         rate=settings.rate_label,
         workers=settings.workers,
     )
-    write_atomically(results, settings.results_location, metadata=run.to_metadata())
-    if not settings.dry_run:
-        for journal in {*existing_journals(settings.output_path), *journals}:
-            journal.unlink(missing_ok=True)  # the results now hold all they did
-    del planned, sendable, pending, everything, this_run, earlier
-    report = build_report(pl.scan_parquet(settings.results_location), run)
+    write_atomically(results, files, metadata=run.to_metadata())
+    return run
+
+
+def _clean_up(settings: RunSettings, files: OutputFiles) -> None:
+    """Remove the journals, now that the results hold all they did: a journal left behind
+    would stop the next run until it is resumed. A dry run leaves them: it read none.
+    (The staging folder goes with ``staging``, however the run ends.)"""
+    if settings.dry_run:
+        return
+    for journal in {*files.existing_journals(), *files.journals(settings.workers)}:
+        journal.unlink(missing_ok=True)
+
+
+def _report(files: OutputFiles, run: RunInfo) -> Report:
+    """The summary, from the file just written (streaming): it shows what is on disk, and
+    holds no table in memory."""
+    report = build_report(pl.scan_parquet(files.results), run)
     log.info(
         "finished",
         rows=report.rows,
@@ -327,4 +334,4 @@ def _execute(
         elapsed_s=run.elapsed_s,
         requests_per_s=round(run.requests_per_s, 1),
     )
-    return RunResult(report, session.signal, plan_estimate, session.stop_detail)
+    return report

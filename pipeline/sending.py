@@ -1,5 +1,11 @@
 """Stage 3, send: every planned row through the API, under the limits, with retries.
 
+This module is the mechanism; the decisions live beside it as plain state and functions:
+``retrying.RetryPolicy`` (after an answer: retry after a delay, look up the existing
+conversation, or settle) and ``guards.Guards`` (what an answer says about a token, a
+location and the run). ``Sender`` dispatches rows, holds permits and slots, carries the
+decisions out and records outcomes.
+
 Shape of the machinery: one dispatcher per location walks that location's rows in input
 order; for each it takes a permit from the location's ``LocationLimiter`` (the limit the
 location's answers announce and the user's ``--rate``, both at once) and then a slot from
@@ -11,22 +17,15 @@ it holds nothing, and each new request takes a permit and a slot again.
 First requests go alone. A token's first request goes alone: its other locations wait for
 the answer, so a wrong token costs one request, not a burst. Then each location's first
 request goes alone too, and its burst follows the answer (which may say 403, or announce
-the location's real limits). Only an answer below 500 decides (a 5xx says nothing about
-the token); a first request that gets none is followed by the next row's.
+the location's real limits). A first request that gets no decisive answer (see ``guards``)
+is followed by the next row's, alone in turn.
 
-What the API says steers the run, not just the row:
-- every answer's rate headers steer that location's limiter; a 429 pauses it;
-- a spent daily quota stops that location (its rows become ``daily_quota_exhausted``);
-- a 403 stops that location (``forbidden``); a 401 stops every location of its token
-  (``unauthorized``), and the run when no token is left. A 401 that names a missing scope
-  is not a rejected token;
-- no connection at all (refused, DNS, TLS) on the first three attempts, before any answer,
-  stops the run (``unreachable``): a wrong ``--base-url`` costs seconds, not minutes;
-- "already exists" is followed by a search for the existing id, so a create whose answer
-  was lost and then re-sent still ends with the right conversation id.
+"Already exists" is followed by a search for the existing id, so a create whose answer was
+lost and then re-sent still ends with the right conversation id.
 
-``stop()`` (a signal, a rejected token) ends the run gracefully: no new row starts, rows
-waiting between attempts end at once, requests in flight get a bounded grace period.
+``stop()`` (a signal, a rejected token, an unreachable API) ends the run gracefully: no new
+row starts, rows waiting between attempts end at once, requests in flight get a bounded
+grace period.
 
 Every row of every batch reaches ``sink`` exactly once, as a ``RowOutcome``: rows the run
 never got to (it stopped first) as ``skipped`` with ``stop_code`` as the reason.
@@ -35,6 +34,7 @@ never got to (it stopped first) as ``skipped`` with ``stop_code`` as the reason.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -42,19 +42,17 @@ from typing import Protocol
 import structlog
 
 from pipeline import constants
-from pipeline.backoff import Backoff
 from pipeline.client import Answer
+from pipeline.guards import Guards, Verdict
 from pipeline.limiter import LocationLimiter, PrioritySlots
-from pipeline.outcomes import RETRYABLE, SKIP_MESSAGES, Code, RowOutcome, Status
+from pipeline.outcomes import Code, RowOutcome, Status
+from pipeline.retrying import FindExisting, Retry, RetryPolicy, Settle, skipped
 from pipeline.settings import Rate
 
 log = structlog.get_logger("pipeline.sending")
 
 # Waits between searches for an existing conversation: the index may lag a few seconds.
 SEARCH_WAITS_S = (0.25, 0.5, 1.0, 2.0, 3.0)
-# Connection failures, before the API has answered anything, that stop the run: with the
-# backoff's first waits (up to 0.5 s, then 1 s) they take a few seconds.
-MAX_CONNECT_FAILURES = 3
 # What a location is assumed to allow until its first answer says: HighLevel's published limit.
 ASSUMED_RATE = Rate(constants.DEFAULT_RATE_MAX, constants.DEFAULT_RATE_INTERVAL_S)
 
@@ -76,26 +74,20 @@ class LocationBatch:
 
 
 @dataclass(slots=True)
-class _Token:
-    """What the run knows of one token: until its first decisive answer, one request at a time."""
-
-    accepted: bool = False
-    probing: bool = False  # a first request with it is on its way
-    can_search: bool = True  # False once a search said the token lacks conversations.readonly
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-@dataclass(slots=True)
 class _Location:
     location_id: str
     limiter: LocationLimiter
     priority: int  # order of first appearance: earlier locations are served first
-    token: _Token
-    stopped_by: Code | None = None  # daily quota, forbidden, unauthorized: send no more here
-    answered: asyncio.Event = field(default_factory=asyncio.Event)  # a decisive answer came
+    token: _TokenTurn
+    decided: asyncio.Event = field(default_factory=asyncio.Event)  # its first request is
 
-    def still_open(self) -> bool:
-        return self.stopped_by is None
+
+@dataclass(slots=True)
+class _TokenTurn:
+    """Until a token is decided, one first request with it at a time."""
+
+    probing: bool = False  # a first request with the token is on its way
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass(slots=True)
@@ -115,13 +107,12 @@ class Sender:
         *,
         rate: Rate | None,
         concurrency: int,
-        max_attempts: int,
-        max_total_backoff_s: float,
+        policy: RetryPolicy,
         sink: Callable[[RowOutcome], None],
-        backoff: Backoff | None = None,
         grace_s: float = 10.0,
         search_waits_s: Sequence[float] = SEARCH_WAITS_S,
         record_unstarted: bool = True,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``rate``: the user's own per-location ceiling, enforced beside the limit each
         location's answers announce (None: follow the announced limit alone).
@@ -130,24 +121,24 @@ class Sender:
         too (``skipped`` with the stop's code). A single process can leave them out (the
         results fill unsent rows with that code, and an interrupted run of millions of rows
         does not write millions of records); a worker must not, because workers may stop
-        for different reasons."""
+        for different reasons.
+
+        ``clock``: the limiters' time (tests pass their event loop's virtual clock)."""
         self._client = client
         self._rate = rate
         self._slots = PrioritySlots(concurrency)
         self._concurrency = concurrency
-        self._max_attempts = max_attempts
-        self._max_total_backoff_s = max_total_backoff_s
+        self._policy = policy
         self._sink = sink
-        self._backoff = backoff or Backoff()
         self._grace_s = grace_s
+        self._clock = clock
         self._search_waits_s = tuple(search_waits_s)
         self._record_unstarted = record_unstarted
         self._locations: dict[str, _Location] = {}
         self._dispatchers: list[asyncio.Task[None]] = []
         self._rows: dict[asyncio.Task[None], _Row] = {}
-        self._tokens: dict[int, _Token] = {}
-        self._answered = False  # the API has answered at least once (reachable)
-        self._connect_failures = 0
+        self._guards = Guards(client.token_key)
+        self._turns: dict[int, _TokenTurn] = {}  # by token key
         self.stop_code: Code | None = None
         self.stop_detail: str | None = None  # why, in a line, when the run stopped itself
         self.requests = 0  # HTTP requests made, creates and searches
@@ -157,16 +148,22 @@ class Sender:
     def location(self, location_id: str) -> _Location:
         found = self._locations.get(location_id)
         if found is None:
-            limiter = LocationLimiter(ASSUMED_RATE, self._rate)
-            key = self._client.token_key(location_id)
-            token = self._tokens.setdefault(key, _Token())
-            found = _Location(location_id, limiter, len(self._locations), token)
+            limiter = LocationLimiter(ASSUMED_RATE, self._rate, clock=self._clock)
+            self._guards.add(location_id)
+            turn = self._turns.setdefault(self._client.token_key(location_id), _TokenTurn())
+            found = _Location(location_id, limiter, len(self._locations), turn)
             self._locations[location_id] = found
         return found
 
+    def stopped_by(self, location: _Location) -> Code | None:
+        return self._guards.stopped_by(location.location_id)
+
     async def run(self, batches: Iterable[LocationBatch]) -> None:
         self._dispatchers = [asyncio.create_task(self._dispatch(batch)) for batch in batches]
-        await asyncio.gather(*self._dispatchers, return_exceptions=True)
+        ended = await asyncio.gather(*self._dispatchers, return_exceptions=True)
+        for outcome in ended:
+            if isinstance(outcome, Exception):  # a bug: its rows end as the run's stop says
+                log.error("a location's dispatcher failed", exc_info=outcome)
         while self._rows:
             await asyncio.wait(list(self._rows))
 
@@ -213,26 +210,26 @@ class Sender:
                     task.add_done_callback(self._rows.pop)
                     task.add_done_callback(lambda _: pending.release())
                     row = None
-                    if not location.answered.is_set():
+                    if not location.decided.is_set():
                         await self._first_answer(location, task)
                 else:
-                    self._finish(row, self._skipped(location.stopped_by or Code.INTERRUPTED))
+                    self._finish(row, skipped(self.stopped_by(location) or Code.INTERRUPTED))
                     row = None
         except asyncio.CancelledError:  # the run stopped: the rows left are unsent
             if self._record_unstarted:
                 code = self.stop_code or Code.INTERRUPTED
                 if row is not None:
-                    self._finish(row, self._skipped(code))
+                    self._finish(row, skipped(code))
                 for row_index, contact_id in rows:
-                    self._finish(_Row(location, row_index, contact_id), self._skipped(code))
+                    self._finish(_Row(location, row_index, contact_id), skipped(code))
             raise
 
     async def _admit(self, location: _Location, pending: asyncio.Semaphore) -> bool:
         """Wait for the token's turn, a pending slot and a location permit; False (holding
         nothing) when the location was stopped meanwhile."""
-        if not location.answered.is_set():
+        if not location.decided.is_set():
             await self._token_turn(location)
-        if not location.still_open():
+        if self.stopped_by(location) is not None:
             return False
         await pending.acquire()
         try:
@@ -240,7 +237,7 @@ class Sender:
         except asyncio.CancelledError:
             pending.release()
             raise
-        if location.still_open():  # nothing decided while we waited for the permit
+        if self.stopped_by(location) is None:  # nothing decided while we waited for the permit
             return True
         location.limiter.cancel()
         pending.release()
@@ -248,26 +245,28 @@ class Sender:
 
     async def _token_turn(self, location: _Location) -> None:
         """Return once the location's token is accepted, or this location may probe it."""
-        token = location.token
-        while not token.accepted and location.still_open():
-            if not token.probing:
-                token.probing = True  # this location's first request is the token's
-                token.changed.clear()
+        turn = location.token
+        name = location.location_id
+        while not self._guards.token_accepted(name) and self._guards.stopped_by(name) is None:
+            if not turn.probing:
+                turn.probing = True  # this location's first request is the token's
+                turn.changed.clear()
                 return
-            await token.changed.wait()
+            await turn.changed.wait()
 
     async def _first_answer(self, location: _Location, task: asyncio.Task[None]) -> None:
         """Hold the location's other rows until its first request is decided: a decisive
         answer, or its row ended without one (then the next row goes alone in turn)."""
-        waiter = asyncio.ensure_future(location.answered.wait())
+        waiter = asyncio.ensure_future(location.decided.wait())
         try:
             await asyncio.wait((waiter, task), return_when=asyncio.FIRST_COMPLETED)
         finally:
             waiter.cancel()
-        token = location.token
-        if not location.answered.is_set() and token.probing and not token.accepted:
-            token.probing = False  # let the next first request try the token
-            token.changed.set()
+        turn = location.token
+        undecided = not self._guards.token_accepted(location.location_id)
+        if not location.decided.is_set() and turn.probing and undecided:
+            turn.probing = False  # let the next first request try the token
+            turn.changed.set()
 
     async def _take(self, location: _Location, *, holding_permit: bool = False) -> None:
         """A permit of the location (unless already held), then a global slot.
@@ -298,43 +297,27 @@ class Sender:
                 holding = False
                 row.attempts += 1
                 answer = await self._request(row, self._client.create_conversation)
-                if answer.status is Status.EXISTS:
+                stopped = self.stop_code or self.stopped_by(location)
+                decision = self._policy.after(
+                    answer, attempts=row.attempts, waited_s=waited, stopped=stopped
+                )
+                if isinstance(decision, FindExisting):
                     answer = await self._find_existing(row, answer)
                     break
-                if answer.code is Code.RATE_LIMITED and answer.rate.daily_remaining == 0:
-                    answer = self._skipped(Code.DAILY_QUOTA_EXHAUSTED, answer)
+                if isinstance(decision, Settle):
+                    answer = decision.answer
                     break
-                if answer.code not in RETRYABLE or row.attempts >= self._max_attempts:
-                    break
-                stopped = self.stop_code or location.stopped_by
-                if stopped is not None:  # the run, or this location, sends no more
-                    answer = self._skipped(stopped, answer)
-                    break
-                delay = self._backoff.delay(row.attempts, answer)
-                if waited + delay > self._max_total_backoff_s:
-                    break
-                if answer.code is Code.RATE_LIMITED:
-                    location.limiter.block_for(delay)
-                log.debug(
-                    "retrying",
-                    row_index=row.row_index,
-                    location_id=location.location_id,
-                    attempt=row.attempts,
-                    error_code=answer.code,
-                    http_status=answer.http_status,
-                    trace_id=answer.trace_id,
-                    delay_s=round(delay, 3),
-                )
-                await asyncio.sleep(delay)
-                waited += delay
-                if location.stopped_by is not None:  # decided while this row waited
-                    answer = self._skipped(location.stopped_by, answer)
+                await self._wait_to_retry(row, answer, decision)
+                waited += decision.delay_s
+                stopped = self.stopped_by(location)
+                if stopped is not None:  # decided while this row waited
+                    answer = skipped(stopped, answer)
                     break
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()  # this row's story ends here; the run goes on to write it
-            answer = self._skipped(self.stop_code or Code.INTERRUPTED, row.last)
+            answer = skipped(self.stop_code or Code.INTERRUPTED, row.last)
         except Exception as exc:  # a bug must cost one row's result, never the run's
             log.exception("row failed unexpectedly", row_index=row.row_index)
             answer = Answer(
@@ -342,10 +325,26 @@ class Sender:
             )
         self._finish(row, answer)
 
+    async def _wait_to_retry(self, row: _Row, answer: Answer, retry: Retry) -> None:
+        if retry.pause_location:
+            row.location.limiter.block_for(retry.delay_s)
+        log.debug(
+            "retrying",
+            row_index=row.row_index,
+            location_id=row.location.location_id,
+            attempt=row.attempts,
+            error_code=answer.code,
+            http_status=answer.http_status,
+            trace_id=answer.trace_id,
+            delay_s=round(retry.delay_s, 3),
+        )
+        await asyncio.sleep(retry.delay_s)
+
     async def _request(self, row: _Row, call: Callable[[str, str], Awaitable[Answer]]) -> Answer:
         """One HTTP request; entered holding a permit and a slot, which it gives back."""
         location = row.location
         row.in_request = True
+        sent_at = self._clock()
         try:
             answer = await call(location.location_id, row.contact_id)
         finally:
@@ -354,7 +353,7 @@ class Sender:
             self._slots.release()
             self.requests += 1
         row.last = answer
-        self._observe(location, answer)
+        self._observe(location, answer, sent_at)
         return answer
 
     async def _find_existing(self, row: _Row, exists: Answer) -> Answer:
@@ -362,15 +361,15 @@ class Sender:
 
         A token without ``conversations.readonly`` cannot search: the first search that says
         so is the last one made with that token (the rows still end ``exists``)."""
-        token = row.location.token
+        name = row.location.location_id
         why = "its id was not found by search"
         for wait in (0.0, *self._search_waits_s):
-            if not token.can_search:
+            if not self._guards.can_search(name):
                 why = f"its id cannot be looked up: the token lacks {constants.SCOPE_READ}"
                 break
             if wait:
                 await asyncio.sleep(wait)
-            if self.stop_code is not None or not row.location.still_open():
+            if self.stop_code is not None or self._guards.stopped_by(name) is not None:
                 break
             await self._take(row.location)
             found = await self._request(row, self._client.find_conversation)
@@ -384,14 +383,6 @@ class Sender:
                     found.rate,
                     exists.trace_id,
                 )
-            if found.code is Code.MISSING_SCOPE and token.can_search:
-                token.can_search = False
-                log.warning(
-                    "the token cannot search conversations; existing ids stay unknown",
-                    location_id=row.location.location_id,
-                    scope=constants.SCOPE_READ,
-                    trace_id=found.trace_id,
-                )
         return Answer(
             Status.EXISTS,
             Code.CONVERSATION_EXISTS,
@@ -402,74 +393,23 @@ class Sender:
             exists.trace_id,
         )
 
-    def _observe(self, location: _Location, answer: Answer) -> None:
-        """Let the answer steer the location, its token and the run."""
+    def _observe(self, location: _Location, answer: Answer, sent_at: float) -> None:
+        """Let the answer steer the location's limiter, and through the guards its token,
+        the locations that wait on it, and the run."""
         rate = answer.rate
         location.limiter.observe(
-            max_requests=rate.max_requests, interval_ms=rate.interval_ms, remaining=rate.remaining
+            max_requests=rate.max_requests,
+            interval_ms=rate.interval_ms,
+            remaining=rate.remaining,
+            sent_at=sent_at,
         )
-        if answer.http_status is None:
-            if answer.connect_failed and not self._answered:
-                self._connect_failures += 1
-                if self._connect_failures >= MAX_CONNECT_FAILURES:
-                    self._unreachable(answer)
-            return
-        self._answered = True
-        if rate.daily_remaining == 0 and location.stopped_by is None:
-            location.stopped_by = Code.DAILY_QUOTA_EXHAUSTED
-            log.warning("daily quota spent", location_id=location.location_id)
-        if answer.code is Code.UNAUTHORIZED:
-            self._token_rejected(location, answer)
-        elif answer.decisive:
-            if not location.token.accepted:
-                location.token.accepted = True
-                location.token.changed.set()
-            if answer.code is Code.FORBIDDEN and location.stopped_by is None:
-                location.stopped_by = Code.FORBIDDEN
-                log.error(
-                    "location refused to this token; no more requests for it",
-                    location_id=location.location_id,
-                    message=answer.message,
-                    trace_id=answer.trace_id,
-                )
-        if answer.decisive:
-            location.answered.set()
-
-    def _token_rejected(self, location: _Location, answer: Answer) -> None:
-        """Send nothing more with a rejected token: its locations stop; with no token left,
-        the run."""
-        token = location.token
-        users = [loc for loc in self._locations.values() if loc.token is token]
-        if any(loc.stopped_by is None for loc in users):
-            log.error(
-                "token rejected; no more requests with it",
-                location_id=location.location_id,
-                locations=len(users),
-                message=answer.message,
-                trace_id=answer.trace_id,
-            )
-        for user in users:
-            user.stopped_by = user.stopped_by or Code.UNAUTHORIZED
-            user.answered.set()
-        token.changed.set()  # locations waiting for the token's turn see it stopped
-        if all(loc.stopped_by is Code.UNAUTHORIZED for loc in self._locations.values()):
-            self.stop(Code.UNAUTHORIZED)
-
-    def _unreachable(self, answer: Answer) -> None:
-        detail = f"cannot reach the API: {answer.message}"
-        log.error("API unreachable; stopping", cause=answer.message)
-        self.stop(Code.UNREACHABLE, detail)
-
-    @staticmethod
-    def _skipped(code: Code, last: Answer | None = None) -> Answer:
-        """A row not (or no longer) sent for a reason of the run; keeps the last HTTP status."""
-        return Answer(
-            Status.SKIPPED,
-            code,
-            http_status=last.http_status if last else None,
-            message=SKIP_MESSAGES[code],
-            trace_id=last.trace_id if last else None,
-        )
+        verdict: Verdict = self._guards.observe(location.location_id, answer)
+        for name in verdict.decided:
+            self._locations[name].decided.set()
+        if verdict.token_decided:
+            location.token.changed.set()  # locations waiting for the token's turn go on
+        if verdict.stop_run is not None:
+            self.stop(verdict.stop_run, verdict.detail)
 
     def _finish(self, row: _Row, answer: Answer) -> None:
         if answer.status is Status.FAILED:

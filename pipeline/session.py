@@ -21,6 +21,7 @@ from pipeline.backoff import Backoff
 from pipeline.client import ConversationsClient
 from pipeline.journal import JournalWriter
 from pipeline.outcomes import Code
+from pipeline.retrying import RetryPolicy
 from pipeline.sending import LocationBatch, Sender
 from pipeline.settings import RunSettings
 from pipeline.tokens import Tokens
@@ -102,11 +103,13 @@ async def send_session(
             client,
             rate=settings.rate,
             concurrency=settings.concurrency,
-            max_attempts=settings.max_attempts,
-            max_total_backoff_s=settings.max_total_backoff_s,
+            policy=RetryPolicy(
+                max_attempts=settings.max_attempts,
+                max_total_backoff_s=settings.max_total_backoff_s,
+                backoff=Backoff(base_s=settings.backoff_base_s),
+            ),
             sink=journal.add,
             grace_s=min(settings.timeout_s, 10.0),
-            backoff=Backoff(base_s=settings.backoff_base_s),
             record_unstarted=parent_pid is not None,  # a worker; see Sender
         )
 

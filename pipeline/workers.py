@@ -4,8 +4,8 @@ A location is owned by exactly one worker (a stable hash of its id: CRC-32, the 
 every machine and every run), so each location's rate limit lives in exactly one limiter
 and the API never sees two processes share a location's budget. Each worker runs the same
 sending session as a single-process run and keeps its own journal
-(``results.parquet.journal.wK``); the parent merges the journals into one results file in
-input order.
+(``results.parquet.journal.wK``, ``OutputFiles.journals``); the parent merges the journals
+into one results file in input order.
 
 Signals: the workers run in their own process group, so a Ctrl-C on the terminal reaches the
 parent only, which passes it on exactly once (a second Ctrl-C is passed on again, and makes
@@ -20,7 +20,6 @@ import logging
 import multiprocessing
 import os
 import signal
-import tempfile
 import threading
 import zlib
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ import structlog
 from pipeline import logs
 from pipeline.journal import JournalWriter
 from pipeline.outcomes import Code
+from pipeline.outputs import OutputFiles
 from pipeline.session import SessionResult, run_async, send_session
 from pipeline.settings import RunSettings
 from pipeline.tokens import Tokens
@@ -105,22 +105,24 @@ def run_workers(
     tokens: Tokens,
     sendable: pl.DataFrame,
     *,
-    journals: list[Path],
+    files: OutputFiles,
     fingerprint: str,
     resume_at: dict[Path, int],
     log_format: logs.LogFormat,
     log_level: int = logging.INFO,
 ) -> tuple[SessionResult, dict[Path, int]]:
-    """Send ``sendable`` from ``len(journals)`` processes; returns the merged session result
-    and, per journal, the offset where this run's records begin."""
+    """Send ``sendable`` from ``settings.workers`` processes, each with its journal of
+    ``files``; returns the merged session result and, per journal, the offset where this
+    run's records begin."""
     context = multiprocessing.get_context("spawn")
+    journals = files.journals(settings.workers)
     parts = split(sendable, len(journals))
     received: list[int] = []
-    with tempfile.TemporaryDirectory(prefix=".pipeline-", dir=settings.output_path.parent) as tmp:
+    with files.worker_files() as shared:
         jobs: list[WorkerJob] = []
         processes: list[multiprocessing.process.BaseProcess] = []
         for index, (part, journal) in enumerate(zip(parts, journals, strict=True)):
-            rows_path = Path(tmp) / f"rows-{index}.parquet"
+            rows_path = shared.rows(index)
             part.write_parquet(rows_path)
             job = WorkerJob(
                 index=index,
@@ -130,7 +132,7 @@ def run_workers(
                 journal_path=journal,
                 fingerprint=fingerprint,
                 resume_at=resume_at.get(journal),
-                report_path=Path(tmp) / f"report-{index}.json",
+                report_path=shared.report(index),
                 log_format=log_format,
                 log_level=log_level,
                 parent_pid=os.getpid(),

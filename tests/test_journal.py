@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 from pathlib import Path
 
 import polars as pl
 import pytest
 
 from pipeline import journal as journal_module
+from pipeline.earlier import settled
 from pipeline.journal import JournalWriter, fingerprint, read_journal, read_records
-from pipeline.outcomes import Code, RowOutcome, Status
-from pipeline.results import settled
+from pipeline.outcomes import OUTCOME_COLUMNS, RESULT_COLUMNS, RESULT_SPEC, Code, RowOutcome, Status
+from pipeline.outputs import OutputFiles
+from pipeline.schema import OUTCOME_SCHEMA, RESULT_SCHEMA
 
 
 def outcome(i: int, status: Status = Status.CREATED, code: Code | None = None) -> RowOutcome:
@@ -21,7 +25,7 @@ def outcome(i: int, status: Status = Status.CREATED, code: Code | None = None) -
 
 
 def test_every_outcome_is_journalled_and_resume_keeps_the_settled(tmp_path: Path) -> None:
-    path = tmp_path / "r.parquet.journal"
+    path = OutputFiles(tmp_path / "r.parquet").journal
     writer = JournalWriter(path, fingerprint="fp")
     writer.add(outcome(0))
     writer.add(outcome(1, Status.FAILED, Code.SERVER_ERROR))  # transient: send again
@@ -113,18 +117,39 @@ def test_fingerprint_is_the_same_whatever_the_batch_size(
         assert fingerprint(frame.lazy()) == whole
 
 
-def test_schemas_follow_the_contract_columns() -> None:
-    from pipeline.outcomes import RESULT_COLUMNS
-    from pipeline.results import OUTCOME_SCHEMA, RESULT_SCHEMA
+def test_the_outcome_schema_is_one_definition() -> None:
+    """Every list of columns is derived from RESULT_SPEC; RowOutcome, a dataclass the journal
+    writes as it is, is the one that cannot be, so it is held to the spec here."""
+    assert tuple(RESULT_SCHEMA) == RESULT_COLUMNS == tuple(c.name for c in RESULT_SPEC)
+    assert tuple(OUTCOME_SCHEMA) == OUTCOME_COLUMNS
+    assert tuple(f.name for f in dataclasses.fields(RowOutcome)) == OUTCOME_COLUMNS
+    assert RESULT_COLUMNS[-1] == "trace_id"  # the newest column stays last
 
-    assert tuple(RESULT_SCHEMA) == RESULT_COLUMNS
-    assert set(OUTCOME_SCHEMA) == set(RESULT_COLUMNS) - {"contact_id", "location_id"}
+
+def test_a_journal_record_is_byte_for_byte_what_earlier_versions_wrote(tmp_path: Path) -> None:
+    """Journals left by an earlier version are resumed by this one, and the progress bar reads
+    the status from the bytes: the record's keys, order and spelling never change."""
+    path = tmp_path / "j"
+    writer = JournalWriter(path, fingerprint="fp")
+    writer.add(RowOutcome(7, Status.FAILED, None, Code.SERVER_ERROR, 503, 'a "b" é', 2, "t-1"))
+    writer.add(RowOutcome(8, Status.CREATED, "conv8", None, 201, None, 1))
+    writer.close()
+    assert path.read_bytes().decode().splitlines() == [
+        json.dumps({"journal": 1, "fingerprint": "fp"}),
+        '{"row_index":7,"status":"failed","conversation_id":null,"error_code":"server_error",'
+        '"http_status":503,"error_message":"a \\"b\\" é","attempts":2,"trace_id":"t-1"}',
+        '{"row_index":8,"status":"created","conversation_id":"conv8","error_code":null,'
+        '"http_status":201,"error_message":null,"attempts":1,"trace_id":null}',
+    ]
+    outcomes = read_journal(path).outcomes
+    assert outcomes.columns == list(OUTCOME_COLUMNS)
+    assert outcomes.row(0) == (7, "failed", None, "server_error", 503, 'a "b" é', 2, "t-1")
 
 
 def test_records_read_in_blocks_are_the_same_whatever_the_block(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = tmp_path / "r.parquet.journal"
+    path = OutputFiles(tmp_path / "r.parquet").journal
     writer = JournalWriter(path, fingerprint="fp")
     for i in range(40):
         writer.add(outcome(i, Status.FAILED, Code.SERVER_ERROR) if i % 3 else outcome(i))

@@ -18,9 +18,10 @@ import polars as pl
 import pytest
 
 from pipeline.journal import fingerprint
+from pipeline.outcomes import OUTCOME_COLUMNS
+from pipeline.outputs import OutputFiles
 from pipeline.planning import IdRules, plan
 from pipeline.reading import read_input
-from pipeline.results import OUTCOME_SCHEMA
 from pipeline.sandbox import Fault, SandboxThread
 from tests.conftest import REPO, TOKEN, run_cli, wait_until, write_csv
 from tests.test_end_to_end import fast_limits
@@ -60,7 +61,7 @@ def start_cli(*args: str, token: str = TOKEN) -> subprocess.Popen[str]:
 
 
 def journal_lines(out: Path) -> int:
-    journal = out.with_name(out.name + ".journal")
+    journal = OutputFiles(out).journal
     return journal.read_bytes().count(b"\n") if journal.exists() else 0
 
 
@@ -209,7 +210,7 @@ def test_sigkill_then_resume_loses_nothing_and_creates_nothing_twice(
     assert not out.exists()
     journalled = journal_lines(out) - 1
     assert 0 < journalled < 600
-    assert (tmp_path / ".out.parquet.stage").is_dir()  # the plan it was sending from
+    assert OutputFiles(out).stage.is_dir()  # the plan it was sending from
 
     done = run_cli(*args)  # without --resume: refused, nothing sent
     assert done.code == 2 and "--resume" in done.stderr
@@ -218,11 +219,7 @@ def test_sigkill_then_resume_loses_nothing_and_creates_nothing_twice(
     assert done.code == 0, done.stderr[-2000:]
     results = assert_all_settled_right(sandbox, out, 600)
     # Nothing is left beside the results but the (empty, unlocked) lock file.
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
-        ".out.parquet.lock",
-        "in.csv",
-        "out.parquet",
-    ]
+    assert sorted(tmp_path.iterdir()) == [OutputFiles(out).lock, src, out]
     # Rows sent twice are those in flight or not yet flushed at the kill: at most ~1 s of sending.
     sent = Counter((r.location_id, r.t) for r in sandbox.state.requests() if r.method == "POST")
     twice = len(sent) - 600
@@ -240,9 +237,9 @@ def test_torn_journal_is_survived(sandbox: SandboxThread, tmp_path: Path) -> Non
     # Rebuild a journal as a crash would leave it: header, 3 records, a torn 4th.
     sandbox_rows = first.head(3).to_dicts()
     planned = plan(read_input(src), IdRules(r"[A-Za-z0-9_-]+", 64)).collect()
-    journal = out.with_name(out.name + ".journal")
+    journal = OutputFiles(out).journal
     lines = [json.dumps({"journal": 1, "fingerprint": fingerprint(planned)})]
-    lines += [json.dumps({k: r[k] for k in OUTCOME_SCHEMA}) for r in sandbox_rows]
+    lines += [json.dumps({k: r[k] for k in OUTCOME_COLUMNS}) for r in sandbox_rows]
     journal.write_text("\n".join(lines) + '\n{"row_index": 3, "status": "cre', encoding="utf-8")
     done = run_cli(*args, "--resume")
     assert done.code == 0, done.stderr[-2000:]
@@ -254,7 +251,7 @@ def test_torn_journal_is_survived(sandbox: SandboxThread, tmp_path: Path) -> Non
 
 def test_journal_of_another_input_is_refused(sandbox: SandboxThread, tmp_path: Path) -> None:
     out = tmp_path / "out.parquet"
-    journal = out.with_name(out.name + ".journal")
+    journal = OutputFiles(out).journal
     journal.write_text(json.dumps({"journal": 1, "fingerprint": "0" * 32}) + "\n", encoding="utf-8")
     src = write_csv(tmp_path / "in.csv", rows_for(1, 3))
     done = run_cli("run", str(src), "-o", str(out), "--resume", *fast_limits(sandbox))
@@ -301,7 +298,7 @@ def test_second_sigint_leaves_at_once(sandbox: SandboxThread, tmp_path: Path) ->
     proc.communicate(timeout=10)
     assert proc.returncode == 130
     assert time.monotonic() - started < 2.0  # did not wait out the 3 s answers
-    journal = out.with_name(out.name + ".journal")
+    journal = OutputFiles(out).journal
     assert journal.exists() and journal.read_text(encoding="utf-8").startswith('{"journal": 1')
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import polars as pl
 import pytest
 
+from pipeline.outputs import OutputFiles
 from pipeline.sandbox import SandboxThread
 from tests.conftest import run_cli
 from tests.test_end_to_end import fast_limits
@@ -168,7 +169,9 @@ def test_round_trip_through_s3(sandbox: SandboxThread, tmp_path: Path, s3: dict[
     assert results["conversation_id"].to_list() == [
         created[(r["location_id"], r["contact_id"])] for r in results.iter_rows(named=True)
     ]
-    assert not list(state.glob("*.journal*"))  # the local state of the remote output is cleaned up
+    files = OutputFiles.of(target, state)
+    assert files.folder == state
+    assert not files.existing_journals()  # the local state of the remote output is cleaned up
 
     again = run_cli(*args, env=s3)  # the remote output exists now
     assert again.code == 2 and "the output exists" in again.stderr

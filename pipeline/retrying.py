@@ -1,0 +1,79 @@
+"""What to do with a row after an answer: look up the existing conversation, retry after a
+delay, or settle.
+
+A pure function of the answer, the attempts made and the time already waited (and whether
+the run or the location has stopped), so every case is a unit test
+(``tests/test_retrying.py``); the sender only carries the decision out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pipeline.backoff import Backoff
+from pipeline.client import Answer
+from pipeline.outcomes import RETRYABLE, SKIP_MESSAGES, Code, Status
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """Send the row again after ``delay_s``; ``pause_location``: the whole location waits
+    too (a 429 is about the location's window, not about this row)."""
+
+    delay_s: float
+    pause_location: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Settle:
+    """The row ends with ``answer``."""
+
+    answer: Answer
+
+
+@dataclass(frozen=True, slots=True)
+class FindExisting:
+    """ "Already exists": look up the conversation the contact has."""
+
+
+Decision = Retry | Settle | FindExisting
+
+
+def skipped(code: Code, last: Answer | None = None) -> Answer:
+    """A row not (or no longer) sent for a reason of the run; keeps its last answer's HTTP
+    status and trace id."""
+    return Answer(
+        Status.SKIPPED,
+        code,
+        http_status=last.http_status if last else None,
+        message=SKIP_MESSAGES[code],
+        trace_id=last.trace_id if last else None,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """``max_attempts`` creates per row; ``max_total_backoff_s`` seconds of waiting between
+    them, in all; the waits from ``backoff``."""
+
+    max_attempts: int = 5
+    max_total_backoff_s: float = 300.0
+    backoff: Backoff = field(default_factory=Backoff)
+
+    def after(
+        self, answer: Answer, *, attempts: int, waited_s: float, stopped: Code | None = None
+    ) -> Decision:
+        """The decision after the ``attempts``-th create's ``answer``. ``stopped``: why the
+        run or the row's location sends no more, if it does not."""
+        if answer.status is Status.EXISTS:
+            return FindExisting()
+        if answer.code is Code.RATE_LIMITED and answer.rate.daily_remaining == 0:
+            return Settle(skipped(Code.DAILY_QUOTA_EXHAUSTED, answer))
+        if answer.code not in RETRYABLE or attempts >= self.max_attempts:
+            return Settle(answer)
+        if stopped is not None:
+            return Settle(skipped(stopped, answer))
+        delay = self.backoff.delay(attempts, answer)
+        if waited_s + delay > self.max_total_backoff_s:
+            return Settle(answer)
+        return Retry(delay, pause_location=answer.code is Code.RATE_LIMITED)
