@@ -313,6 +313,35 @@ def test_remaining_zero_rests_free_permits_only() -> None:
     assert limiter.try_acquire() == pytest.approx(5.0)  # the two free ones rest from 1005
 
 
+def test_remaining_zero_spares_permits_freed_while_the_request_was_in_flight() -> None:
+    """At a window's turn the first answer of the new window says Remaining 0 (the server
+    still counted the old window's burst when this request arrived) just as that burst's
+    permits come free. Those were counted, not spent by someone else: they stay free."""
+    clock = FakeClock()
+    limiter = WindowLimiter(3, 10.0, clock=clock)
+    for _ in range(3):
+        assert limiter.try_acquire() == 0.0
+    limiter.release()  # the first permit rests from 1000
+    clock.now += 0.1
+    limiter.release()
+    limiter.release()  # the other two rest from 1000.1
+    clock.now = 1010.0
+    assert limiter.try_acquire() == 0.0
+    sent_at = clock.now
+    clock.now = 1010.2  # the answer: meanwhile the two others came free
+    limiter.release()
+    limiter.observe(max_requests=None, interval_ms=None, remaining=0, sent_at=sent_at)
+    assert limiter.try_acquire() == 0.0 and limiter.try_acquire() == 0.0
+    # Permits that were already free when a request was sent are what Remaining 0 rests.
+    idle = WindowLimiter(3, 10.0, clock=clock)
+    assert idle.try_acquire() == 0.0
+    sent_at = clock.now
+    clock.now += 0.1
+    idle.release()
+    idle.observe(max_requests=None, interval_ms=None, remaining=0, sent_at=sent_at)
+    assert idle.try_acquire() == pytest.approx(10.0)  # all three rest from the answer
+
+
 def test_cancel_after_a_longer_interval_rests_from_the_permit_rest_start() -> None:
     clock = FakeClock()
     limiter = WindowLimiter(1, 1.0, clock=clock)
