@@ -17,13 +17,13 @@ from pipeline.outcomes import Code
 
 @dataclass(frozen=True, slots=True)
 class Backoff:
-    base_s: float = 0.5
+    base: float = 0.5
     cap_s: float = 30.0
     rng: random.Random = field(default_factory=random.Random, compare=False)
 
     def ceiling(self, attempt: int) -> float:
         """The most we would wait after failed attempt number ``attempt`` (1-based)."""
-        return float(min(self.cap_s, self.base_s * 2.0 ** (attempt - 1)))
+        return float(min(self.cap_s, self.base * 2.0 ** (attempt - 1)))
 
     def delay(self, attempt: int, answer: Answer) -> float:
         rate = answer.rate

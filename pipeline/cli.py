@@ -1,9 +1,9 @@
-"""The command line: ``pipeline run``, ``pipeline sandbox``.
+"""The command line: ``pipeline run``, ``retry``, ``check``, ``report`` and ``sandbox``.
 
 Every way a command can go wrong before sending (bad option, bad config, bad file, missing
 token) ends here as one line on stderr and exit 2; ``--debug`` adds the traceback.
 Precedence of settings: command line > environment (``GHL_*``) > ``--config`` file > defaults
-(click's own order for explicit values, environment variables and ``default_map``).
+(merged and validated in one place, ``config.load_config``).
 """
 
 from __future__ import annotations
@@ -20,18 +20,16 @@ import click
 
 from pipeline import logs
 from pipeline.config import RunConfig, load_config, option_specs
-from pipeline.errors import UsageError
+from pipeline.errors import UsageError, one_line
+from pipeline.job import Job
 from pipeline.outputs import OutputFiles
-from pipeline.reading import Columns
 from pipeline.report import ReportFormat, build_report, read_results, render
-from pipeline.settings import RunSettings, parse_rate
 from pipeline.tokens import Tokens, load_tokens_file
 
 EXIT_OK = 0
 EXIT_ROWS_NOT_DONE = 1
 EXIT_USAGE = 2
 EXIT_SIGINT = 130
-EXIT_SIGTERM = 143
 EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug, or the machine refused (disk full, permissions)
 
 
@@ -121,11 +119,11 @@ def retry(results: str, **options: Any) -> None:
 def _execute(input_path: str, options: dict[str, Any], *, retry_from: str | None) -> None:
     from pipeline.run import execute  # the heavy imports (polars, httpx) only when running
 
-    settings, tokens = _settings_and_tokens(input_path, options, output=options["output"])
-    result = execute(settings, tokens, resume=options["resume"], retry_from=retry_from)
-    if settings.dry_run and result.plan is not None:
+    job, tokens = _job_and_tokens(input_path, options, output=options["output"])
+    result = execute(job, tokens, resume=options["resume"], retry_from=retry_from)
+    if job.dry_run and result.plan is not None:
         click.echo(result.plan.render())
-    click.echo(render(result.report, "table", title=str(settings.results_location)))
+    click.echo(render(result.report, "table", title=str(job.files.results)))
     if result.stop_detail is not None:
         click.echo(f"pipeline: {logs.scrub(result.stop_detail)}", err=True)
     if result.signal is not None:
@@ -133,10 +131,10 @@ def _execute(input_path: str, options: dict[str, Any], *, retry_from: str | None
     sys.exit(EXIT_OK if result.report.all_succeeded else EXIT_ROWS_NOT_DONE)
 
 
-def _settings_and_tokens(
+def _job_and_tokens(
     input_path: str, options: dict[str, Any], *, output: str
-) -> tuple[RunSettings, Tokens | None]:
-    """The run's settings and tokens from the command's options (also sets up logging).
+) -> tuple[Job, Tokens | None]:
+    """The invocation and its tokens from the command's options (also sets up logging).
 
     Shared by ``run``/``retry`` and ``check``, so a check reads the input, the tokens and
     the connection exactly as the run it precedes will. A command without ``--dry-run`` or
@@ -154,43 +152,19 @@ def _settings_and_tokens(
     else:
         token = _read_token(config.token_file, config.token_env)
         tokens = Tokens(default=token) if token else None
-    outputs = OutputFiles.of(output, config.state_dir)
-    settings = RunSettings(
+    job = Job(
+        config=config,
         source=str(input_path),
-        output_path=outputs.anchor,
-        output_uri=outputs.uri,
-        base_url=config.base_url,
-        api_version=config.api_version,
-        rate=parse_rate(config.rate) if config.rate else None,
-        concurrency=config.concurrency,
-        timeout_s=config.timeout,
-        max_attempts=config.max_attempts,
-        max_total_backoff_s=config.max_retry_wait,
-        backoff_base_s=config.backoff_base,
-        columns=Columns(
-            contact=config.contact_column,
-            location=config.location_column,
-            location_id=config.location_id,
-            override_location=config.override_location,
-            keep=tuple(c.strip() for c in (config.keep_columns or "").split(",") if c.strip()),
-        ),
-        id_pattern=config.id_pattern,
-        id_max_length=config.id_max_length,
+        files=OutputFiles.of(output, config.state_dir),
         dry_run=options.get("dry_run", False),
         overwrite=options.get("overwrite", False),
-        daily_quota=config.daily_quota,
-        http_stack=config.http_stack,
-        workers=config.workers,
-        progress=config.progress,
-        progress_interval_s=config.progress_interval,
-        log_format=config.log_format,
         log_level=log_level,
     )
-    if tokens is None and not settings.dry_run:
+    if tokens is None and not job.dry_run:
         raise UsageError(
             f"no API token: set the environment variable {config.token_env} (or use --token-file)"
         )
-    return settings, tokens
+    return job, tokens
 
 
 _CHECK_OPTIONS: list[Decorator] = [
@@ -228,13 +202,13 @@ def check(input: str, fmt: Literal["table", "json"], **options: Any) -> None:
     from pipeline.preflight import render as render_check
     from pipeline.preflight import run_check
 
-    settings, tokens = _settings_and_tokens(input, options, output=os.devnull)
-    assert tokens is not None  # _settings_and_tokens refuses a missing token unless dry run
-    outcome = run_check(settings, tokens)
+    job, tokens = _job_and_tokens(input, options, output=os.devnull)
+    assert tokens is not None  # _job_and_tokens refuses a missing token unless dry run
+    outcome = run_check(job, tokens)
     click.echo(logs.scrub(render_check(outcome, fmt)))
     if outcome.unreachable is not None:
-        line = f"{settings.base_url}: cannot reach the API: {outcome.unreachable}"
-        click.echo(f"pipeline: {logs.scrub(' '.join(line.split()))}", err=True)
+        line = f"{job.config.base_url}: cannot reach the API: {outcome.unreachable}"
+        click.echo(f"pipeline: {logs.scrub(one_line(line))}", err=True)
     sys.exit(EXIT_OK if outcome.ready else EXIT_ROWS_NOT_DONE)
 
 
@@ -314,5 +288,5 @@ def main(argv: list[str] | None = None) -> None:
 def _fail(message: str, code: int, debug: bool) -> None:
     if debug:
         click.echo(logs.scrub(traceback.format_exc()), err=True)
-    click.echo(f"pipeline: error: {logs.scrub(' '.join(message.split()))}", err=True)
+    click.echo(f"pipeline: error: {logs.scrub(one_line(message))}", err=True)
     sys.exit(code)

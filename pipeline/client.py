@@ -5,8 +5,8 @@ move is a separate seam, ``transport.Transport`` (aiohttp directly by default, o
 
 Classification is a pure function of (status, headers, body, the row's contact), so every
 rule is unit-tested without a server, and the same function serves real answers and the
-sandbox's. It reads answers strictly, the way the live API words them
-(``shared`` reference, README "Facts"): success only with a conversation id, "already
+sandbox's. It reads answers strictly, the way the live API words them (the README's
+"Retries, limits and a rejected token"): success only with a conversation id, "already
 exists" by its start and the row's contact id whatever follows it, a search hit only when it
 names the row's contact. Every answer's ``traceId`` is kept, for HighLevel's support.
 """
@@ -22,6 +22,7 @@ import httpx
 import orjson
 
 from pipeline import constants
+from pipeline.errors import one_line
 from pipeline.logs import scrub
 from pipeline.outcomes import Code, Status
 from pipeline.tokens import Tokens
@@ -106,7 +107,7 @@ def _message(body: Any, fallback: str) -> str:
         elif raw is not None:
             text = str(raw)
     text = text or fallback
-    return " ".join(text.split())  # one line, whatever the server sent
+    return one_line(text)  # whatever the server sent
 
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -285,9 +286,9 @@ class ConversationsClient:
         base_url: str,
         tokens: Tokens,
         api_version: str,
-        timeout_s: float,
-        max_connections: int,
-        stack: HttpStack = "aiohttp",
+        timeout: float,
+        concurrency: int,
+        http_stack: HttpStack = "aiohttp",
         transport: Transport | None = None,
     ) -> None:
         self._tokens = tokens
@@ -303,11 +304,11 @@ class ConversationsClient:
             for location, token in tokens.by_location.items()
         }
         self._transport = transport or make_transport(
-            stack,
+            http_stack,
             base_url=base_url,
             headers=headers,
-            timeout_s=timeout_s,
-            max_connections=max_connections,
+            timeout=timeout,
+            concurrency=concurrency,
         )
 
     def token_key(self, location_id: str) -> int:

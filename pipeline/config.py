@@ -153,7 +153,10 @@ def load_config(command_line: dict[str, Any], config_file: Path | None) -> RunCo
             )
 
     try:
-        return _Sources(**command_line)
+        merged = _Sources(**command_line)
+        # A plain RunConfig (already validated): it crosses to worker processes, and a class
+        # defined in this function cannot be pickled.
+        return RunConfig.model_construct(**dict(merged))
     except ValidationError as exc:
         raise UsageError(_describe(exc, config_file)) from None
 

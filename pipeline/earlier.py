@@ -24,7 +24,7 @@ from typing import TypeVar
 
 import polars as pl
 
-from pipeline.errors import UsageError
+from pipeline.errors import UsageError, first_line
 from pipeline.journal import fingerprint, read_journal
 from pipeline.outcomes import RESENDABLE, Status
 from pipeline.outputs import OutputFiles
@@ -67,8 +67,7 @@ def results_exist(files: OutputFiles) -> bool:
     except FileNotFoundError:
         return False
     except (pl.exceptions.PolarsError, OSError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UsageError(f"{files.uri}: cannot be reached ({first})") from exc
+        raise UsageError(f"{files.uri}: cannot be reached ({first_line(exc)})") from exc
     return True
 
 
@@ -100,9 +99,7 @@ def outcomes_from_results(path: str | Path, planned: pl.DataFrame | pl.LazyFrame
         outcomes = settled(earlier.select(list(OUTCOME_SCHEMA)).cast(OUTCOME_SCHEMA))  # type: ignore[arg-type]
         kept = outcomes.collect(engine="streaming")
     except (pl.exceptions.PolarsError, OSError) as exc:
-        raise UsageError(
-            f"{path}: cannot be read as a results file ({str(exc).splitlines()[0]})"
-        ) from exc
+        raise UsageError(f"{path}: cannot be read as a results file ({first_line(exc)})") from exc
     planned_rows = planned.lazy().select(pl.len()).collect(engine="streaming").item()
     if earlier_rows != planned_rows or mismatched.height:
         raise UsageError(f"{path}: these results are of a different input (the rows do not match)")

@@ -16,37 +16,45 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import polars as pl
 
 from pipeline.errors import UsageError
 from pipeline.outcomes import Code, Status
 
+if TYPE_CHECKING:  # the options model; imported only for its type
+    from pipeline.config import RunConfig
+
 
 @dataclass(frozen=True, slots=True)
 class IdRules:
-    pattern: str
-    max_length: int
+    id_pattern: str  # --id-pattern
+    id_max_length: int  # --id-max-length
+
+    @classmethod
+    def of(cls, config: RunConfig) -> IdRules:
+        return cls(config.id_pattern, config.id_max_length)
 
     def __post_init__(self) -> None:
         try:
-            re.compile(self.pattern)
+            re.compile(self.id_pattern)
         except re.error as exc:
             raise UsageError(
-                f"--id-pattern {self.pattern!r}: not a valid regular expression ({exc})"
+                f"--id-pattern {self.id_pattern!r}: not a valid regular expression ({exc})"
             ) from exc
-        if self.max_length < 1:
-            raise UsageError(f"--id-max-length {self.max_length}: must be at least 1")
+        if self.id_max_length < 1:
+            raise UsageError(f"--id-max-length {self.id_max_length}: must be at least 1")
 
     @property
     def anchored(self) -> str:
-        return f"^(?:{self.pattern})$"
+        return f"^(?:{self.id_pattern})$"
 
     def accepts(self, value: str) -> bool:
-        return len(value) <= self.max_length and re.fullmatch(self.pattern, value) is not None
+        return len(value) <= self.id_max_length and re.fullmatch(self.id_pattern, value) is not None
 
     def describe(self) -> str:
-        return f"it must match {self.pattern} and be at most {self.max_length} characters"
+        return f"it must match {self.id_pattern} and be at most {self.id_max_length} characters"
 
 
 def _id_problem(
@@ -54,7 +62,7 @@ def _id_problem(
 ) -> tuple[pl.Expr, pl.Expr]:
     """(code, message) expressions for one ID column; null where the ID is fine."""
     value = pl.col(column)
-    too_long = value.str.len_chars() > rules.max_length
+    too_long = value.str.len_chars() > rules.id_max_length
     bad_chars = ~value.str.contains(rules.anchored)
     code = (
         pl.when(value.is_null())
@@ -66,9 +74,9 @@ def _id_problem(
         pl.when(value.is_null())
         .then(pl.lit(f"{label} is empty"))
         .when(too_long)
-        .then(pl.lit(f"{label} is longer than {rules.max_length} characters"))
+        .then(pl.lit(f"{label} is longer than {rules.id_max_length} characters"))
         .when(bad_chars)
-        .then(pl.lit(f"{label} has characters outside {rules.pattern}"))
+        .then(pl.lit(f"{label} has characters outside {rules.id_pattern}"))
     )
     return code, message
 
@@ -193,7 +201,9 @@ class PlanEstimate:
         if self.largest_locations:
             lines.append("largest locations:")
             lines += [f"  {loc:<24} {count:>9}" for loc, count in self.largest_locations]
-        lines.append(f"estimated duration: {_duration(self.estimated_s)} at the per-location limit")
+        lines.append(
+            f"estimated duration: {format_duration(self.estimated_s)} at the per-location limit"
+        )
         for loc, over in self.over_daily_quota:
             lines.append(f"  {loc}: {over} rows over the daily quota; they wait for the next day")
         return "\n".join(lines)
@@ -243,7 +253,8 @@ def estimate(
     )
 
 
-def _duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
+    """``45s``, ``3m20s``, ``2h05m00s``: a duration as the dry run and the check write it."""
     if seconds < 60:
         return f"{seconds:.0f}s"
     minutes, secs = divmod(round(seconds), 60)

@@ -39,9 +39,10 @@ import structlog
 
 from pipeline import constants
 from pipeline.client import Answer, ConversationsClient
+from pipeline.job import Job
 from pipeline.outcomes import Code, Status
-from pipeline.planning import to_send
-from pipeline.settings import Rate, RunSettings
+from pipeline.planning import format_duration, to_send
+from pipeline.settings import Rate
 from pipeline.tokens import Tokens
 
 log = structlog.get_logger("pipeline.preflight")
@@ -389,7 +390,7 @@ class CheckReport:
 # -- the check ------------------------------------------------------------------------------
 
 
-def plan_rows(settings: RunSettings) -> tuple[dict[str, int], pl.DataFrame]:
+def plan_rows(job: Job) -> tuple[dict[str, int], pl.DataFrame]:
     """Read and validate the input as a run does; the row counts by fate, and the rows to
     send per location (``location_id``, ``rows``; most rows first).
 
@@ -399,7 +400,7 @@ def plan_rows(settings: RunSettings) -> tuple[dict[str, int], pl.DataFrame]:
     from pipeline.run import load_plan
 
     with tempfile.TemporaryDirectory(prefix="pipeline-check-") as stage:
-        planned = load_plan(settings, Path(stage))
+        planned = load_plan(job, Path(stage))
         by_status, per_location = pl.collect_all(
             [
                 planned.group_by("status").len(),
@@ -417,7 +418,7 @@ def plan_rows(settings: RunSettings) -> tuple[dict[str, int], pl.DataFrame]:
         "invalid": counts.get(Status.INVALID.value, 0),
         "duplicate": counts.get(Status.DUPLICATE.value, 0),
     }
-    given = settings.columns.location_id
+    given = job.config.location_id
     if given is not None and given.strip() not in per_location["location_id"].to_list():
         # The location named on the command line is checked even with no row to send.
         extra = pl.DataFrame(
@@ -427,9 +428,9 @@ def plan_rows(settings: RunSettings) -> tuple[dict[str, int], pl.DataFrame]:
     return rows, per_location
 
 
-def run_check(settings: RunSettings, tokens: Tokens) -> CheckReport:
+def run_check(job: Job, tokens: Tokens) -> CheckReport:
     """The whole check: read the input, probe every location once, judge each."""
-    rows, per_location = plan_rows(settings)
+    rows, per_location = plan_rows(job)
     planned: dict[str, int] = dict(
         zip(per_location["location_id"].to_list(), per_location["rows"].to_list(), strict=True)
     )
@@ -438,7 +439,7 @@ def run_check(settings: RunSettings, tokens: Tokens) -> CheckReport:
     for location in planned:  # most rows first: the biggest location answers for its token
         if location not in no_token:
             groups.setdefault(tokens.key(location), []).append(location)
-    probes = asyncio.run(_probe(settings, tokens, list(groups.values())))
+    probes = asyncio.run(_probe(job, tokens, list(groups.values())))
     if probes.unreachable is not None:
         log.debug("API unreachable", cause=probes.unreachable.message)
     checks = []
@@ -460,9 +461,9 @@ def run_check(settings: RunSettings, tokens: Tokens) -> CheckReport:
                 count,
                 answer,
                 not_probed=not_probed,
-                ceiling=settings.rate,
+                ceiling=job.rate,
                 # The API's X-RateLimit-Limit-Daily; without an answer, the setting.
-                daily_limit=announced_daily or settings.daily_quota,
+                daily_limit=announced_daily or job.config.daily_quota,
                 note=note,
             )
         )
@@ -479,22 +480,22 @@ def run_check(settings: RunSettings, tokens: Tokens) -> CheckReport:
     cause = None
     if probes.unreachable is not None:
         cause = probes.unreachable.message or "no connection could be made"
-    return CheckReport(str(settings.source), settings.base_url, rows, checks, cause)
+    return CheckReport(str(job.source), job.config.base_url, rows, checks, cause)
 
 
-async def _probe(settings: RunSettings, tokens: Tokens, groups: list[list[str]]) -> Probes:
+async def _probe(job: Job, tokens: Tokens, groups: list[list[str]]) -> Probes:
     if not groups:
         return Probes()
     async with ConversationsClient(
-        base_url=settings.base_url,
+        base_url=job.config.base_url,
         tokens=tokens,
-        api_version=settings.api_version,
-        timeout_s=settings.timeout_s,
-        max_connections=min(PROBE_CONCURRENCY, settings.concurrency),
-        stack=settings.http_stack,
+        api_version=job.config.api_version,
+        timeout=job.config.timeout,
+        concurrency=min(PROBE_CONCURRENCY, job.config.concurrency),
+        http_stack=job.config.http_stack,
     ) as client:
         return await probe_locations(
-            client.probe, groups, concurrency=min(PROBE_CONCURRENCY, settings.concurrency)
+            client.probe, groups, concurrency=min(PROBE_CONCURRENCY, job.config.concurrency)
         )
 
 
@@ -505,15 +506,6 @@ def render(report: CheckReport, fmt: CheckFormat = "table") -> str:
     if fmt == "json":
         return json.dumps(report.to_dict(), indent=2)
     return _table(report)
-
-
-def format_duration(seconds: float) -> str:
-    """``45s``, ``3m20s``, ``2h05m00s``: the dry run's way of writing a duration."""
-    if seconds < 60:
-        return f"{seconds:.0f}s"
-    minutes, secs = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
 def _cell(value: int | None) -> str:

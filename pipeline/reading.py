@@ -18,11 +18,15 @@ import re
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 
-from pipeline.errors import UsageError
+from pipeline.errors import UsageError, first_line
 from pipeline.outcomes import RESULT_COLUMNS
+
+if TYPE_CHECKING:  # the options model; imported only for its type
+    from pipeline.config import RunConfig
 
 CSV_SUFFIXES = (".csv", ".csv.gz")
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -107,11 +111,25 @@ def _readable_kind(path: Path) -> bool:
 class Columns:
     """Which columns to read, and what to do when the file has no location column."""
 
-    contact: str | None = None  # --contact-column
-    location: str | None = None  # --location-column
+    contact_column: str | None = None  # --contact-column
+    location_column: str | None = None  # --location-column
     location_id: str | None = None  # --location-id: one location for every row
     override_location: bool = False  # --override-location: even if the file has a column
-    keep: tuple[str, ...] = ()  # --keep-columns: carried into the results as they are
+    keep_columns: tuple[str, ...] = ()  # --keep-columns: carried into the results as they are
+
+    @classmethod
+    def of(cls, config: RunConfig) -> Columns:
+        """From the options (``--keep-columns`` is comma-separated)."""
+        keep = tuple(
+            name.strip() for name in (config.keep_columns or "").split(",") if name.strip()
+        )
+        return cls(
+            config.contact_column,
+            config.location_column,
+            config.location_id,
+            config.override_location,
+            keep,
+        )
 
 
 RESERVED = frozenset({*RESULT_COLUMNS, "source_file"})
@@ -147,10 +165,10 @@ def read_input(spec: str | Path, columns: Columns = Columns()) -> pl.LazyFrame:
     label = sources.spec
     schema = _schema(lf, label)
     names = [n for n in schema if n != origin]
-    contact = _resolve(label, names, CONTACT_KEY, columns.contact, "--contact-column")
+    contact = _resolve(label, names, CONTACT_KEY, columns.contact_column, "--contact-column")
     _check_id_dtype(label, contact, schema[contact])
     location_expr = _location(label, names, schema, columns)
-    for name in columns.keep:
+    for name in columns.keep_columns:
         if name not in names:
             raise UsageError(
                 f"{label}: --keep-columns {name!r} is not a column; found {_list(names)}"
@@ -164,7 +182,7 @@ def read_input(spec: str | Path, columns: Columns = Columns()) -> pl.LazyFrame:
         lf.select(
             _clean_id(contact).alias("contact_id"),
             location_expr.alias("location_id"),
-            *(pl.col(name) for name in columns.keep),
+            *(pl.col(name) for name in columns.keep_columns),
             *([pl.col(origin)] if origin else []),
         )
         .with_row_index("row_index")
@@ -176,19 +194,20 @@ def _location(path: str, names: list[str], schema: pl.Schema, columns: Columns) 
     """The location of each row: from its column, or the one --location-id names."""
     found = [n for n in names if normalise_header(n) == LOCATION_KEY]
     if columns.location_id is not None:
-        if (found or columns.location) and not columns.override_location:
+        if (found or columns.location_column) and not columns.override_location:
             raise UsageError(
-                f"{path}: the file has a location column ({(columns.location or found[0])!r}) "
+                f"{path}: the file has a location column "
+                f"({(columns.location_column or found[0])!r}) "
                 "and --location-id was given; drop one, or add --override-location"
             )
         return pl.lit(columns.location_id.strip() or None, dtype=pl.String)
-    if not found and columns.location is None:
+    if not found and columns.location_column is None:
         raise UsageError(
             f"{path}: no locationId column; found {_list(names)}; accepted names are locationId or "
             "location_id in any letter case (name one with --location-column, or give every row "
             "one location with --location-id)"
         )
-    location = _resolve(path, names, LOCATION_KEY, columns.location, "--location-column")
+    location = _resolve(path, names, LOCATION_KEY, columns.location_column, "--location-column")
     _check_id_dtype(path, location, schema[location])
     return _clean_id(location)
 
@@ -243,7 +262,7 @@ def _schema(lf: pl.LazyFrame, path: str) -> pl.Schema:
         return lf.collect_schema()
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise UsageError(
-            f"{path}: cannot be read as {input_format(path)}: {_first_line(exc)}"
+            f"{path}: cannot be read as {input_format(path)}: {first_line(exc)}"
         ) from exc
 
 
@@ -282,8 +301,3 @@ def _list(names: list[str]) -> str:
     shown = ", ".join(repr(n if len(n) <= 40 else n[:40] + "...") for n in names[:12])
     more = f" and {len(names) - 12} more" if len(names) > 12 else ""
     return f"[{shown}{more}]" if names else "no columns"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import polars as pl
 
-from pipeline.errors import UsageError
+from pipeline.errors import UsageError, first_line
 from pipeline.outcomes import Code, Status
 
 RUN_METADATA_KEY = "pipeline.run"
@@ -154,8 +154,7 @@ def read_results(path: str | Path) -> tuple[pl.DataFrame, RunInfo | None]:
         frame = pl.read_parquet(path)
         metadata = pl.read_parquet_metadata(path)
     except (pl.exceptions.PolarsError, OSError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UsageError(f"{path}: cannot be read as a results file ({first})") from exc
+        raise UsageError(f"{path}: cannot be read as a results file ({first_line(exc)})") from exc
     missing = {"row_index", "status", "error_code", "location_id"} - set(frame.columns)
     if missing:
         raise UsageError(f"{path}: not a results file (no {', '.join(sorted(missing))} column)")

@@ -9,10 +9,14 @@ the run or the location has stopped), so every case is a unit test
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from pipeline.backoff import Backoff
 from pipeline.client import Answer
 from pipeline.outcomes import RETRYABLE, SKIP_MESSAGES, Code, Status
+
+if TYPE_CHECKING:  # the options model; imported only for its type
+    from pipeline.config import RunConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,12 +57,17 @@ def skipped(code: Code, last: Answer | None = None) -> Answer:
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """``max_attempts`` creates per row; ``max_total_backoff_s`` seconds of waiting between
+    """``max_attempts`` creates per row; ``max_retry_wait`` seconds of waiting between
     them, in all; the waits from ``backoff``."""
 
     max_attempts: int = 5
-    max_total_backoff_s: float = 300.0
+    max_retry_wait: float = 300.0
     backoff: Backoff = field(default_factory=Backoff)
+
+    @classmethod
+    def of(cls, config: RunConfig) -> RetryPolicy:
+        """From ``--max-attempts``, ``--max-retry-wait`` and ``--backoff-base``."""
+        return cls(config.max_attempts, config.max_retry_wait, Backoff(base=config.backoff_base))
 
     def after(
         self, answer: Answer, *, attempts: int, waited_s: float, stopped: Code | None = None
@@ -74,6 +83,6 @@ class RetryPolicy:
         if stopped is not None:
             return Settle(skipped(stopped, answer))
         delay = self.backoff.delay(attempts, answer)
-        if waited_s + delay > self.max_total_backoff_s:
+        if waited_s + delay > self.max_retry_wait:
             return Settle(answer)
         return Retry(delay, pause_location=answer.code is Code.RATE_LIMITED)

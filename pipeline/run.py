@@ -1,7 +1,8 @@
 """The job, end to end: plan → find earlier state → send (journalled) → write results → report.
 
 This module only sequences the stages and owns the run's lifecycle: the lock, the staging
-folder, the journal's birth and removal, and signals. ``_execute`` reads as the list of
+folder, the journal's birth and removal (signals are the sending session's, ``session``
+and ``workers``). ``_execute`` reads as the list of
 phases, one function each, in the order the data flows; each stage lives in its own module
 and knows nothing of the ones after it (``planning``, ``earlier``, ``session`` or ``workers``
 with ``journal``, ``results``, ``report``). The files they share around the output are named
@@ -23,19 +24,19 @@ import polars as pl
 import structlog
 
 from pipeline.earlier import EarlierState, find_earlier, results_exist
-from pipeline.errors import UsageError
+from pipeline.errors import UsageError, first_line
+from pipeline.job import Job
 from pipeline.journal import JournalWriter, fingerprint, read_records
 from pipeline.locking import exclusive
 from pipeline.outcomes import Code
 from pipeline.outputs import OutputFiles
 from pipeline.planning import IdRules, PlanEstimate, check, estimate, find_duplicates, mark, to_send
 from pipeline.progress import JournalTail, ProgressReporter
-from pipeline.reading import is_uri, read_input
+from pipeline.reading import Columns, is_uri, read_input
 from pipeline.report import Report, RunInfo, build_report
 from pipeline.results import assemble, skipped_rows, write_atomically
 from pipeline.schema import compact, no_outcomes
 from pipeline.session import SessionResult, run_async, send_session
-from pipeline.settings import RunSettings
 from pipeline.tokens import Tokens
 from pipeline.workers import run_workers
 
@@ -63,20 +64,20 @@ def check_output_folder(files: OutputFiles) -> None:
         raise UsageError(f"{folder}: the output folder is not writable")
 
 
-def check_paths(settings: RunSettings, files: OutputFiles, *, resume: bool) -> None:
+def check_paths(job: Job, files: OutputFiles, *, resume: bool) -> None:
     """Refuse an output that should not be written, before anything is sent."""
     where = files.results
     if files.uri is not None:
-        same = files.uri == settings.source
+        same = files.uri == job.source
     else:
-        same = not is_uri(settings.source) and Path(settings.source).resolve() == where
-    if same or (files.uri is None and files.anchor.resolve() == Path(settings.source).resolve()):
+        same = not is_uri(job.source) and Path(job.source).resolve() == where
+    if same or (files.uri is None and files.anchor.resolve() == Path(job.source).resolve()):
         raise UsageError(f"{where}: the output would overwrite the input; choose another -o")
     if files.uri is None and files.anchor.is_dir():
         raise UsageError(
             f"{where}: the output is a directory; give a file path such as out/results.parquet"
         )
-    if results_exist(files) and not (resume or settings.overwrite):
+    if results_exist(files) and not (resume or job.overwrite):
         raise UsageError(
             f"{where}: the output exists; add --overwrite to replace it, "
             "or --resume to continue the run that wrote it"
@@ -98,30 +99,29 @@ def staging(files: OutputFiles) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def load_plan(settings: RunSettings, stage: Path) -> pl.LazyFrame:
+def load_plan(job: Job, stage: Path) -> pl.LazyFrame:
     """Read and check the input into a Parquet file in ``stage``, find the duplicates, and
     return the plan as a lazy query over that file.
 
     The input is parsed once, streaming, whatever its size; only the row IDs (and any
     --keep-columns) reach the file. Every later stage scans the file, so no stage holds the
     input in memory."""
-    rules = IdRules(settings.id_pattern, settings.id_max_length)
-    given = settings.columns.location_id
+    rules = IdRules.of(job.config)
+    given = job.config.location_id
     if given is not None and not rules.accepts(given.strip()):
         raise UsageError(f"--location-id {given!r}: not a valid location id ({rules.describe()})")
-    rows = read_input(settings.source, settings.columns)
+    rows = read_input(job.source, Columns.of(job.config))
     checked_file = stage / "checked.parquet"
     try:
         check(rows, rules).sink_parquet(checked_file, compression="lz4")
         checked = pl.scan_parquet(checked_file)
         return mark(checked, find_duplicates(checked))
     except pl.exceptions.PolarsError as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UsageError(f"{settings.source}: cannot be read: {first}") from exc
+        raise UsageError(f"{job.source}: cannot be read: {first_line(exc)}") from exc
 
 
 def execute(
-    settings: RunSettings,
+    job: Job,
     tokens: Tokens | str | None,
     *,
     resume: bool = False,
@@ -130,14 +130,14 @@ def execute(
     """Run the job; ``tokens`` is one token, a token per location, or None for a dry run."""
     if isinstance(tokens, str):
         tokens = Tokens(default=tokens)
-    if (tokens is None or not tokens.all()) and not settings.dry_run:
+    if (tokens is None or not tokens.all()) and not job.dry_run:
         raise UsageError("no API token: set GHL_TOKEN (or name another variable with --token-env)")
-    files = OutputFiles(settings.output_path, settings.output_uri)
+    files = job.files
     check_output_folder(files)
     with exclusive(files):
-        check_paths(settings, files, resume=resume)
+        check_paths(job, files, resume=resume)
         with staging(files) as stage:
-            return _execute(settings, tokens, files, stage, resume=resume, retry_from=retry_from)
+            return _execute(job, tokens, files, stage, resume=resume, retry_from=retry_from)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +153,7 @@ class _Start:
 
 
 def _execute(
-    settings: RunSettings,
+    job: Job,
     tokens: Tokens | None,
     files: OutputFiles,
     stage: Path,
@@ -163,21 +163,19 @@ def _execute(
 ) -> RunResult:
     """The phases of a run, in order, under the output's lock."""
     start = _Start()
-    planned = load_plan(settings, stage)
-    earlier = _find_earlier(settings, files, planned, resume=resume, retry_from=retry_from)
-    pending, plan_estimate = _plan_sending(settings, planned, earlier)
-    session, this_run = _send_pending(
-        settings, tokens, files, planned, pending, plan_estimate, earlier
-    )
-    run = _write_results(settings, files, planned, earlier, this_run, session, start)
-    _clean_up(settings, files)
+    planned = load_plan(job, stage)
+    earlier = _find_earlier(job, files, planned, resume=resume, retry_from=retry_from)
+    pending, plan_estimate = _plan_sending(job, planned, earlier)
+    session, this_run = _send_pending(job, tokens, files, planned, pending, plan_estimate, earlier)
+    run = _write_results(job, files, planned, earlier, this_run, session, start)
+    _clean_up(job, files)
     del planned, pending, earlier, this_run  # the report reads the file; free the rest first
     report = _report(files, run)
     return RunResult(report, session.signal, plan_estimate, session.stop_detail)
 
 
 def _find_earlier(
-    settings: RunSettings,
+    job: Job,
     files: OutputFiles,
     planned: pl.LazyFrame,
     *,
@@ -187,13 +185,13 @@ def _find_earlier(
     """What earlier runs settled (``earlier``), so that this run neither sends a settled row
     again nor loses one. A dry run builds on nothing: it plans the whole input, reads no
     journal and leaves any it finds for the run that will resume it."""
-    if settings.dry_run:
+    if job.dry_run:
         return EarlierState()
     return find_earlier(files, planned, resume=resume, retry_from=retry_from)
 
 
 def _plan_sending(
-    settings: RunSettings, planned: pl.LazyFrame, earlier: EarlierState
+    job: Job, planned: pl.LazyFrame, earlier: EarlierState
 ) -> tuple[pl.LazyFrame, PlanEstimate]:
     """The rows left to send, and what sending them will take: logged before anything is
     sent, so that the size of the job is known up front (a dry run prints it)."""
@@ -203,8 +201,8 @@ def _plan_sending(
     plan_estimate = estimate(
         planned,
         pending,
-        limits=settings.limits,
-        daily_quota=settings.daily_quota,
+        limits=job.limits,
+        daily_quota=job.config.daily_quota,
     )
     log.info(
         "planned",
@@ -212,14 +210,14 @@ def _plan_sending(
         already_done=earlier.outcomes.height,
         to_send=plan_estimate.requests,
         locations=plan_estimate.locations,
-        rate=settings.rate_label,
-        dry_run=settings.dry_run,
+        rate=job.rate_label,
+        dry_run=job.dry_run,
     )
     return pending, plan_estimate
 
 
 def _send_pending(
-    settings: RunSettings,
+    job: Job,
     tokens: Tokens | None,
     files: OutputFiles,
     planned: pl.LazyFrame,
@@ -234,7 +232,7 @@ def _send_pending(
     location that has no token in a tokens file are not sent, and recorded as skipped."""
     session = SessionResult(0, None, None)
     this_run = no_outcomes()
-    if tokens is None or settings.dry_run or plan_estimate.requests == 0:
+    if tokens is None or job.dry_run or plan_estimate.requests == 0:
         return session, this_run
     # Only a run that sends holds the rows to send in memory; a dry run never does.
     sendable = pending.collect()
@@ -244,19 +242,19 @@ def _send_pending(
         sendable = sendable.filter(~no_token)
     if not sendable.height:
         return session, this_run
-    tail = JournalTail(files.journals(settings.workers), earlier.journal_ends)
+    tail = JournalTail(files.journals(job.config.workers), earlier.journal_ends)
     with ProgressReporter(
-        tail, sendable.height, mode=settings.progress, interval_s=settings.progress_interval_s
+        tail, sendable.height, mode=job.config.progress, interval_s=job.config.progress_interval
     ):
         session, starts = _send(
-            settings, tokens, files, sendable, fingerprint(planned), earlier.journal_ends
+            job, tokens, files, sendable, fingerprint(planned), earlier.journal_ends
         )
     recorded = (read_records(j, start=offset) for j, offset in starts.items() if j.exists())
     return session, pl.concat([this_run, *recorded])
 
 
 def _send(
-    settings: RunSettings,
+    job: Job,
     tokens: Tokens,
     files: OutputFiles,
     sendable: pl.DataFrame,
@@ -264,28 +262,28 @@ def _send(
     resume_at: dict[Path, int],
 ) -> tuple[SessionResult, dict[Path, int]]:
     """Send, in this process or in workers; returns where each journal's new records begin."""
-    if settings.workers > 1:
+    if job.config.workers > 1:
         return run_workers(
-            settings,
+            job,
             tokens,
             sendable,
             files=files,
             fingerprint=print_,
             resume_at=resume_at,
-            log_format=settings.log_format,
-            log_level=settings.log_level,
+            log_format=job.config.log_format,
+            log_level=job.log_level,
         )
     path = files.journal
     journal = JournalWriter(path, fingerprint=print_, resume_at=resume_at.get(path))
     try:
-        result = run_async(send_session(settings, tokens, sendable, journal))
+        result = run_async(send_session(job, tokens, sendable, journal))
     finally:
         journal.close()
     return result, {path: journal.start_offset}
 
 
 def _write_results(
-    settings: RunSettings,
+    job: Job,
     files: OutputFiles,
     planned: pl.LazyFrame,
     earlier: EarlierState,
@@ -296,28 +294,28 @@ def _write_results(
     """Every input row once, in input order, with this run's outcome or an earlier one, or
     the reason it was not sent; written atomically, since a results file is what marks a run
     as done. The run's figures go into the file's metadata for ``pipeline report``."""
-    unsent = Code.DRY_RUN if settings.dry_run else (session.stop_code or Code.INTERRUPTED)
+    unsent = Code.DRY_RUN if job.dry_run else (session.stop_code or Code.INTERRUPTED)
     everything = pl.concat([earlier.outcomes, this_run]).unique(subset="row_index", keep="last")
     results = assemble(planned, everything, unsent=unsent)
     run = RunInfo(
         started_at=start.at,
         elapsed_s=start.elapsed_s(),
         requests=session.requests,
-        dry_run=settings.dry_run,
-        rate=settings.rate_label,
-        workers=settings.workers,
+        dry_run=job.dry_run,
+        rate=job.rate_label,
+        workers=job.config.workers,
     )
     write_atomically(results, files, metadata=run.to_metadata())
     return run
 
 
-def _clean_up(settings: RunSettings, files: OutputFiles) -> None:
+def _clean_up(job: Job, files: OutputFiles) -> None:
     """Remove the journals, now that the results hold all they did: a journal left behind
     would stop the next run until it is resumed. A dry run leaves them: it read none.
     (The staging folder goes with ``staging``, however the run ends.)"""
-    if settings.dry_run:
+    if job.dry_run:
         return
-    for journal in {*files.existing_journals(), *files.journals(settings.workers)}:
+    for journal in {*files.existing_journals(), *files.journals(job.config.workers)}:
         journal.unlink(missing_ok=True)
 
 

@@ -17,13 +17,12 @@ from typing import Any, TypeVar
 import polars as pl
 import structlog
 
-from pipeline.backoff import Backoff
 from pipeline.client import ConversationsClient
+from pipeline.job import Job
 from pipeline.journal import JournalWriter
 from pipeline.outcomes import Code
 from pipeline.retrying import RetryPolicy
 from pipeline.sending import LocationBatch, Sender
-from pipeline.settings import RunSettings
 from pipeline.tokens import Tokens
 
 log = structlog.get_logger("pipeline.session")
@@ -81,7 +80,7 @@ def _pairs(
 
 
 async def send_session(
-    settings: RunSettings,
+    job: Job,
     tokens: Tokens,
     sendable: pl.DataFrame,
     journal: JournalWriter,
@@ -92,24 +91,20 @@ async def send_session(
     loop = asyncio.get_running_loop()
     received: list[int] = []
     async with ConversationsClient(
-        base_url=settings.base_url,
+        base_url=job.config.base_url,
         tokens=tokens,
-        api_version=settings.api_version,
-        timeout_s=settings.timeout_s,
-        max_connections=settings.concurrency,
-        stack=settings.http_stack,
+        api_version=job.config.api_version,
+        timeout=job.config.timeout,
+        concurrency=job.config.concurrency,
+        http_stack=job.config.http_stack,
     ) as client:
         sender = Sender(
             client,
-            rate=settings.rate,
-            concurrency=settings.concurrency,
-            policy=RetryPolicy(
-                max_attempts=settings.max_attempts,
-                max_total_backoff_s=settings.max_total_backoff_s,
-                backoff=Backoff(base_s=settings.backoff_base_s),
-            ),
+            rate=job.rate,
+            concurrency=job.config.concurrency,
+            policy=RetryPolicy.of(job.config),
             sink=journal.add,
-            grace_s=min(settings.timeout_s, 10.0),
+            grace_s=min(job.config.timeout, 10.0),
             record_unstarted=parent_pid is not None,  # a worker; see Sender
         )
 
@@ -137,7 +132,7 @@ async def send_session(
                 loop.remove_signal_handler(signum)
     detail = sender.stop_detail
     if detail is not None and sender.stop_code is Code.UNREACHABLE:
-        detail = f"{settings.base_url}: {detail}"
+        detail = f"{job.config.base_url}: {detail}"
     return SessionResult(
         sender.requests, sender.stop_code, received[0] if received else None, detail
     )

@@ -1,24 +1,17 @@
-"""Run settings: one frozen object built by the CLI and read by every stage.
-
-Parsing user-typed values (``--rate 100/10s``) lives here too, so that a bad value becomes
-one clear ``UsageError`` naming the option, instead of a failure deep inside a stage.
+"""User-typed values that need parsing (``--rate 100/10s``, ``--base-url``), parsed in one
+place so that a bad value becomes one clear ``UsageError`` naming the option, instead of a
+failure deep inside a stage. ``config.RunConfig`` validates every option with these.
 """
 
 from __future__ import annotations
 
-import logging
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from ipaddress import ip_address
-from pathlib import Path
 from urllib.parse import urlsplit
 
 from pipeline import constants
 from pipeline.errors import UsageError
-from pipeline.logs import LogFormat
-from pipeline.progress import ProgressMode
-from pipeline.reading import Columns
-from pipeline.transport import HttpStack
 
 DEFAULT_ID_PATTERN = r"[A-Za-z0-9_-]+"
 DEFAULT_ID_MAX_LENGTH = 64
@@ -75,54 +68,3 @@ def _is_loopback(host: str) -> bool:
         return ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-@dataclass(frozen=True, slots=True)
-class RunSettings:
-    """Everything a run needs to know, built once by the CLI.
-
-    For an output in object storage (``s3://...``), the journal and the lock cannot live
-    beside it; they live in a local state folder, at ``output_path``.
-    """
-
-    source: str  # INPUT: a file, a glob, a folder of parts, or a URI
-    output_path: Path  # the results file, or for a remote output the local anchor of its state
-    output_uri: str | None = None  # set when the results go to object storage
-    base_url: str = constants.DEFAULT_BASE_URL
-    api_version: str = constants.DEFAULT_API_VERSION
-    # The user's own per-location ceiling (--rate); None: follow what each location's answers
-    # announce. Either way the announced limit holds too.
-    rate: Rate | None = None
-    concurrency: int = 64
-    timeout_s: float = 30.0
-    max_attempts: int = 5
-    max_total_backoff_s: float = 300.0
-    backoff_base_s: float = 0.5
-    columns: Columns = field(default_factory=Columns)
-    id_pattern: str = DEFAULT_ID_PATTERN
-    id_max_length: int = DEFAULT_ID_MAX_LENGTH
-    dry_run: bool = False
-    overwrite: bool = False
-    daily_quota: int = constants.DEFAULT_DAILY_LIMIT
-    http_stack: HttpStack = "aiohttp"
-    workers: int = 1
-    log_format: LogFormat = "auto"
-    log_level: int = logging.INFO
-    progress: ProgressMode = "auto"
-    progress_interval_s: float = 5.0
-
-    @property
-    def limits(self) -> list[tuple[int, float]]:
-        """The per-location limits a plan is estimated with, before any answer: HighLevel's
-        published one and the user's ceiling, both of which hold."""
-        published = (constants.DEFAULT_RATE_MAX, constants.DEFAULT_RATE_INTERVAL_S)
-        return [published] if self.rate is None else [published, self.rate.as_tuple()]
-
-    @property
-    def rate_label(self) -> str:
-        return "as announced" if self.rate is None else f"{self.rate} and as announced"
-
-    @property
-    def results_location(self) -> str | Path:
-        """Where the results file is read and written."""
-        return self.output_uri or self.output_path

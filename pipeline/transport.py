@@ -27,6 +27,8 @@ import aiohttp
 import httpx
 from yarl import URL
 
+from pipeline.errors import one_line
+
 HttpStack = Literal["aiohttp", "httpx", "httpx-aiohttp"]
 HTTP_STACKS: tuple[HttpStack, ...] = ("aiohttp", "httpx", "httpx-aiohttp")
 
@@ -68,8 +70,9 @@ class Transport(Protocol):
     async def aclose(self) -> None: ...
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
+def _describe(exc: BaseException) -> str:
+    """``Type: message`` on one line, at most 300 characters (the type alone if no message)."""
+    text = one_line(str(exc))
     return f"{type(exc).__name__}: {text}"[:300] if text else type(exc).__name__
 
 
@@ -77,14 +80,14 @@ class AiohttpTransport:
     """aiohttp, used directly: one session, URLs parsed once, no per-request wrapper objects."""
 
     def __init__(
-        self, *, base_url: str, headers: Mapping[str, str], timeout_s: float, max_connections: int
+        self, *, base_url: str, headers: Mapping[str, str], timeout: float, concurrency: int
     ) -> None:
         self._base = URL(base_url.rstrip("/"))
         self._headers = dict(headers)
         self._timeout = aiohttp.ClientTimeout(
-            total=timeout_s, sock_connect=min(timeout_s, CONNECT_TIMEOUT_S)
+            total=timeout, sock_connect=min(timeout, CONNECT_TIMEOUT_S)
         )
-        self._max_connections = max_connections
+        self._concurrency = concurrency
         self._session: aiohttp.ClientSession | None = None
         self._post_urls: dict[str, URL] = {}
 
@@ -92,7 +95,7 @@ class AiohttpTransport:
         # Created on first use, inside the running event loop, as aiohttp requires.
         if self._session is None:
             connector = aiohttp.TCPConnector(
-                limit=self._max_connections,
+                limit=self._concurrency,
                 limit_per_host=0,
                 keepalive_timeout=60,
                 ttl_dns_cache=300,
@@ -127,9 +130,9 @@ class AiohttpTransport:
                 f"no answer in time ({type(exc).__name__})", timeout=True
             ) from exc
         except (aiohttp.ClientConnectorError, aiohttp.ClientSSLError) as exc:
-            raise TransportFailure(_one_line(exc), timeout=False, connect=True) from exc
+            raise TransportFailure(_describe(exc), timeout=False, connect=True) from exc
         except aiohttp.ClientError as exc:
-            raise TransportFailure(_one_line(exc), timeout=False) from exc
+            raise TransportFailure(_describe(exc), timeout=False) from exc
 
     async def post(
         self, path: str, body: bytes, headers: Mapping[str, str] | None = None
@@ -154,17 +157,15 @@ class HttpxTransport:
         *,
         base_url: str,
         headers: Mapping[str, str],
-        timeout_s: float,
-        max_connections: int,
+        timeout: float,
+        concurrency: int,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        limits = httpx.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_connections
-        )
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
         self._http = httpx.AsyncClient(
             base_url=base_url,
             headers=dict(headers),
-            timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, CONNECT_TIMEOUT_S)),
+            timeout=httpx.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT_S)),
             limits=limits,
             transport=transport,
             follow_redirects=False,
@@ -179,7 +180,7 @@ class HttpxTransport:
             if _is_disconnect(exc):
                 connect = isinstance(cause, aiohttp.ClientConnectorError | aiohttp.ClientSSLError)
                 raise TransportFailure(
-                    _one_line(cause or exc), timeout=False, connect=connect
+                    _describe(cause or exc), timeout=False, connect=connect
                 ) from exc
             raise TransportFailure(
                 f"no answer in time ({type(exc).__name__})",
@@ -187,9 +188,9 @@ class HttpxTransport:
                 connect=isinstance(exc, httpx.ConnectTimeout),
             ) from exc
         except httpx.ConnectError as exc:
-            raise TransportFailure(_one_line(exc), timeout=False, connect=True) from exc
+            raise TransportFailure(_describe(exc), timeout=False, connect=True) from exc
         except httpx.HTTPError as exc:
-            raise TransportFailure(_one_line(exc), timeout=False) from exc
+            raise TransportFailure(_describe(exc), timeout=False) from exc
         return RawAnswer(response.status_code, response.headers, response.content)
 
     async def post(
@@ -219,26 +220,24 @@ def make_transport(
     *,
     base_url: str,
     headers: Mapping[str, str],
-    timeout_s: float,
-    max_connections: int,
+    timeout: float,
+    concurrency: int,
 ) -> Transport:
     if stack == "aiohttp":
         return AiohttpTransport(
-            base_url=base_url, headers=headers, timeout_s=timeout_s, max_connections=max_connections
+            base_url=base_url, headers=headers, timeout=timeout, concurrency=concurrency
         )
     inner: httpx.AsyncBaseTransport | None = None
     if stack == "httpx-aiohttp":
         from httpx_aiohttp import AiohttpTransport as HttpxAiohttpTransport
 
         inner = HttpxAiohttpTransport(
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            )
+            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
         )
     return HttpxTransport(
         base_url=base_url,
         headers=headers,
-        timeout_s=timeout_s,
-        max_connections=max_connections,
+        timeout=timeout,
+        concurrency=concurrency,
         transport=inner,
     )

@@ -30,11 +30,11 @@ import polars as pl
 import structlog
 
 from pipeline import logs
+from pipeline.job import Job
 from pipeline.journal import JournalWriter
 from pipeline.outcomes import Code
 from pipeline.outputs import OutputFiles
 from pipeline.session import SessionResult, run_async, send_session
-from pipeline.settings import RunSettings
 from pipeline.tokens import Tokens
 
 log = structlog.get_logger("pipeline.workers")
@@ -58,7 +58,7 @@ def split(sendable: pl.DataFrame, workers: int) -> list[pl.DataFrame]:
 @dataclass(frozen=True, slots=True)
 class WorkerJob:
     index: int
-    settings: RunSettings
+    job: Job
     tokens: Tokens
     rows_path: Path
     journal_path: Path
@@ -70,24 +70,26 @@ class WorkerJob:
     parent_pid: int
 
 
-def _work(job: WorkerJob, ready: threading.Barrier) -> None:
+def _work(work: WorkerJob, ready: threading.Barrier) -> None:
     """A worker process: one sending session over its own rows and journal.
 
     Workers start sending together (``ready``), once all have paid their start-up cost, so
     that no worker's location waits on another's imports.
     """
     os.setpgrp()  # the terminal's Ctrl-C goes to the parent, which passes it on once
-    logs.configure(job.log_format, level=job.log_level)
-    for token in job.tokens.all():
+    logs.configure(work.log_format, level=work.log_level)
+    for token in work.tokens.all():
         logs.register_secret(token)
-    structlog.contextvars.bind_contextvars(worker=job.index)
-    sendable = pl.read_parquet(job.rows_path)
-    journal = JournalWriter(job.journal_path, fingerprint=job.fingerprint, resume_at=job.resume_at)
+    structlog.contextvars.bind_contextvars(worker=work.index)
+    sendable = pl.read_parquet(work.rows_path)
+    journal = JournalWriter(
+        work.journal_path, fingerprint=work.fingerprint, resume_at=work.resume_at
+    )
     with contextlib.suppress(threading.BrokenBarrierError):
         ready.wait(timeout=120)
     try:
         result = run_async(
-            send_session(job.settings, job.tokens, sendable, journal, parent_pid=job.parent_pid)
+            send_session(work.job, work.tokens, sendable, journal, parent_pid=work.parent_pid)
         )
     finally:
         journal.close()
@@ -97,11 +99,11 @@ def _work(job: WorkerJob, ready: threading.Barrier) -> None:
         "signal": result.signal,
         "stop_detail": result.stop_detail,
     }
-    job.report_path.write_text(json.dumps(report), encoding="utf-8")
+    work.report_path.write_text(json.dumps(report), encoding="utf-8")
 
 
 def run_workers(
-    settings: RunSettings,
+    job: Job,
     tokens: Tokens,
     sendable: pl.DataFrame,
     *,
@@ -111,22 +113,22 @@ def run_workers(
     log_format: logs.LogFormat,
     log_level: int = logging.INFO,
 ) -> tuple[SessionResult, dict[Path, int]]:
-    """Send ``sendable`` from ``settings.workers`` processes, each with its journal of
+    """Send ``sendable`` from ``job.config.workers`` processes, each with its journal of
     ``files``; returns the merged session result and, per journal, the offset where this
     run's records begin."""
     context = multiprocessing.get_context("spawn")
-    journals = files.journals(settings.workers)
+    journals = files.journals(job.config.workers)
     parts = split(sendable, len(journals))
     received: list[int] = []
     with files.worker_files() as shared:
-        jobs: list[WorkerJob] = []
+        works: list[WorkerJob] = []
         processes: list[multiprocessing.process.BaseProcess] = []
         for index, (part, journal) in enumerate(zip(parts, journals, strict=True)):
             rows_path = shared.rows(index)
             part.write_parquet(rows_path)
-            job = WorkerJob(
+            work = WorkerJob(
                 index=index,
-                settings=settings,
+                job=job,
                 tokens=tokens,
                 rows_path=rows_path,
                 journal_path=journal,
@@ -137,7 +139,7 @@ def run_workers(
                 log_level=log_level,
                 parent_pid=os.getpid(),
             )
-            jobs.append(job)
+            works.append(work)
 
         def forward(signum: int, _frame: FrameType | None) -> None:
             received.append(signum)
@@ -147,10 +149,10 @@ def run_workers(
 
         previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
-            ready = context.Barrier(len(jobs))
-            for job in jobs:
+            ready = context.Barrier(len(works))
+            for work in works:
                 started = context.Process(
-                    target=_work, args=(job, ready), name=f"pipeline-worker-{job.index}"
+                    target=_work, args=(work, ready), name=f"pipeline-worker-{work.index}"
                 )
                 started.start()
                 processes.append(started)
@@ -161,14 +163,14 @@ def run_workers(
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         requests, stop_code, detail = 0, None, None
-        for job, ended in zip(jobs, processes, strict=True):
-            if not job.report_path.exists():
+        for work, ended in zip(works, processes, strict=True):
+            if not work.report_path.exists():
                 log.error(
-                    "worker ended without a report", worker=job.index, exitcode=ended.exitcode
+                    "worker ended without a report", worker=work.index, exitcode=ended.exitcode
                 )
                 stop_code = stop_code or Code.INTERRUPTED
                 continue
-            report = json.loads(job.report_path.read_text(encoding="utf-8"))
+            report = json.loads(work.report_path.read_text(encoding="utf-8"))
             requests += int(report["requests"])
             if report["stop_code"] and stop_code is None:
                 stop_code = Code(report["stop_code"])

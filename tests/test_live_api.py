@@ -234,16 +234,16 @@ def test_each_version_is_sent_as_given(version: str) -> None:
         transport = HttpxTransport(
             base_url="http://api.test",
             headers={"Version": version},
-            timeout_s=5,
-            max_connections=1,
+            timeout=5,
+            concurrency=1,
             transport=httpx.MockTransport(answer),
         )
         client = ConversationsClient(
             base_url="http://api.test",
             tokens=Tokens(default="t"),
             api_version=version,
-            timeout_s=5,
-            max_connections=1,
+            timeout=5,
+            concurrency=1,
             transport=transport,
         )
         async with client:

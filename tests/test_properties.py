@@ -12,9 +12,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pipeline.config import RunConfig
+from pipeline.job import Job
+from pipeline.outputs import OutputFiles
 from pipeline.run import execute
 from pipeline.sandbox import SandboxConfig, SandboxThread
-from pipeline.settings import Rate, RunSettings
 from tests.conftest import TOKEN
 
 # Small alphabets so that duplicates and collisions with earlier examples are common.
@@ -51,14 +53,8 @@ def test_every_row_exactly_once(
         else:
             frame.write_parquet(src)
         out = Path(tmp) / "out.parquet"
-        settings_ = RunSettings(
-            source=str(src),
-            output_path=out,
-            base_url=server.base_url,
-            rate=Rate(10_000, 1.0),
-            max_attempts=1,
-        )
-        execute(settings_, TOKEN)
+        config = RunConfig(base_url=server.base_url, rate="10000/1s", max_attempts=1)
+        execute(Job(config, str(src), OutputFiles(out)), TOKEN)
         results = pl.read_parquet(out)
 
     if fmt == "csv":  # a CSV line with every field empty is a blank line, not a data row

@@ -50,7 +50,7 @@ def test_header_spellings(header: str) -> None:
 def test_named_columns(tmp_path: Path) -> None:
     path = tmp_path / "in.csv"
     path.write_text("who,where\nc,l\n", encoding="utf-8")
-    assert read(path, contact="who", location="where").rows() == [(0, "c", "l")]
+    assert read(path, contact_column="who", location_column="where").rows() == [(0, "c", "l")]
 
 
 @pytest.mark.parametrize(

@@ -164,6 +164,6 @@ def test_missing_location_column_suggests_location_id(tmp_path: Path) -> None:
 def test_columns_named_explicitly(tmp_path: Path) -> None:
     path = tmp_path / "in.csv"
     path.write_text("who,where\nc,l\n", encoding="utf-8")
-    assert read_input(path, Columns(contact="who", location="where")).collect().rows() == [
-        (0, "c", "l")
-    ]
+    assert read_input(
+        path, Columns(contact_column="who", location_column="where")
+    ).collect().rows() == [(0, "c", "l")]

@@ -12,7 +12,7 @@ from pipeline.outcomes import Code, Status
 from pipeline.retrying import FindExisting, Retry, RetryPolicy, Settle, skipped
 
 POLICY = RetryPolicy(
-    max_attempts=3, max_total_backoff_s=10.0, backoff=Backoff(base_s=1.0, rng=random.Random(1))
+    max_attempts=3, max_retry_wait=10.0, backoff=Backoff(base=1.0, rng=random.Random(1))
 )
 
 

@@ -29,8 +29,8 @@ def client_for(api: FakeHighLevel, tokens: Tokens | None = None) -> Conversation
         base_url="https://fake",
         tokens=tokens or Tokens(default=TOKEN),
         api_version="2021-07-28",
-        timeout_s=30,
-        max_connections=64,
+        timeout=30,
+        concurrency=64,
         transport=api,
     )
 
@@ -51,7 +51,7 @@ async def send(
         client_for(api, tokens),
         rate=rate,
         concurrency=concurrency,
-        policy=RetryPolicy(max_attempts=max_attempts, backoff=Backoff(base_s=0.5)),
+        policy=RetryPolicy(max_attempts=max_attempts, backoff=Backoff(base=0.5)),
         sink=outcomes.append,
         clock=asyncio.get_running_loop().time,
     )

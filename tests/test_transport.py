@@ -25,16 +25,16 @@ async def test_httpx_transport_with_a_mock_sees_headers_body_and_encoded_query()
     transport = HttpxTransport(
         base_url="http://api.test",
         headers=HEADERS,
-        timeout_s=1,
-        max_connections=2,
+        timeout=1,
+        concurrency=2,
         transport=httpx.MockTransport(handler),
     )
     client = ConversationsClient(
         base_url="http://api.test",
         tokens=Tokens(default="t"),
         api_version="2021-07-28",
-        timeout_s=1,
-        max_connections=2,
+        timeout=1,
+        concurrency=2,
         transport=transport,
     )
     answer = await client.find_conversation("L&x=1", "a b")
@@ -60,8 +60,8 @@ async def test_connection_refused_is_a_network_error(stack: str) -> None:
         stack,  # type: ignore[arg-type]
         base_url=f"http://127.0.0.1:{closed_port()}",
         headers=HEADERS,
-        timeout_s=2,
-        max_connections=1,
+        timeout=2,
+        concurrency=1,
     )
     with pytest.raises(TransportFailure) as info:
         await transport.post("/conversations/", b"{}")
@@ -80,15 +80,15 @@ async def test_no_answer_in_time_is_a_timeout(stack: str) -> None:
             stack,  # type: ignore[arg-type]
             base_url=f"http://127.0.0.1:{server.getsockname()[1]}",
             headers=HEADERS,
-            timeout_s=0.3,
-            max_connections=1,
+            timeout=0.3,
+            concurrency=1,
         )
         client = ConversationsClient(
             base_url="unused",
             tokens=Tokens(default="t"),
             api_version="v",
-            timeout_s=0.3,
-            max_connections=1,
+            timeout=0.3,
+            concurrency=1,
             transport=transport,
         )
         answer = await client.create_conversation("L", "c")
