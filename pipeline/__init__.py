@@ -1,6 +1,47 @@
-"""Create HighLevel conversations in bulk: read → validate and plan → send → journal → results."""
+"""Create HighLevel conversations in bulk: read → validate and plan → send → journal → results.
+
+From Python (a notebook, a script), the whole job is one call::
+
+    import polars as pl
+    import pipeline
+
+    results = pipeline.create_conversations(
+        pl.read_csv("contacts.csv"), token=token, output="results.parquet"
+    )
+    results = await pipeline.create_conversations_async(frame, token=token)  # in Jupyter
+
+Everything else in the package is private by convention; ``ARCHITECTURE.md`` maps it.
+"""
+
+from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pipeline.config import RunConfig
+    from pipeline.errors import UsageError
+    from pipeline.library import create_conversations, create_conversations_async
+
+__all__ = ["RunConfig", "UsageError", "create_conversations", "create_conversations_async"]
+
+_EXPORTS = {
+    "create_conversations": "pipeline.library",
+    "create_conversations_async": "pipeline.library",
+    "RunConfig": "pipeline.config",
+    "UsageError": "pipeline.errors",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The public names, imported on first use: ``pipeline --help`` must not pay for polars."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pipeline' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
 
 # Polars' streaming engine cuts data into morsels of this many rows; it reads the setting
 # once, so it is set before any module imports polars (a value in the environment wins).

@@ -159,6 +159,7 @@ def _job_and_tokens(
         dry_run=options.get("dry_run", False),
         overwrite=options.get("overwrite", False),
         log_level=log_level,
+        handle_signals=True,
     )
     if tokens is None and not job.dry_run:
         raise UsageError(

@@ -27,6 +27,9 @@ class Job:
     dry_run: bool = False
     overwrite: bool = False
     log_level: int = logging.INFO
+    # SIGINT/SIGTERM stop the run gracefully (the command line owns its process); a library
+    # call installs no handler it cannot own, and Ctrl-C interrupts it as Python does.
+    handle_signals: bool = False
 
     @property
     def rate(self) -> Rate | None:

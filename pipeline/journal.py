@@ -173,7 +173,6 @@ class JournalWriter:
         self._pending: list[bytes] = []
         self._file: BinaryIO
         self.start_offset: int  # where this run's records begin
-        self.written = 0
         path.parent.mkdir(parents=True, exist_ok=True)
         if resume_at:
             self._file = path.open("r+b")
@@ -201,7 +200,6 @@ class JournalWriter:
         batch, self._pending = self._pending, []
         self._file.write(b"".join(batch))
         self._sync()
-        self.written += len(batch)
 
     async def flush_periodically(self, interval_s: float = FLUSH_INTERVAL_S) -> None:
         """Run alongside sending; cancelled when sending ends."""

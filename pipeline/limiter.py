@@ -146,7 +146,8 @@ class WindowLimiter:
     def in_flight(self) -> int:
         return self._in_flight
 
-    # -- the public surface (used alone, or through LocationLimiter) ----------------------
+    # -- one window alone (as the unit tests drive it; in a run, LocationLimiter drives its
+    # windows through the mechanism below) -----------------------------------------------
 
     def try_acquire(self) -> float | None:
         """Take a permit if one is free now and return 0.0.

@@ -47,8 +47,8 @@ def skipped_rows(rows: pl.DataFrame, code: Code) -> pl.DataFrame:
 def assemble(
     planned: pl.DataFrame | pl.LazyFrame, outcomes: pl.DataFrame, *, unsent: Code
 ) -> pl.LazyFrame:
-    """Merge planning and sending into the contract's results table (a lazy query: it is
-    streamed into the results file, never held whole in memory).
+    """Merge planning and sending into the results table of the README's "Results" (a lazy
+    query: it is streamed into the results file, never held whole in memory).
 
     The columns are ``outcomes.RESULT_SPEC``'s, in order: the IDs from the plan, the rest as
     sending recorded them, but for those where the plan's verdict (invalid, duplicate) or the

@@ -118,7 +118,8 @@ async def send_session(
             )
             sender.stop(Code.INTERRUPTED)
 
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        signals = (signal.SIGINT, signal.SIGTERM) if job.handle_signals else ()
+        for signum in signals:
             loop.add_signal_handler(signum, on_signal, signum)
         helpers = [asyncio.create_task(journal.flush_periodically())]
         if parent_pid is not None:
@@ -128,7 +129,7 @@ async def send_session(
         finally:
             for helper in helpers:
                 helper.cancel()
-            for signum in (signal.SIGINT, signal.SIGTERM):
+            for signum in signals:
                 loop.remove_signal_handler(signum)
     detail = sender.stop_detail
     if detail is not None and sender.stop_code is Code.UNREACHABLE:

@@ -43,7 +43,8 @@ class Tokens:
         return values if self.by_location else ([self.default] if self.default else [])
 
     def key(self, location_id: str) -> int:
-        """An identity for the token a location uses (never the token): for counting 401s."""
+        """An identity for the token a location uses (never the token): locations with the
+        same key share a token, whose first decisive answer accepts or rejects it for all."""
         token = self.for_location(location_id)
         return self.all().index(token) if token in self.all() else -1
 

@@ -22,7 +22,7 @@ import os
 import signal
 import threading
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 
@@ -89,7 +89,14 @@ def _work(work: WorkerJob, ready: threading.Barrier) -> None:
         ready.wait(timeout=120)
     try:
         result = run_async(
-            send_session(work.job, work.tokens, sendable, journal, parent_pid=work.parent_pid)
+            # A worker owns its process: the parent forwards SIGINT/SIGTERM to it.
+            send_session(
+                replace(work.job, handle_signals=True),
+                work.tokens,
+                sendable,
+                journal,
+                parent_pid=work.parent_pid,
+            )
         )
     finally:
         journal.close()
@@ -147,7 +154,8 @@ def run_workers(
                 if process.pid is not None and process.is_alive():
                     os.kill(process.pid, signum)
 
-        previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+        owned = (signal.SIGINT, signal.SIGTERM) if job.handle_signals else ()
+        previous = {sig: signal.signal(sig, forward) for sig in owned}
         try:
             ready = context.Barrier(len(works))
             for work in works:

@@ -6,9 +6,10 @@ the ``Sender`` over that client, inside one event loop whose clock a test fast-f
 (``looptime``). A 10-second rate window passes in microseconds, so a case like "a refused
 location while another carries on" is a fast unit test.
 
-It answers the way the live API does (``shared`` reference README): the "already exists"
-400 with a trace id after the text, a ``traceId`` in every body, the five rate headers on
-every answer, a sliding window counted at arrival, 429 past it.
+It answers the way the live API does (the README's "Retries, limits and a rejected token"
+and "The sandbox"): the "already exists" 400 with a trace id after the text, a
+``traceId`` in every body, the five rate headers on every answer, a sliding window counted
+at arrival, 429 past it.
 """
 
 from __future__ import annotations

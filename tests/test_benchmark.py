@@ -1,8 +1,10 @@
-"""The benchmark harness's pure parts, on synthetic request logs: no server, no subprocess."""
+"""The benchmark harness's pure parts, on synthetic request logs: no server, no subprocess;
+and the peak-RSS launcher (``python -m bench.processes``), on small programs."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -10,7 +12,28 @@ from typing import Any
 import polars as pl
 import pytest
 
-from pipeline import benchmark as bm
+from bench.__main__ import main
+from bench.bare import bare_argv
+from bench.capacity import Sample
+from bench.inputs import even_frame, location_id, scale_frame, write_export_csv, write_frame
+from bench.limit import SPAN_RATIO_TARGET
+from bench.metrics import (
+    Request,
+    Table,
+    bottleneck,
+    bursts,
+    cpu_share,
+    ideal_span,
+    is_create,
+    limit_metrics,
+    max_in_window,
+    parse_requests,
+    render_markdown,
+    render_text,
+    send_rate,
+    status_counts,
+)
+from bench.processes import REPO, Child, child_env, require_loopback, run_child
 
 
 def record(
@@ -39,45 +62,45 @@ def ideal_log(location: str, start: float, rows: int = 300, latency: float = 0.0
 
 def test_parse_requests_reads_the_admin_shape() -> None:
     payload = json.loads(json.dumps({"requests": [record(1.5), record(2.0, None, 422)]}))
-    requests = bm.parse_requests(payload["requests"])
-    assert requests[0] == bm.Request(1.5, "POST", "/conversations/", "loc0001", 201)
+    requests = parse_requests(payload["requests"])
+    assert requests[0] == Request(1.5, "POST", "/conversations/", "loc0001", 201)
     assert requests[1].location_id is None and requests[1].status == 422
-    assert all(bm.is_create(r) for r in requests)
-    assert not bm.is_create(bm.parse_requests([record(3.0, method="GET")])[0])
+    assert all(is_create(r) for r in requests)
+    assert not is_create(parse_requests([record(3.0, method="GET")])[0])
 
 
 def test_ideal_span_counts_intervals_between_bursts() -> None:
-    assert bm.ideal_span(300, 100, 10.0) == 20.0
-    assert bm.ideal_span(301, 100, 10.0) == 30.0
-    assert bm.ideal_span(100, 100, 10.0) == 0.0
+    assert ideal_span(300, 100, 10.0) == 20.0
+    assert ideal_span(301, 100, 10.0) == 30.0
+    assert ideal_span(100, 100, 10.0) == 0.0
 
 
 def test_max_in_window_is_half_open() -> None:
     # 100 at t=0, 100 at exactly t=10: never more than 100 in any 10 s window.
     times = [0.0] * 100 + [10.0] * 100
-    assert bm.max_in_window(times, 10.0) == 100
+    assert max_in_window(times, 10.0) == 100
     # One request a hair early shares the window with the first burst.
-    assert bm.max_in_window([0.0] * 100 + [9.999] + [10.0] * 99, 10.0) == 101
-    assert bm.max_in_window([], 10.0) == 0
-    assert bm.max_in_window([5.0], 10.0) == 1
+    assert max_in_window([0.0] * 100 + [9.999] + [10.0] * 99, 10.0) == 101
+    assert max_in_window([], 10.0) == 0
+    assert max_in_window([5.0], 10.0) == 1
 
 
 def test_max_in_window_slides() -> None:
     times = [0.0, 1.0, 2.0, 11.5, 12.0, 12.5, 13.0]
-    assert bm.max_in_window(times, 10.0) == 4  # [11.5, 21.5) holds the last four
-    assert bm.max_in_window(times, 1.0) == 2
-    assert bm.max_in_window(times, 100.0) == 7
+    assert max_in_window(times, 10.0) == 4  # [11.5, 21.5) holds the last four
+    assert max_in_window(times, 1.0) == 2
+    assert max_in_window(times, 100.0) == 7
 
 
 def test_bursts_split_on_gaps() -> None:
-    assert bm.bursts([], 3.0) == []
-    assert bm.bursts([0.0, 0.1, 0.2, 10.0, 10.1, 20.0], 3.0) == [3, 2, 1]
-    assert bm.bursts([0.0, 2.0, 4.0, 6.0], 3.0) == [4]  # a slow trickle is one burst
+    assert bursts([], 3.0) == []
+    assert bursts([0.0, 0.1, 0.2, 10.0, 10.1, 20.0], 3.0) == [3, 2, 1]
+    assert bursts([0.0, 2.0, 4.0, 6.0], 3.0) == [4]  # a slow trickle is one burst
 
 
 def test_limit_metrics_of_an_ideal_schedule() -> None:
     log = ideal_log("loc0001", 100.0) + ideal_log("loc0002", 100.5)
-    metrics = bm.limit_metrics(bm.parse_requests(log), 10.0)
+    metrics = limit_metrics(parse_requests(log), 10.0)
     assert metrics.locations == 2
     assert metrics.requests == 600
     assert metrics.too_many == 0 and metrics.share_429 == 0.0
@@ -91,7 +114,7 @@ def test_limit_metrics_of_an_ideal_schedule() -> None:
     assert metrics.extra_window_locations(3) == 0
     assert metrics.late_locations(20.0, 10.0) == 0
     assert metrics.first_bursts_done_s == pytest.approx(0.5 + 99e-4)
-    assert metrics.mean_span_s / bm.ideal_span(300, 100, 10.0) < bm.SPAN_RATIO_TARGET
+    assert metrics.mean_span_s / ideal_span(300, 100, 10.0) < SPAN_RATIO_TARGET
 
 
 def test_limit_metrics_counts_429s_and_overfull_windows() -> None:
@@ -99,7 +122,7 @@ def test_limit_metrics_counts_429s_and_overfull_windows() -> None:
     log += [record(1.5, status=429), record(1.6, status=429)]  # sent too early: refused
     log += [record(10.5 + i * 0.01) for i in range(100)]
     log += [record(3.0, None, 401)]  # no location: not counted
-    metrics = bm.limit_metrics(bm.parse_requests(log), 10.0)
+    metrics = limit_metrics(parse_requests(log), 10.0)
     assert metrics.requests == 202
     assert metrics.too_many == 2
     assert metrics.share_429 == pytest.approx(2 / 202)
@@ -112,7 +135,7 @@ def test_limit_metrics_counts_a_window_left_partly_unused() -> None:
     log += [record(10.1 + i * 1e-3) for i in range(93)]  # 7 slots of window 2 unused
     log += [record(20.2 + i * 1e-3) for i in range(100)]
     log += [record(30.3 + i * 1e-3) for i in range(7)]
-    metrics = bm.limit_metrics(bm.parse_requests(log), 10.0)
+    metrics = limit_metrics(parse_requests(log), 10.0)
     assert metrics.windows == (4,)
     assert metrics.extra_window_locations(3) == 1
     assert metrics.late_locations(20.0, 10.0) == 1
@@ -120,12 +143,12 @@ def test_limit_metrics_counts_a_window_left_partly_unused() -> None:
 
 def test_limit_metrics_spans_per_location() -> None:
     log = [record(0.0, "a"), record(5.0, "a"), record(1.0, "b"), record(21.0, "b")]
-    metrics = bm.limit_metrics(bm.parse_requests(log), 10.0)
+    metrics = limit_metrics(parse_requests(log), 10.0)
     assert (metrics.min_span_s, metrics.max_span_s, metrics.mean_span_s) == (5.0, 20.0, 12.5)
     assert metrics.late_locations(ideal_s=10.0, interval_s=10.0) == 1  # b: 20 s >= 15 s
     assert metrics.late_locations(ideal_s=20.0, interval_s=10.0) == 0
     # With bursts of 1, the first burst is a single request: no spread.
-    burst_one = bm.limit_metrics(bm.parse_requests(log), 10.0, burst=1)
+    burst_one = limit_metrics(parse_requests(log), 10.0, burst=1)
     assert burst_one.mean_first_burst_s == 0.0 and burst_one.first_bursts_done_s == 1.0
     # A location with fewer requests than a burst ends its first burst with its last one.
     assert metrics.mean_first_burst_s == 12.5
@@ -133,60 +156,60 @@ def test_limit_metrics_spans_per_location() -> None:
 
 def test_limit_metrics_refuses_an_empty_log() -> None:
     with pytest.raises(ValueError):
-        bm.limit_metrics(bm.parse_requests([record(1.0, None, 401)]), 10.0)
+        limit_metrics(parse_requests([record(1.0, None, 401)]), 10.0)
 
 
 def test_send_rate_counts_creates_between_first_and_last_receipt() -> None:
     log = [record(100.0 + i * 0.001) for i in range(1001)]  # 1001 creates over 1 s
     log.append(record(100.2, method="GET"))  # a search is no create
-    rate = bm.send_rate(bm.parse_requests(log))
+    rate = send_rate(parse_requests(log))
     assert rate.creates == 1001
     assert rate.seconds == pytest.approx(1.0)
     assert rate.per_s == pytest.approx(1001.0)
     with pytest.raises(ValueError):
-        bm.send_rate(bm.parse_requests([record(1.0)]))
+        send_rate(parse_requests([record(1.0)]))
 
 
 def test_status_counts() -> None:
     log = [record(0.0), record(0.1, status=429), record(0.2)]
-    assert bm.status_counts(bm.parse_requests(log)) == {201: 2, 429: 1}
+    assert status_counts(parse_requests(log)) == {201: 2, 429: 1}
 
 
 def test_cpu_share_interpolates_between_samples() -> None:
     samples = [(0.0, 0.0), (1.0, 0.5), (2.0, 1.5), (3.0, 1.5)]
-    assert bm.cpu_share(samples, 1.0, 2.0) == pytest.approx(1.0)
-    assert bm.cpu_share(samples, 0.5, 2.5) == pytest.approx((1.5 - 0.25) / 2.0)
-    assert bm.cpu_share(samples, 0.0, 3.0) == pytest.approx(0.5)
-    assert bm.cpu_share(samples, -1.0, 2.0) is None  # not covered by samples
-    assert bm.cpu_share(samples, 2.0, 4.0) is None
+    assert cpu_share(samples, 1.0, 2.0) == pytest.approx(1.0)
+    assert cpu_share(samples, 0.5, 2.5) == pytest.approx((1.5 - 0.25) / 2.0)
+    assert cpu_share(samples, 0.0, 3.0) == pytest.approx(0.5)
+    assert cpu_share(samples, -1.0, 2.0) is None  # not covered by samples
+    assert cpu_share(samples, 2.0, 4.0) is None
     # A process that ended at t=3 used nothing after: 1.5 - 1.0 CPU seconds over 2 s.
-    assert bm.cpu_share(samples, 1.5, 3.5, ended=True) == pytest.approx(0.25)
-    assert bm.cpu_share(samples[:1], 0.0, 0.0) is None
+    assert cpu_share(samples, 1.5, 3.5, ended=True) == pytest.approx(0.25)
+    assert cpu_share(samples[:1], 0.0, 0.0) is None
 
 
 def test_bottleneck_reading() -> None:
-    assert bm.bottleneck(1000, 1900, 0.5, 1.0, 1.5, 4).startswith("the client")
-    assert bm.bottleneck(1000, 1050, 0.97, 0.6, 1.6, 4).startswith("the sandbox: its core")
-    assert bm.bottleneck(1000, 1000, 0.8, 0.9, 1.9, 2) == (
+    assert bottleneck(1000, 1900, 0.5, 1.0, 1.5, 4).startswith("the client")
+    assert bottleneck(1000, 1050, 0.97, 0.6, 1.6, 4).startswith("the sandbox: its core")
+    assert bottleneck(1000, 1000, 0.8, 0.9, 1.9, 2) == (
         "the machine: its 2 cores are 95% busy, the client alone keeps one busy "
         "(a 2nd client adds +0%)"
     )
-    assert bm.bottleneck(1000, 1000, 0.8, 0.9, None, 2).startswith("the machine")
-    assert bm.bottleneck(1000, 1000, 0.5, 0.5, 1.0, 8) == "the sandbox (a 2nd client adds +0%)"
+    assert bottleneck(1000, 1000, 0.8, 0.9, None, 2).startswith("the machine")
+    assert bottleneck(1000, 1000, 0.5, 0.5, 1.0, 8) == "the sandbox (a 2nd client adds +0%)"
 
 
 def test_tables_render_verdicts() -> None:
-    table = bm.Table("1. Something")
+    table = Table("1. Something")
     table.add("ratio", "1.010", "<= 1.05", True)
     table.add("share", "2.00%", "<= 1%", False)
     table.add("wall | time", "21 s")
     table.notes.append("how it was measured")
     assert [f.verdict for f in table.figures] == ["PASS", "MISS", ""]
     assert table.missed == [table.figures[1]]
-    text = bm.render_text([table])
+    text = render_text([table])
     assert "1. Something" in text and "PASS" in text and "MISS" in text
     assert "* how it was measured" in text
-    markdown = bm.render_markdown([table])
+    markdown = render_markdown([table])
     assert "### 1. Something" in markdown
     assert "| ratio | 1.010 | <= 1.05 | **PASS** |" in markdown
     assert "wall \\| time" in markdown  # a pipe inside a cell is escaped
@@ -194,35 +217,35 @@ def test_tables_render_verdicts() -> None:
 
 
 def test_require_loopback() -> None:
-    assert bm.require_loopback("http://127.0.0.1:8099/") == "http://127.0.0.1:8099"
+    assert require_loopback("http://127.0.0.1:8099/") == "http://127.0.0.1:8099"
     for url in ("https://127.0.0.1:1", "http://localhost:1", "http://10.0.0.1:80", "x"):
         with pytest.raises(ValueError):
-            bm.require_loopback(url)
+            require_loopback(url)
 
 
 def test_child_env_drops_settings_and_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GHL_RATE", "1/s")
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
-    env = bm.child_env("sandbox-token")
+    env = child_env("sandbox-token")
     assert "GHL_RATE" not in env and "HTTPS_PROXY" not in env
     assert env["GHL_TOKEN"] == "sandbox-token"
     assert "127.0.0.1" in env["NO_PROXY"]
-    assert "GHL_TOKEN" not in bm.child_env(None)
+    assert "GHL_TOKEN" not in child_env(None)
 
 
 def test_even_frame_is_unique_and_even() -> None:
-    frame = bm.even_frame(20, 30)
+    frame = even_frame(20, 30)
     assert frame.columns == ["contactId", "locationId"]
     assert frame.height == 600
     assert frame["contactId"].n_unique() == 600
     counts = frame["locationId"].value_counts()["count"]
     assert counts.min() == counts.max() == 30
-    assert set(frame["locationId"]) == {bm.location_id(k) for k in range(20)}
-    assert bm.location_id(0) == "loc0001"
+    assert set(frame["locationId"]) == {location_id(k) for k in range(20)}
+    assert location_id(0) == "loc0001"
 
 
 def test_scale_frame_has_about_one_percent_invalid_and_duplicate(tmp_path: Path) -> None:
-    frame = bm.scale_frame(20_000, 50)
+    frame = scale_frame(20_000, 50)
     assert frame.height == 20_000
     invalid = frame.filter(pl.col("contactId").str.contains(" ") | (pl.col("locationId") == ""))
     assert invalid.height == 200
@@ -231,19 +254,19 @@ def test_scale_frame_has_about_one_percent_invalid_and_duplicate(tmp_path: Path)
     assert duplicates == 199
     assert frame.filter(pl.col("locationId") != "")["locationId"].n_unique() == 50
     for name in ("in.csv", "in.parquet"):
-        path = bm.write_frame(frame, tmp_path / name)
+        path = write_frame(frame, tmp_path / name)
         back = pl.read_csv(path) if name.endswith(".csv") else pl.read_parquet(path)
         assert back.height == 20_000
 
 
 def test_export_csv_is_the_same_written_in_chunks(tmp_path: Path) -> None:
-    whole = bm.write_export_csv(tmp_path / "whole.csv", 2_500, 20, chunk=10_000)
-    parts = bm.write_export_csv(tmp_path / "parts.csv", 2_500, 20, chunk=1_000)
+    whole = write_export_csv(tmp_path / "whole.csv", 2_500, 20, chunk=10_000)
+    parts = write_export_csv(tmp_path / "parts.csv", 2_500, 20, chunk=1_000)
     assert whole.read_bytes() == parts.read_bytes()
     frame = pl.read_csv(parts, infer_schema=False)
     assert frame.columns[:2] == ["Contact Id", "Location Id"] and frame.width == 12
     assert frame.height == 2_500
-    rows = bm.scale_frame(2_500, 20)
+    rows = scale_frame(2_500, 20)
     assert frame["Contact Id"].to_list() == rows["contactId"].to_list()
 
 
@@ -251,8 +274,8 @@ def test_peak_rss_is_the_program_s_own_not_the_harness_s(tmp_path: Path) -> None
     ballast = bytearray(400 * 2**20)  # the harness holding a big input it generated
     ballast[::4096] = b"x" * len(ballast[::4096])  # touched: resident
     program = [sys.executable, "-c", "b = bytearray(60 * 2**20); b[::4096] = b'x' * len(b[::4096])"]
-    plain = bm.Child(program, bm.child_env(None), tmp_path, "plain", 60).wait()
-    measured = bm.run_child(program, bm.child_env(None), tmp_path, "measured", 60)
+    plain = Child(program, child_env(None), tmp_path, "plain", 60).wait()
+    measured = run_child(program, child_env(None), tmp_path, "measured", 60)
     del ballast
     assert plain.max_rss_bytes > 400 * 2**20  # inherited across exec: the reason for _rusage
     assert 60 * 2**20 < measured.max_rss_bytes < 200 * 2**20
@@ -261,23 +284,41 @@ def test_peak_rss_is_the_program_s_own_not_the_harness_s(tmp_path: Path) -> None
 
 def test_measured_child_keeps_the_exit_code(tmp_path: Path) -> None:
     program = [sys.executable, "-c", "raise SystemExit(3)"]
-    assert bm.run_child(program, bm.child_env(None), tmp_path, "three", 60).code == 3
+    assert run_child(program, child_env(None), tmp_path, "three", 60).code == 3
 
 
 def test_main_rejects_bad_arguments() -> None:
     with pytest.raises(SystemExit):
-        bm.main(["--quick", "--large"])
+        main(["--quick", "--large"])
     with pytest.raises(SystemExit):
-        bm.main(["--repeats", "0"])
+        main(["--repeats", "0"])
 
 
 def test_others_cpu_is_what_the_machine_spent_elsewhere() -> None:
-    sample = bm.Sample(
+    sample = Sample(
         per_s=1.0, wall_s=1.0, sandbox_cpu=0.7, client_cpu=0.9, machine_cpu=1.9, ok=True
     )
     assert sample.others_cpu == pytest.approx(0.3)
-    assert bm.Sample(1.0, 1.0, 0.7, None, 1.9, True).others_cpu is None
-    assert bm.Sample(1.0, 1.0, 0.7, 0.9, 1.5, True).others_cpu == 0.0
+    assert Sample(1.0, 1.0, 0.7, None, 1.9, True).others_cpu is None
+    assert Sample(1.0, 1.0, 0.7, 0.9, 1.5, True).others_cpu == 0.0
     assert sample.disturbed  # 30% of a core went elsewhere
-    assert bm.Sample(1.0, 1.0, 0.5, 0.5, 1.5, True).disturbed
-    assert not bm.Sample(1.0, 1.0, 0.5, 0.5, 1.2, True).disturbed
+    assert Sample(1.0, 1.0, 0.5, 0.5, 1.5, True).disturbed
+    assert not Sample(1.0, 1.0, 0.5, 0.5, 1.2, True).disturbed
+
+
+def test_hidden_programs_run_as_modules_from_the_repository(tmp_path: Path) -> None:
+    """The children the harness spawns: ``python -m bench.bare`` and the launcher
+    ``python -m bench.processes``, from the repository's root as the harness runs them."""
+    bare = bare_argv("http://127.0.0.1:1", 10, 2, "p", 4)
+    assert bare[1:3] == ["-m", "bench.bare"]
+    env = child_env(None)
+    helped = subprocess.run(
+        [sys.executable, "-m", "bench.bare", "--help"],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=60, check=False,
+    )  # fmt: skip
+    assert helped.returncode == 0 and "--base-url" in helped.stdout
+    wrong = subprocess.run(
+        [sys.executable, "-m", "bench.processes", str(tmp_path / "r.json"), "true"],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=60, check=False,
+    )  # fmt: skip
+    assert wrong.returncode != 0 and "usage: python -m bench.processes" in wrong.stderr

@@ -84,3 +84,16 @@ def test_a_file_that_is_no_results_is_a_usage_error(tmp_path: Path) -> None:
     path.write_text("not parquet", encoding="utf-8")
     with pytest.raises(UsageError, match="cannot be read as a results file"):
         outcomes_from_results(path, PLANNED)
+
+
+def test_an_unreadable_results_file_with_no_message_is_named_by_its_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A library error with an empty message still makes a one-line UsageError."""
+
+    def refuse(*_args: object, **_kwargs: object) -> pl.LazyFrame:
+        raise pl.exceptions.ComputeError("")
+
+    monkeypatch.setattr(pl, "scan_parquet", refuse)
+    with pytest.raises(UsageError, match=r"cannot be read as a results file \(ComputeError\)"):
+        outcomes_from_results(tmp_path / "r.parquet", PLANNED)

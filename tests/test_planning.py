@@ -14,6 +14,7 @@ from pipeline.planning import (
     IdRules,
     check,
     find_duplicates,
+    format_duration,
     plan,
     to_send,
 )
@@ -135,3 +136,11 @@ def test_duplicates_match_the_rule_even_when_every_hash_collides(
 def test_no_duplicates_is_an_empty_table_with_its_schema() -> None:
     found = find_duplicates(_checked([("a", "L"), ("b", "L"), ("a", "M")]))
     assert found.is_empty() and found.schema == pl.Schema(DUPLICATES_SCHEMA)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "written"),
+    [(0.4, "0s"), (45, "45s"), (200, "3m20s"), (3600, "1h00m00s"), (7500, "2h05m00s")],
+)
+def test_durations_as_the_dry_run_and_the_check_write_them(seconds: float, written: str) -> None:
+    assert format_duration(seconds) == written

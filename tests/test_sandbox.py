@@ -7,6 +7,7 @@ not against the code it is meant to test.
 from __future__ import annotations
 
 import argparse
+import ast
 import asyncio
 import json
 import re
@@ -17,6 +18,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -852,3 +854,18 @@ def test_module_entry_point_serves_and_stops_on_sigterm() -> None:
             proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def test_the_sandbox_shares_only_the_constants_with_the_client() -> None:
+    """It keeps its own copies of what it has in common with the client (the rate grammar,
+    the uvloop runner), so that it tests the client rather than agreeing with it."""
+    folder = Path(__file__).parent.parent / "pipeline" / "sandbox"
+    imported: set[str] = set()
+    for source in folder.glob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module)
+            elif isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names)
+    ours = {name for name in imported if name.split(".")[0] == "pipeline"}
+    assert ours - {"pipeline.constants"} == {n for n in ours if n.startswith("pipeline.sandbox")}

@@ -168,7 +168,8 @@ _RATE_RE = re.compile(r"^\s*(\d+)\s*(?:/\s*(\d+(?:\.\d+)?)?\s*(ms|s|m|min)?\s*)?
 def parse_rate(text: str) -> tuple[int, int]:
     """Parse ``"100/10s"`` (also ``/500ms``, ``/1m``, ``/s``; ``"0"`` = unlimited).
 
-    Returns ``(rate_max, rate_interval_ms)``. Lives here so the main CLI can reuse it.
+    Returns ``(rate_max, rate_interval_ms)``. The client parses ``--rate`` with its own
+    ``settings.parse_rate``: the sandbox shares only ``pipeline.constants`` with it.
     """
     if text.strip().lower() in {"0", "unlimited", "none"}:
         return 0, round(DEFAULT_RATE_INTERVAL_S * 1000)

@@ -1,7 +1,7 @@
 """Injected failures, the reason the sandbox exists: a client is only as good as its worst day.
 
 One uniform draw per create request picks at most one fault, walking the probabilities in
-``FAULT_FIELDS`` or der, so configured probabilities are exact and a fixed ``seed`` replays
+``FAULT_FIELDS`` order, so configured probabilities are exact and a fixed ``seed`` replays
 the same sequence for the same request order. What each fault does:
 
 ==================== ============================================ ========================

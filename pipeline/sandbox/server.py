@@ -306,7 +306,9 @@ def serve(config: SandboxConfig | None = None, host: str = DEFAULT_HOST, port: i
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop where installed: the sandbox should outrun the client it measures."""
+    """uvloop where installed: the sandbox should outrun the client it measures. (The
+    client's ``session.run_async`` makes the same choice; the sandbox keeps its own, as it
+    shares only ``pipeline.constants`` with the client.)"""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - Windows
