@@ -28,14 +28,14 @@ test: install
 	$(BIN)/pytest -q
 
 lint: install
-	$(BIN)/ruff check pipeline tests
-	$(BIN)/ruff format --check pipeline tests
+	$(BIN)/ruff check pipeline bench tests
+	$(BIN)/ruff format --check pipeline bench tests
 	$(BIN)/mypy
 
 # Benchmarks (figures in BENCHMARKS.md): a quick set by default, `make bench ARGS=--large`
 # for 200 locations and 10 M rows.
 bench: install
-	$(BIN)/python -m pipeline.benchmark $(ARGS)
+	$(BIN)/python -m bench $(ARGS)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) out .pytest_cache .mypy_cache .ruff_cache

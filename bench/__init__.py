@@ -1,0 +1,48 @@
+"""``python -m bench [--quick | --large]``: measure the pipeline against its targets.
+
+Everything runs on this machine over loopback, each program in its own process, the way a
+user runs them: the sandbox API (``python -m pipeline.sandbox``) in one, the pipeline
+(``python -m pipeline run ...``) in another, and the harness only generates inputs, starts
+and times processes, and reads the sandbox's request log afterwards. Server-side figures come
+from that log (``GET /_sandbox/state``: receipt time ``t`` on the system-wide monotonic
+clock, ``locationId``, ``status`` of every API request), so they describe what the API saw,
+not what the client believes it did.
+
+Five benchmarks, each bounded in time:
+
+1. **Limit utilization**: L locations x 300 rows against a sandbox limited to 100 requests
+   per 10 s per location with 80 ms latency. Per location span (last receipt - first
+   receipt) against the ideal 20 s, the share of 429 answers, the most requests of one
+   location in any 10 s window, exit code, rows created, wall time.
+2. **Client capacity**: an unlimited, zero-latency sandbox; a bare aiohttp loop and the
+   pipeline take turns on the same 10,000 rows (sandbox reset between), 3 times
+   interleaved; medians. Also ``--workers 2`` when the CLI offers it, and the sandbox's own
+   ceiling (two bare clients at once against one), with the CPU share of every process
+   during the sending window, to say which one is the bottleneck.
+3. **Scale of input**: ``pipeline run --dry-run`` over 1,000,000 generated rows (10,000,000
+   with ``--large``), Parquet and CSV: wall time and peak RSS of the pipeline process.
+4. **Large CSV**: ``pipeline run --dry-run`` over a HighLevel-style contacts export of
+   3,000,000 rows and 12 columns (~0.9 GB; 16,000,000 rows, ~5 GB, with ``--large``),
+   written to disk a chunk at a time: peak RSS against the file's size.
+5. **Start-up**: the wall time of ``pipeline --help``, ``pipeline run --help`` and a usage
+   error, beside ``python -c pass`` and the bare import of each library the CLI imports at
+   start, medians of 7 runs; and the top imports of ``python -X importtime``.
+
+Exit status: 0 when every figure with a target meets it, 1 when one misses, 2 when a
+benchmark could not run at all.
+
+The harness lives beside the package it measures, not in it (it is not in the wheel):
+
+- ``__main__``: the command line, and the run of the benchmarks it names.
+- ``harness``: what every benchmark shares (options, the progress log, a failed run's rows).
+- ``metrics``: what the sandbox's request log says (spans, windows, send rates, CPU
+  shares), and the tables.
+- ``inputs``: the generated input files.
+- ``processes``: the sandbox, the pipeline and other children, the CPU sampler, and the
+  peak-RSS launcher ``python -m bench.processes``.
+- ``bare``: the bare aiohttp client, ``python -m bench.bare``.
+- ``limit``, ``capacity``, ``scale``, ``wide``, ``startup``: one benchmark each.
+
+Children run from the repository's root (``processes.REPO``) with the harness's Python, so
+``python -m bench.<module>`` finds this package there.
+"""
