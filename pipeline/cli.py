@@ -23,7 +23,6 @@ from pipeline.config import RunConfig, load_config, option_specs
 from pipeline.errors import UsageError, one_line
 from pipeline.job import Job
 from pipeline.outputs import OutputFiles
-from pipeline.report import ReportFormat, build_report, read_results, render
 from pipeline.tokens import Tokens, load_tokens_file
 
 EXIT_OK = 0
@@ -117,9 +116,12 @@ def retry(results: str, **options: Any) -> None:
 
 
 def _execute(input_path: str, options: dict[str, Any], *, retry_from: str | None) -> None:
-    from pipeline.run import execute  # the heavy imports (polars, httpx) only when running
-
     job, tokens = _job_and_tokens(input_path, options, output=options["output"])
+    # The heavy imports (polars, aiohttp) only once the options hold: --help and usage
+    # errors answer without them (BENCHMARKS.md, "Start-up").
+    from pipeline.report import render
+    from pipeline.run import execute
+
     result = execute(job, tokens, resume=options["resume"], retry_from=retry_from)
     if job.dry_run and result.plan is not None:
         click.echo(result.plan.render())
@@ -145,7 +147,6 @@ def _job_and_tokens(
     }
     config = load_config(given, options["config_file"])
     log_level = logging.DEBUG if options["debug"] else logging.INFO
-    logs.configure(config.log_format, level=log_level)
     tokens: Tokens | None
     if config.tokens_file is not None:
         tokens = load_tokens_file(config.tokens_file, os.environ)
@@ -165,6 +166,7 @@ def _job_and_tokens(
         raise UsageError(
             f"no API token: set the environment variable {config.token_env} (or use --token-file)"
         )
+    logs.configure(config.log_format, level=log_level)  # after the usage errors: see _execute
     return job, tokens
 
 
@@ -222,8 +224,10 @@ def check(input: str, fmt: Literal["table", "json"], **options: Any) -> None:
     default="table",
     show_default=True,
 )
-def report(results: str, fmt: ReportFormat) -> None:
+def report(results: str, fmt: Literal["table", "json", "markdown"]) -> None:
     """Summarise a results file: statuses, error codes, locations, top failures, throughput."""
+    from pipeline.report import build_report, read_results, render
+
     frame, run = read_results(results)
     click.echo(render(build_report(frame, run), fmt, title=str(results)))
 

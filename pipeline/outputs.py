@@ -37,7 +37,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.reading import is_uri
+from pipeline.settings import is_uri
 
 
 def state_anchor(uri: str, state_dir: Path) -> Path:

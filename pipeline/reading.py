@@ -24,6 +24,7 @@ import polars as pl
 
 from pipeline.errors import UsageError, first_line
 from pipeline.outcomes import RESULT_COLUMNS
+from pipeline.settings import is_uri
 
 if TYPE_CHECKING:  # the options model; imported only for its type
     from pipeline.config import RunConfig
@@ -53,11 +54,6 @@ def input_format(path: Path | str) -> str:
     raise UsageError(
         f"{path}: unknown file type; expected one of {', '.join(CSV_SUFFIXES + PARQUET_SUFFIXES)}"
     )
-
-
-def is_uri(spec: str | Path) -> bool:
-    """``s3://``, ``gs://``, ``az://``, ``https://`` ...: read by polars' own object store."""
-    return "://" in str(spec)
 
 
 _GLOB = re.compile(r"[*?\[]")

@@ -32,11 +32,12 @@ from pipeline.outcomes import Code
 from pipeline.outputs import OutputFiles
 from pipeline.planning import IdRules, PlanEstimate, check, estimate, find_duplicates, mark, to_send
 from pipeline.progress import JournalTail, ProgressReporter
-from pipeline.reading import Columns, is_uri, read_input
+from pipeline.reading import Columns, read_input
 from pipeline.report import Report, RunInfo, build_report
 from pipeline.results import assemble, skipped_rows, write_atomically
 from pipeline.schema import compact, no_outcomes
 from pipeline.session import SessionResult, run_async, send_session
+from pipeline.settings import is_uri
 from pipeline.tokens import Tokens
 from pipeline.workers import run_workers
 

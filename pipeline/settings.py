@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from ipaddress import ip_address
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from pipeline import constants
@@ -68,3 +69,9 @@ def _is_loopback(host: str) -> bool:
         return ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def is_uri(spec: str | Path) -> bool:
+    """``s3://``, ``gs://``, ``az://``, ``https://`` ...: an input or output in object
+    storage, read and written by polars' own object store."""
+    return "://" in str(spec)
