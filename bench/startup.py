@@ -87,10 +87,12 @@ def top_cumulative(imports: Iterable[ImportTime], n: int) -> list[ImportTime]:
 def libraries(imports: Iterable[ImportTime], own: str = "pipeline") -> list[ImportTime]:
     """Each third-party package where it was first imported (not the stdlib, not ``own``,
     not a private module), longest first. One imported inside another counts in that one's
-    time too. An optional import that failed is listed too, with next to no time."""
+    time too. Those under a millisecond are left out: mostly optional imports that failed."""
     found: dict[str, ImportTime] = {}
     for i in imports:
         if "." in i.module or i.module.startswith("_") or i.module == own:
+            continue
+        if i.cumulative_us < 1000:
             continue
         if i.module not in sys.stdlib_module_names:
             found.setdefault(i.module, i)
