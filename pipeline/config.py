@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any, Literal, Self, get_args, get_origin
+from typing import Annotated, Any, Literal, Self, get_args, get_origin
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -44,8 +44,10 @@ class RunConfig(BaseSettings):
         description="Your own per-location ceiling, N/Ts; the limit each location's answers "
         "announce holds as well (unset: follow the announced limit, 100/10s until known).",
     )
-    concurrency: int = Field(
-        64, ge=1, le=4096, description="Requests in flight at most, across all locations."
+    concurrency: Annotated[int, Field(ge=1, le=4096)] | Literal["auto"] = Field(
+        "auto",
+        description="Requests in flight at most, across all locations; auto sizes it to the "
+        "latency as answers come in (see the README's 'How fast').",
     )
     timeout: float = Field(30.0, gt=0, le=600, description="Seconds per request.")
     max_attempts: int = Field(5, ge=1, le=100, description="Create attempts per row.")
@@ -176,19 +178,25 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def _describe(exc: ValidationError, config_file: Path | None) -> str:
-    problems = []
+    """One line for every problem; a value that fits none of a field's forms (a number or
+    ``auto``) is one problem naming each form, not one per form."""
+    problems: dict[str, str] = {}
     for error in exc.errors():
-        key = ".".join(str(part) for part in error["loc"]) or "configuration"
+        key = str(error["loc"][0]) if error["loc"] else "configuration"
         name = key.replace("_", "-")
         if error["type"] == "extra_forbidden":
-            problems.append(f"unknown key {name!r}")
+            problems[f"unknown {name}"] = f"unknown key {name!r}"
+            continue
+        message = error["msg"].removeprefix("Value error, ")
+        if key in problems:  # another form of the same field: "..., or should be 'auto'"
+            head, _, got = problems[key].rpartition(" (got ")
+            problems[key] = f"{head}, or {message.removeprefix('Input ')} (got {got}"
         else:
-            message = error["msg"].removeprefix("Value error, ")
-            problems.append(f"{name} (--{name}): {message} (got {error.get('input')!r})")
+            problems[key] = f"{name} (--{name}): {message} (got {error.get('input')!r})"
     where = f" (command line, {ENV_PREFIX}* environment" + (
         f", {config_file})" if config_file else ")"
     )
-    return "bad configuration" + where + ": " + "; ".join(problems)
+    return "bad configuration" + where + ": " + "; ".join(problems.values())
 
 
 def option_specs() -> list[tuple[str, str, Any, str, str]]:
@@ -201,6 +209,8 @@ def option_specs() -> list[tuple[str, str, Any, str, str]]:
         choices = get_args(field.annotation) if get_origin(field.annotation) is Literal else ()
         if choices:
             metavar = "[" + "|".join(choices) + "]"
+        elif default == "auto":
+            metavar = "N|auto"
         elif isinstance(default, int | float) and not isinstance(default, bool):
             metavar = "N" if isinstance(default, int) else "X"
         else:

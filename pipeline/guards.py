@@ -58,6 +58,7 @@ class _Token:
     accepted: bool = False
     rejected: bool = False
     can_search: bool = True
+    search_known: bool = False  # a search with it has had a decisive answer
     locations: list[str] = field(default_factory=list)
 
 
@@ -101,6 +102,16 @@ class Guards:
 
     def can_search(self, location_id: str) -> bool:
         return self._locations[location_id].token.can_search
+
+    def search_known(self, location_id: str) -> bool:
+        """Whether the location's token may search is known (until then, one at a time)."""
+        return self._locations[location_id].token.search_known
+
+    def searched(self, location_id: str, answer: Answer) -> None:
+        """A search's answer (already ``observe``d): a decisive one settles whether the
+        token may search."""
+        if answer.decisive:
+            self._locations[location_id].token.search_known = True
 
     # -- the rules ----------------------------------------------------------------------
 

@@ -501,13 +501,28 @@ class PrioritySlots:
     """
 
     def __init__(self, slots: int) -> None:
-        self._free = slots
+        self._capacity = slots
+        self._in_use = 0
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._seq = 0
 
+    @property
+    def in_use(self) -> int:
+        return self._in_use
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
+    def resize(self, slots: int) -> None:
+        """Allow ``slots`` at once from now on: more wakes waiters at once; fewer takes
+        effect as slots come back (nothing in use is taken away)."""
+        self._capacity = max(1, slots)
+        self._hand_over()
+
     async def acquire(self, priority: int = 0) -> None:
-        if self._free > 0 and not self._waiters:
-            self._free -= 1
+        if self._in_use < self._capacity and not self._waiters:
+            self._in_use += 1
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._seq += 1
@@ -520,9 +535,13 @@ class PrioritySlots:
             raise
 
     def release(self) -> None:
-        while self._waiters:
+        self._in_use -= 1
+        self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Give free slots straight to the waiters, lowest priority number first."""
+        while self._waiters and self._in_use < self._capacity:
             _, _, future = heapq.heappop(self._waiters)
             if not future.done():
-                future.set_result(None)  # hand the slot straight to the next waiter
-                return
-        self._free += 1
+                self._in_use += 1
+                future.set_result(None)

@@ -486,17 +486,17 @@ def run_check(job: Job, tokens: Tokens) -> CheckReport:
 async def _probe(job: Job, tokens: Tokens, groups: list[list[str]]) -> Probes:
     if not groups:
         return Probes()
+    fixed = job.config.concurrency
+    probes_at_once = PROBE_CONCURRENCY if fixed == "auto" else min(PROBE_CONCURRENCY, fixed)
     async with ConversationsClient(
         base_url=job.config.base_url,
         tokens=tokens,
         api_version=job.config.api_version,
         timeout=job.config.timeout,
-        concurrency=min(PROBE_CONCURRENCY, job.config.concurrency),
+        concurrency=probes_at_once,
         http_stack=job.config.http_stack,
     ) as client:
-        return await probe_locations(
-            client.probe, groups, concurrency=min(PROBE_CONCURRENCY, job.config.concurrency)
-        )
+        return await probe_locations(client.probe, groups, concurrency=probes_at_once)
 
 
 # -- rendering ------------------------------------------------------------------------------

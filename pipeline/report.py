@@ -38,6 +38,8 @@ class RunInfo:
     dry_run: bool
     rate: str
     workers: int
+    peak_in_flight: int | None = None  # requests in flight at once, at most (all workers)
+    mean_latency_ms: float | None = None  # from sending a request to its answer
 
     @property
     def requests_per_s(self) -> float:
@@ -175,6 +177,11 @@ def render(report: Report, fmt: ReportFormat = "table", *, title: str = "") -> s
 def _run_line(run: RunInfo) -> str:
     return (
         f"{run.requests} requests in {run.elapsed_s:.2f}s ({run.requests_per_s:.1f} requests/s)"
+        + (
+            f", at most {run.peak_in_flight} in flight, {run.mean_latency_ms:g} ms each on average"
+            if run.peak_in_flight and run.mean_latency_ms is not None
+            else ""
+        )
         + (", dry run" if run.dry_run else "")
     )
 

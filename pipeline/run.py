@@ -305,6 +305,12 @@ def _write_results(
         dry_run=job.dry_run,
         rate=job.rate_label,
         workers=job.config.workers,
+        peak_in_flight=session.peak_in_flight,
+        mean_latency_ms=(
+            round(1000 * session.latency_total_s / session.requests, 1)
+            if session.requests
+            else None
+        ),
     )
     write_atomically(results, files, metadata=run.to_metadata())
     return run

@@ -44,6 +44,7 @@ import structlog
 from pipeline import constants
 from pipeline.client import Answer
 from pipeline.guards import Guards, Verdict
+from pipeline.inflight import InFlightLimit
 from pipeline.limiter import LocationLimiter, PrioritySlots
 from pipeline.outcomes import Code, RowOutcome, Status
 from pipeline.retrying import FindExisting, Retry, RetryPolicy, Settle, skipped
@@ -84,10 +85,13 @@ class _Location:
 
 @dataclass(slots=True)
 class _TokenTurn:
-    """Until a token is decided, one first request with it at a time."""
+    """Until a token is decided, one first request with it at a time; and until it is
+    known whether it may search, one first search."""
 
     probing: bool = False  # a first request with the token is on its way
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    searching: bool = False  # a first search with the token is on its way
+    search_changed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass(slots=True)
@@ -106,7 +110,7 @@ class Sender:
         client: ConversationsAPI,
         *,
         rate: Rate | None,
-        concurrency: int,
+        concurrency: int | InFlightLimit,
         policy: RetryPolicy,
         sink: Callable[[RowOutcome], None],
         grace_s: float = 10.0,
@@ -123,11 +127,21 @@ class Sender:
         does not write millions of records); a worker must not, because workers may stop
         for different reasons.
 
+        ``concurrency``: requests in flight at most, fixed, or an ``InFlightLimit`` that
+        sizes it to the latency as answers come in.
+
         ``clock``: the limiters' time (tests pass their event loop's virtual clock)."""
         self._client = client
         self._rate = rate
-        self._slots = PrioritySlots(concurrency)
-        self._concurrency = concurrency
+        if isinstance(concurrency, InFlightLimit):
+            self._inflight: InFlightLimit | None = concurrency
+            self._slots = PrioritySlots(concurrency.limit)
+            # A location never needs more tasks started than could ever be in flight at once.
+            self._concurrency = concurrency.ceiling
+        else:
+            self._inflight = None
+            self._slots = PrioritySlots(concurrency)
+            self._concurrency = concurrency
         self._policy = policy
         self._sink = sink
         self._grace_s = grace_s
@@ -142,6 +156,8 @@ class Sender:
         self.stop_code: Code | None = None
         self.stop_detail: str | None = None  # why, in a line, when the run stopped itself
         self.requests = 0  # HTTP requests made, creates and searches
+        self.peak_in_flight = 0
+        self.latency_total_s = 0.0  # summed over every request, for the mean
 
     # -- public -------------------------------------------------------------------------
 
@@ -348,10 +364,18 @@ class Sender:
         try:
             answer = await call(location.location_id, row.contact_id)
         finally:
+            in_flight = self._slots.in_use
+            self.peak_in_flight = max(self.peak_in_flight, in_flight)
             row.in_request = False
             location.limiter.release()
             self._slots.release()
             self.requests += 1
+        latency = self._clock() - sent_at
+        self.latency_total_s += latency
+        if self._inflight is not None:
+            failed = answer.http_status is None
+            self._inflight.on_answer(latency, in_flight=in_flight, failed=failed)
+            self._slots.resize(self._inflight.limit)
         row.last = answer
         self._observe(location, answer, sent_at)
         return answer
@@ -359,20 +383,28 @@ class Sender:
     async def _find_existing(self, row: _Row, exists: Answer) -> Answer:
         """After "already exists": search for the id, waiting out the index's lag.
 
-        A token without ``conversations.readonly`` cannot search: the first search that says
-        so is the last one made with that token (the rows still end ``exists``)."""
+        A token without ``conversations.readonly`` cannot search: its first search goes
+        alone, and when it says so, it is the last one made with that token (the rows still
+        end ``exists``)."""
         name = row.location.location_id
         why = "its id was not found by search"
         for wait in (0.0, *self._search_waits_s):
-            if not self._guards.can_search(name):
-                why = f"its id cannot be looked up: the token lacks {constants.SCOPE_READ}"
-                break
             if wait:
                 await asyncio.sleep(wait)
             if self.stop_code is not None or self._guards.stopped_by(name) is not None:
                 break
-            await self._take(row.location)
-            found = await self._request(row, self._client.find_conversation)
+            first = await self._search_turn(row.location)
+            if not self._guards.can_search(name):
+                why = f"its id cannot be looked up: the token lacks {constants.SCOPE_READ}"
+                break
+            try:
+                await self._take(row.location)
+                found = await self._request(row, self._client.find_conversation)
+            finally:
+                if first:
+                    row.location.token.searching = False
+                    row.location.token.search_changed.set()
+            self._guards.searched(name, found)
             if found.conversation_id is not None:
                 return Answer(
                     Status.EXISTS,
@@ -392,6 +424,18 @@ class Sender:
             exists.rate,
             exists.trace_id,
         )
+
+    async def _search_turn(self, location: _Location) -> bool:
+        """Wait while another first search with the location's token is out; True when
+        this search is the token's first (it goes alone)."""
+        turn = location.token
+        while not self._guards.search_known(location.location_id):
+            if not turn.searching:
+                turn.searching = True
+                turn.search_changed.clear()
+                return True
+            await turn.search_changed.wait()
+        return False
 
     def _observe(self, location: _Location, answer: Answer, sent_at: float) -> None:
         """Let the answer steer the location's limiter, and through the guards its token,

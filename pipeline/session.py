@@ -12,12 +12,19 @@ import os
 import signal
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import polars as pl
 import structlog
 
 from pipeline.client import ConversationsClient
+from pipeline.inflight import (
+    DEFAULT_CEILING,
+    DEFAULT_FLOOR,
+    DEFAULT_INITIAL,
+    InFlightLimit,
+    raise_fd_limit,
+)
 from pipeline.job import Job
 from pipeline.journal import JournalWriter
 from pipeline.outcomes import Code
@@ -36,6 +43,8 @@ class SessionResult:
     stop_code: Code | None  # why the session stopped early, if it did
     signal: int | None  # the signal that stopped it, if one did
     stop_detail: str | None = None  # the reason in a line, when it stopped itself
+    peak_in_flight: int = 0
+    latency_total_s: float = 0.0  # over every request, for the mean
 
 
 def run_async(main: Coroutine[Any, Any, T]) -> T:
@@ -90,18 +99,20 @@ async def send_session(
     """Send ``sendable``; a worker passes ``parent_pid`` so that it stops if orphaned."""
     loop = asyncio.get_running_loop()
     received: list[int] = []
+    in_flight = in_flight_limit(job.config.concurrency)
+    connections = in_flight if isinstance(in_flight, int) else in_flight.ceiling
     async with ConversationsClient(
         base_url=job.config.base_url,
         tokens=tokens,
         api_version=job.config.api_version,
         timeout=job.config.timeout,
-        concurrency=job.config.concurrency,
+        concurrency=connections,  # the pool holds as many connections as may be in flight
         http_stack=job.config.http_stack,
     ) as client:
         sender = Sender(
             client,
             rate=job.rate,
-            concurrency=job.config.concurrency,
+            concurrency=in_flight,
             policy=RetryPolicy.of(job.config),
             sink=journal.add,
             grace_s=min(job.config.timeout, 10.0),
@@ -135,7 +146,28 @@ async def send_session(
     if detail is not None and sender.stop_code is Code.UNREACHABLE:
         detail = f"{job.config.base_url}: {detail}"
     return SessionResult(
-        sender.requests, sender.stop_code, received[0] if received else None, detail
+        sender.requests,
+        sender.stop_code,
+        received[0] if received else None,
+        detail,
+        sender.peak_in_flight,
+        sender.latency_total_s,
+    )
+
+
+def in_flight_limit(concurrency: int | Literal["auto"]) -> int | InFlightLimit:
+    """``--concurrency``: a fixed number, or (``auto``) a controller sized to the latency,
+    capped by what the open-file limit allows once raised toward its hard limit."""
+    wanted = DEFAULT_CEILING if concurrency == "auto" else concurrency
+    allowed = raise_fd_limit(wanted)
+    if allowed < wanted:
+        log.warning(
+            "the open-file limit caps the requests in flight", wanted=wanted, allowed=allowed
+        )
+    if concurrency != "auto":
+        return allowed
+    return InFlightLimit(
+        initial=min(DEFAULT_INITIAL, allowed), floor=min(DEFAULT_FLOOR, allowed), ceiling=allowed
     )
 
 

@@ -105,6 +105,8 @@ def _work(work: WorkerJob, ready: threading.Barrier) -> None:
         "stop_code": result.stop_code,
         "signal": result.signal,
         "stop_detail": result.stop_detail,
+        "peak_in_flight": result.peak_in_flight,
+        "latency_total_s": result.latency_total_s,
     }
     work.report_path.write_text(json.dumps(report), encoding="utf-8")
 
@@ -171,6 +173,7 @@ def run_workers(
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         requests, stop_code, detail = 0, None, None
+        peak, latency = 0, 0.0
         for work, ended in zip(works, processes, strict=True):
             if not work.report_path.exists():
                 log.error(
@@ -180,11 +183,14 @@ def run_workers(
                 continue
             report = json.loads(work.report_path.read_text(encoding="utf-8"))
             requests += int(report["requests"])
+            peak += int(report.get("peak_in_flight", 0))  # the workers' peaks, added: at most
+            latency += float(report.get("latency_total_s", 0.0))
             if report["stop_code"] and stop_code is None:
                 stop_code = Code(report["stop_code"])
                 detail = report.get("stop_detail")
     starts = {journal: _start_offset(journal, resume_at.get(journal)) for journal in journals}
-    return SessionResult(requests, stop_code, received[0] if received else None, detail), starts
+    signal_ = received[0] if received else None
+    return SessionResult(requests, stop_code, signal_, detail, peak, latency), starts
 
 
 def _start_offset(journal: Path, resume_at: int | None) -> int:

@@ -22,7 +22,7 @@ def config_file(tmp_path: Path) -> Path:
 
 def test_defaults() -> None:
     config = load_config({}, None)
-    assert (config.concurrency, config.rate, config.max_attempts) == (64, None, 5)
+    assert (config.concurrency, config.rate, config.max_attempts) == ("auto", None, 5)
     assert config.base_url == "https://services.leadconnectorhq.com"
 
 

@@ -60,6 +60,15 @@ def test_a_missing_scope_is_not_a_rejected_token() -> None:
     assert not g.can_search("A1") and not g.can_search("A2") and g.can_search("B1")
 
 
+def test_whether_a_token_may_search_is_known_after_one_decisive_search() -> None:
+    g = guards()
+    assert not g.search_known("A1")
+    g.searched("A1", answer(500, Code.SERVER_ERROR))
+    assert not g.search_known("A2")  # a 5xx says nothing
+    g.searched("A2", answer(200))
+    assert g.search_known("A1") and g.can_search("A1") and not g.search_known("B1")
+
+
 def test_a_403_stops_its_location() -> None:
     g = guards()
     assert g.observe("A1", answer(403, Code.FORBIDDEN)) == Verdict(
