@@ -13,6 +13,7 @@ non-ASCII (including the replacement character a non-UTF-8 byte was read as).
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -193,6 +194,7 @@ class PlanEstimate:
     largest_locations: list[tuple[str, int]]
     estimated_s: float  # with every location in parallel at its own limit
     over_daily_quota: list[tuple[str, int]]  # locations whose rows exceed one day's quota
+    latency_s: float = 0.0  # the round trip the estimate assumes
 
     def render(self) -> str:
         lines = [f"plan: {self.rows} rows"]
@@ -202,11 +204,29 @@ class PlanEstimate:
             lines.append("largest locations:")
             lines += [f"  {loc:<24} {count:>9}" for loc, count in self.largest_locations]
         lines.append(
-            f"estimated duration: {format_duration(self.estimated_s)} at the per-location limit"
+            f"estimated duration: {format_duration(self.estimated_s)} at the per-location "
+            f"limit, assuming {self.latency_s * 1000:.0f} ms a request (pipeline check "
+            "measures it)"
         )
         for loc, over in self.over_daily_quota:
             lines.append(f"  {loc}: {over} rows over the daily quota; they wait for the next day")
         return "\n".join(lines)
+
+
+# A request's round trip for the dry run's estimate, which cannot measure it (pipeline
+# check does): HighLevel from a European or American host is typically 80-150 ms.
+ASSUMED_LATENCY_S = 0.1
+
+
+def send_seconds(rows: int, limits: Sequence[tuple[int, float]], latency_s: float = 0.0) -> float:
+    """Seconds from a location's first request to its last answer, when every one of
+    ``limits`` (N requests per T seconds) holds at once: the first request goes alone, then
+    N at once, then one more window for each further N, where a window is T plus a round
+    trip (a permit rests from its answer); the slowest limit decides."""
+    if rows <= 0:
+        return 0.0
+    windows = max((0.0, *((math.ceil(rows / n) - 1) * (t + latency_s) for n, t in limits)))
+    return windows + latency_s * (1 if rows == 1 else 2)
 
 
 def estimate(
@@ -215,10 +235,14 @@ def estimate(
     *,
     limits: Sequence[tuple[int, float]],
     daily_quota: int,
+    latency_s: float = ASSUMED_LATENCY_S,
+    max_in_flight: int | None = None,
 ) -> PlanEstimate:
     """Each location sends its rows as fast as every one of ``limits`` (N requests per T
-    seconds, all holding at once) allows, all locations at once; a location's rows beyond
-    ``daily_quota`` wait for the next day."""
+    seconds, all holding at once) allows, all locations at once (``send_seconds``, at
+    ``latency_s`` a request); a location's rows beyond ``daily_quota`` wait for the next day.
+    ``max_in_flight`` bounds the whole run too: by Little's law it cannot take less than
+    requests x latency / requests in flight."""
     per_location = (
         sendable.group_by("location_id")
         .len()
@@ -227,9 +251,13 @@ def estimate(
     )
     today = pl.col("len").clip(upper_bound=daily_quota)
     seconds = pl.max_horizontal(
-        pl.lit(0.0), *(((today + n - 1) // n - 1) * interval for n, interval in limits)
-    )
+        pl.lit(0.0),
+        *(((today + n - 1) // n - 1) * (interval + latency_s) for n, interval in limits),
+    ) + pl.when(today > 1).then(2 * latency_s).otherwise(latency_s)  # as in send_seconds
     longest = per_location.select(seconds.max()).item() if per_location.height else 0.0
+    requests = int(per_location["len"].sum())
+    if max_in_flight:
+        longest = max(longest or 0.0, requests * latency_s / max_in_flight)
     over = per_location.filter(pl.col("len") > daily_quota).with_columns(
         pl.col("len") - daily_quota
     )
@@ -245,10 +273,11 @@ def estimate(
                 if s in status_rows
             },
         },
-        requests=int(per_location["len"].sum()),
+        requests=requests,
         locations=per_location.height,
         largest_locations=list(per_location.head(10).iter_rows()),
         estimated_s=float(longest or 0.0),
+        latency_s=latency_s,
         over_daily_quota=list(over.iter_rows()),
     )
 

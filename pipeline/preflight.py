@@ -29,7 +29,7 @@ import json
 import math
 import tempfile
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
@@ -41,7 +41,7 @@ from pipeline import constants
 from pipeline.client import Answer, ConversationsClient
 from pipeline.job import Job
 from pipeline.outcomes import Code, Status
-from pipeline.planning import format_duration, to_send
+from pipeline.planning import ASSUMED_LATENCY_S, format_duration, send_seconds, to_send
 from pipeline.settings import Rate
 from pipeline.tokens import Tokens
 
@@ -83,15 +83,6 @@ class Search(StrEnum):
 # -- estimate -------------------------------------------------------------------------------
 
 
-def send_time_s(rows: int, limits: Sequence[tuple[int, float]]) -> float:
-    """Seconds from a location's first request to its last, when every one of ``limits``
-    (N requests per T seconds) holds at once: N start at once, then one more window for
-    each further N; the slowest limit decides."""
-    if rows <= 0:
-        return 0.0
-    return max((0.0, *((math.ceil(rows / n) - 1) * t for n, t in limits)))
-
-
 def days_needed(rows: int, daily_remaining: int | None, daily_limit: int) -> int:
     """Calendar days a location's rows span: today takes what is left of today's quota
     (all of it when unknown), each later day a full ``daily_limit``."""
@@ -116,14 +107,18 @@ def location_estimate(
     ceiling: Rate | None,
     daily_remaining: int | None,
     daily_limit: int,
+    latency_s: float = 0.0,
 ) -> Estimate:
     """Sending time and days for one location. ``announced`` is the live limit (N, T
     seconds) from the location's answer; until one is known, HighLevel's published
-    100/10 s stands in, as it does for a run's first requests. ``ceiling`` is ``--rate``."""
+    100/10 s stands in, as it does for a run's first requests. ``ceiling`` is ``--rate``;
+    ``latency_s`` the round trip the check measured."""
     limits = [announced or (constants.DEFAULT_RATE_MAX, constants.DEFAULT_RATE_INTERVAL_S)]
     if ceiling is not None:
         limits.append(ceiling.as_tuple())
-    return Estimate(send_time_s(rows, limits), days_needed(rows, daily_remaining, daily_limit))
+    return Estimate(
+        send_seconds(rows, limits, latency_s), days_needed(rows, daily_remaining, daily_limit)
+    )
 
 
 # -- probing --------------------------------------------------------------------------------
@@ -138,6 +133,7 @@ class Probes:
     answers: dict[str, Answer] = field(default_factory=dict)
     rejected: dict[str, str] = field(default_factory=dict)
     unreachable: Answer | None = None
+    latency_s: dict[str, float] = field(default_factory=dict)  # each answer's round trip
 
 
 async def probe_locations(
@@ -275,6 +271,7 @@ def judge(
     ceiling: Rate | None,
     daily_limit: int,
     note: str | None = None,
+    latency_s: float | None = None,
 ) -> LocationCheck:
     """Turn a location's probe answer (or the reason it had none, with ``note`` saying
     more) into its verdict."""
@@ -319,6 +316,7 @@ def judge(
         ceiling=ceiling,
         daily_remaining=daily_remaining,
         daily_limit=daily_limit,
+        latency_s=ASSUMED_LATENCY_S if latency_s is None else latency_s,
     )
     return LocationCheck(
         location_id=location_id,
@@ -465,6 +463,7 @@ def run_check(job: Job, tokens: Tokens) -> CheckReport:
                 # The API's X-RateLimit-Limit-Daily; without an answer, the setting.
                 daily_limit=announced_daily or job.config.daily_quota,
                 note=note,
+                latency_s=probes.latency_s.get(location),
             )
         )
     for check in checks:
@@ -496,7 +495,17 @@ async def _probe(job: Job, tokens: Tokens, groups: list[list[str]]) -> Probes:
         concurrency=probes_at_once,
         http_stack=job.config.http_stack,
     ) as client:
-        return await probe_locations(client.probe, groups, concurrency=probes_at_once)
+        loop = asyncio.get_running_loop()
+        latency: dict[str, float] = {}
+
+        async def timed(location: str) -> Answer:
+            sent = loop.time()
+            answer = await client.probe(location)
+            latency[location] = loop.time() - sent
+            return answer
+
+        probes = await probe_locations(timed, groups, concurrency=probes_at_once)
+        return replace(probes, latency_s=latency)
 
 
 # -- rendering ------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ import structlog
 
 from pipeline.earlier import EarlierState, find_earlier, results_exist
 from pipeline.errors import UsageError, first_line
+from pipeline.inflight import DEFAULT_CEILING
 from pipeline.job import Job
 from pipeline.journal import JournalWriter, fingerprint, read_records
 from pipeline.locking import exclusive
@@ -204,6 +205,9 @@ def _plan_sending(
         pending,
         limits=job.limits,
         daily_quota=job.config.daily_quota,
+        max_in_flight=(
+            DEFAULT_CEILING if job.config.concurrency == "auto" else job.config.concurrency
+        ),
     )
     log.info(
         "planned",

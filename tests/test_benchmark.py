@@ -12,10 +12,11 @@ from typing import Any
 import polars as pl
 import pytest
 
-from bench.__main__ import main
+from bench.__main__ import chosen_benchmarks, main
 from bench.bare import bare_argv
 from bench.capacity import Sample
 from bench.inputs import even_frame, location_id, scale_frame, write_export_csv, write_frame
+from bench.latency import CASES, RATIO_TARGET, Case, parse_summary, span_ratio_verdict
 from bench.limit import SPAN_RATIO_TARGET
 from bench.metrics import (
     Request,
@@ -292,6 +293,37 @@ def test_main_rejects_bad_arguments() -> None:
         main(["--quick", "--large"])
     with pytest.raises(SystemExit):
         main(["--repeats", "0"])
+
+
+def test_latency_runs_only_when_named_or_large() -> None:
+    assert "latency" not in chosen_benchmarks(None, large=False)
+    assert "limit" in chosen_benchmarks(None, large=False)
+    assert "latency" in chosen_benchmarks(None, large=True)
+    assert chosen_benchmarks(["latency"], large=False) == {"latency"}
+
+
+def test_parse_summary_reads_the_pipeline_s_last_line() -> None:
+    stdout = (
+        "30000 rows -> results.parquet\n  created        30000\nlocations: 200\n"
+        "30000 requests in 17.71s (1694.0 requests/s), at most 575 in flight, "
+        "102.4 ms each on average\n"
+    )
+    summary = parse_summary(stdout)
+    assert summary is not None
+    assert (summary.requests, summary.elapsed_s) == (30000, 17.71)
+    assert (summary.peak_in_flight, summary.mean_latency_ms) == (575, 102.4)
+    assert parse_summary("15 requests in 0.07s (217.4 requests/s)\n") is None  # no peak
+    assert parse_summary("") is None
+
+
+def test_latency_ratio_and_ideal() -> None:
+    assert span_ratio_verdict(11.0, 10.0) == (pytest.approx(1.1), True)
+    assert span_ratio_verdict(11.2, 10.0)[1] is False
+    assert span_ratio_verdict(1.0, 0.0)[1] is False
+    assert RATIO_TARGET == 1.10
+    assert Case(200, 80.0).ideal_s == pytest.approx(10.08)  # 10 s + one round trip
+    assert Case(1_000, 5.0, 20).ideal_s == 0.0  # one window: the machine sets the span
+    assert [c.rows for c in CASES] == [30_000, 9_000, 20_000]
 
 
 def test_others_cpu_is_what_the_machine_spent_elsewhere() -> None:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import polars as pl
+import pytest
 
 from pipeline.planning import IdRules, estimate, plan, to_send
 from pipeline.report import RunInfo, build_report, render
@@ -32,7 +33,9 @@ def test_estimate_follows_the_per_location_limit_and_daily_quota() -> None:
     rows = [(f"a{i}", "BIG") for i in range(250)] + [(f"b{i}", "SMALL") for i in range(40)]
     rows += [("a0", "BIG"), ("bad/id", "SMALL")]
     planned = planned_frame(rows)
-    result = estimate(planned, to_send(planned), limits=[(100, 10.0)], daily_quota=200)
+    result = estimate(
+        planned, to_send(planned), limits=[(100, 10.0)], daily_quota=200, latency_s=0.0
+    )
     assert result.by_status == {"to send": 290, "invalid": 1, "duplicate": 1}
     assert result.requests == 290 and result.locations == 2
     assert result.largest_locations == [("BIG", 250), ("SMALL", 40)]
@@ -41,6 +44,20 @@ def test_estimate_follows_the_per_location_limit_and_daily_quota() -> None:
     text = result.render()
     assert "requests to send: 290 over 2 locations" in text
     assert "estimated duration: 10s" in text and "BIG: 50 rows over the daily quota" in text
+    slow = estimate(planned, to_send(planned), limits=[(100, 10.0)], daily_quota=200, latency_s=0.6)
+    assert slow.estimated_s == pytest.approx(10.6 + 1.2)  # a window a round trip longer
+    assert "assuming 600 ms a request" in slow.render()
+    # Little's law: 290 requests at 0.6 s, two in flight at a time, need 87 s whatever the
+    # windows allow.
+    narrow = estimate(
+        planned,
+        to_send(planned),
+        limits=[(100, 10.0)],
+        daily_quota=200,
+        latency_s=0.6,
+        max_in_flight=2,
+    )
+    assert narrow.estimated_s == pytest.approx(290 * 0.6 / 2)
 
 
 def test_dry_run_prints_the_plan(tmp_path: Path) -> None:
