@@ -28,11 +28,21 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 DEFAULT_INITIAL = 64
 DEFAULT_FLOOR = 16
 DEFAULT_CEILING = 4096
 BASE_WINDOW_S = 10.0  # the base latency is the fastest answer of the last one or two windows
+
+
+@dataclass
+class Gauge:
+    """Requests in flight now and the limit now, for the progress display: the sender
+    writes, the display's thread reads (single ints: no lock needed)."""
+
+    in_flight: int = 0
+    limit: int = 0
 
 
 class InFlightLimit:

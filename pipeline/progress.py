@@ -13,7 +13,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import structlog
 from rich.console import Console
@@ -25,6 +25,9 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+
+if TYPE_CHECKING:
+    from pipeline.inflight import Gauge
 
 log = structlog.get_logger("pipeline.progress")
 
@@ -64,9 +67,11 @@ class ProgressReporter:
         mode: ProgressMode,
         interval_s: float = 5.0,
         console: Console | None = None,
+        gauge: Gauge | None = None,
     ) -> None:
         self._tail = tail
         self._total = total
+        self._gauge = gauge
         self._console = console or Console(
             stderr=True, force_terminal=True if mode == "bar" else None
         )
@@ -115,7 +120,20 @@ class ProgressReporter:
                 rows_per_s=round(rate, 1),
                 eta_s=None if eta is None else round(eta, 1),
                 by_status=dict(self._tail.counts),
+                **self._flight(),
             )
+
+    def _flight(self) -> dict[str, int]:
+        """Requests in flight now and the limit now (none with workers: theirs are apart)."""
+        if self._gauge is None:
+            return {}
+        return {"in_flight": self._gauge.in_flight, "in_flight_limit": self._gauge.limit}
+
+    def _flight_text(self) -> str:
+        flight = self._flight()
+        if not flight:
+            return ""
+        return f"in flight {flight['in_flight']}/{flight['in_flight_limit']}"
 
     def _run_bar(self) -> None:
         columns = (
@@ -126,13 +144,20 @@ class ProgressReporter:
             TimeElapsedColumn(),
             TextColumn("eta"),
             TimeRemainingColumn(),
+            TextColumn("{task.fields[flight]}"),
             TextColumn("{task.fields[counts]}"),
         )
         with Progress(*columns, console=self._console, transient=False) as bar:
-            task = bar.add_task("sending", total=self._total, rate="-", counts="")
+            task = bar.add_task("sending", total=self._total, rate="-", counts="", flight="")
             while True:
                 stopping = self._stop.wait(min(self._interval_s, 0.5))
                 done, rate, _, summary = self._figures()
-                bar.update(task, completed=done, rate=f"{rate:,.0f}", counts=summary)
+                bar.update(
+                    task,
+                    completed=done,
+                    rate=f"{rate:,.0f}",
+                    counts=summary,
+                    flight=self._flight_text(),
+                )
                 if stopping:
                     break

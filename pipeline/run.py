@@ -25,7 +25,7 @@ import structlog
 
 from pipeline.earlier import EarlierState, find_earlier, results_exist
 from pipeline.errors import UsageError, first_line
-from pipeline.inflight import DEFAULT_CEILING
+from pipeline.inflight import DEFAULT_CEILING, Gauge
 from pipeline.job import Job
 from pipeline.journal import JournalWriter, fingerprint, read_records
 from pipeline.locking import exclusive
@@ -248,11 +248,16 @@ def _send_pending(
     if not sendable.height:
         return session, this_run
     tail = JournalTail(files.journals(job.config.workers), earlier.journal_ends)
+    gauge = Gauge() if job.config.workers == 1 else None  # workers' counts stay in workers
     with ProgressReporter(
-        tail, sendable.height, mode=job.config.progress, interval_s=job.config.progress_interval
+        tail,
+        sendable.height,
+        mode=job.config.progress,
+        interval_s=job.config.progress_interval,
+        gauge=gauge,
     ):
         session, starts = _send(
-            job, tokens, files, sendable, fingerprint(planned), earlier.journal_ends
+            job, tokens, files, sendable, fingerprint(planned), earlier.journal_ends, gauge
         )
     recorded = (read_records(j, start=offset) for j, offset in starts.items() if j.exists())
     return session, pl.concat([this_run, *recorded])
@@ -265,6 +270,7 @@ def _send(
     sendable: pl.DataFrame,
     print_: str,
     resume_at: dict[Path, int],
+    gauge: Gauge | None = None,
 ) -> tuple[SessionResult, dict[Path, int]]:
     """Send, in this process or in workers; returns where each journal's new records begin."""
     if job.config.workers > 1:
@@ -281,7 +287,7 @@ def _send(
     path = files.journal
     journal = JournalWriter(path, fingerprint=print_, resume_at=resume_at.get(path))
     try:
-        result = run_async(send_session(job, tokens, sendable, journal))
+        result = run_async(send_session(job, tokens, sendable, journal, gauge=gauge))
     finally:
         journal.close()
     return result, {path: journal.start_offset}

@@ -44,7 +44,7 @@ import structlog
 from pipeline import constants
 from pipeline.client import Answer
 from pipeline.guards import Guards, Verdict
-from pipeline.inflight import InFlightLimit
+from pipeline.inflight import Gauge, InFlightLimit
 from pipeline.limiter import LocationLimiter, PrioritySlots
 from pipeline.outcomes import Code, RowOutcome, Status
 from pipeline.retrying import FindExisting, Retry, RetryPolicy, Settle, skipped
@@ -117,6 +117,7 @@ class Sender:
         search_waits_s: Sequence[float] = SEARCH_WAITS_S,
         record_unstarted: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        gauge: Gauge | None = None,
     ) -> None:
         """``rate``: the user's own per-location ceiling, enforced beside the limit each
         location's answers announce (None: follow the announced limit alone).
@@ -130,7 +131,8 @@ class Sender:
         ``concurrency``: requests in flight at most, fixed, or an ``InFlightLimit`` that
         sizes it to the latency as answers come in.
 
-        ``clock``: the limiters' time (tests pass their event loop's virtual clock)."""
+        ``clock``: the limiters' time (tests pass their event loop's virtual clock).
+        ``gauge``: where to show the requests in flight and the limit (the progress bar)."""
         self._client = client
         self._rate = rate
         if isinstance(concurrency, InFlightLimit):
@@ -157,6 +159,7 @@ class Sender:
         self.stop_detail: str | None = None  # why, in a line, when the run stopped itself
         self.requests = 0  # HTTP requests made, creates and searches
         self.peak_in_flight = 0
+        self._gauge = gauge or Gauge()
         self.latency_total_s = 0.0  # summed over every request, for the mean
 
     # -- public -------------------------------------------------------------------------
@@ -376,6 +379,7 @@ class Sender:
             failed = answer.http_status is None
             self._inflight.on_answer(latency, in_flight=in_flight, failed=failed)
             self._slots.resize(self._inflight.limit)
+        self._gauge.in_flight, self._gauge.limit = in_flight, self._slots.capacity
         row.last = answer
         self._observe(location, answer, sent_at)
         return answer

@@ -22,6 +22,7 @@ from pipeline.inflight import (
     DEFAULT_CEILING,
     DEFAULT_FLOOR,
     DEFAULT_INITIAL,
+    Gauge,
     InFlightLimit,
     raise_fd_limit,
 )
@@ -95,8 +96,10 @@ async def send_session(
     journal: JournalWriter,
     *,
     parent_pid: int | None = None,
+    gauge: Gauge | None = None,
 ) -> SessionResult:
-    """Send ``sendable``; a worker passes ``parent_pid`` so that it stops if orphaned."""
+    """Send ``sendable``; a worker passes ``parent_pid`` so that it stops if orphaned;
+    ``gauge`` shows the requests in flight to the progress display."""
     loop = asyncio.get_running_loop()
     received: list[int] = []
     in_flight = in_flight_limit(job.config.concurrency)
@@ -117,6 +120,7 @@ async def send_session(
             sink=journal.add,
             grace_s=min(job.config.timeout, 10.0),
             record_unstarted=parent_pid is not None,  # a worker; see Sender
+            gauge=gauge,
         )
 
         def on_signal(signum: int) -> None:

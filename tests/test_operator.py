@@ -173,6 +173,9 @@ def test_progress_off_a_terminal_is_structured_log_lines(
     assert all(e["total"] == 60 and 0 <= e["done"] <= 60 for e in events)
     assert events[-1]["done"] > events[0]["done"]
     assert set(events[-1]["by_status"]) <= {"created"} and "rows_per_s" in events[-1]
+    # The requests in flight and the limit now (auto: sized by the latency, 16 to 4,096).
+    assert all(0 <= e["in_flight"] <= e["in_flight_limit"] <= 4096 for e in events)
+    assert all(e["in_flight_limit"] >= 16 for e in events if e["in_flight_limit"])
 
 
 def test_progress_bar_shows_rows_rate_and_counts(sandbox: SandboxThread, tmp_path: Path) -> None:
@@ -189,6 +192,7 @@ def test_progress_bar_shows_rows_rate_and_counts(sandbox: SandboxThread, tmp_pat
     assert done.code == 0, done.stderr
     assert "sending" in done.stderr and "40/40" in done.stderr
     assert "rows/s" in done.stderr and "created 40" in done.stderr
+    assert "in flight " in done.stderr  # now / the limit
 
 
 def test_journal_tail_counts_only_complete_new_lines(tmp_path: Path) -> None:
