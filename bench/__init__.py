@@ -8,7 +8,7 @@ from that log (``GET /_sandbox/state``: receipt time ``t`` on the system-wide mo
 clock, ``locationId``, ``status`` of every API request), so they describe what the API saw,
 not what the client believes it did.
 
-Five benchmarks, each bounded in time:
+Six benchmarks, each bounded in time (the sixth only with ``--large`` or ``--only latency``):
 
 1. **Limit utilization**: L locations x 300 rows against a sandbox limited to 100 requests
    per 10 s per location with 80 ms latency. Per location span (last receipt - first
@@ -27,6 +27,11 @@ Five benchmarks, each bounded in time:
 5. **Start-up**: the wall time of ``pipeline --help``, ``pipeline run --help`` and a usage
    error, beside ``python -c pass`` and the bare import of each library the CLI imports at
    start, medians of 7 runs; and the top imports of ``python -X importtime``.
+6. **Latency and locations** (issue 13): 200 locations x 150 rows at 80 ms latency, 60 x 150
+   at 600 ms, and 1,000 x 20 at 5 ms (sized to a 2-core machine), each with default settings
+   (the adaptive in-flight limit) beside a hand-tuned ``--concurrency 2000``: the span of
+   creates, 429s, rows created, the pipeline's peak in flight and mean latency, and the
+   default's span over the tuned one (target <= 1.10).
 
 Exit status: 0 when every figure with a target meets it, 1 when one misses, 2 when a
 benchmark could not run at all.
@@ -41,7 +46,7 @@ The harness lives beside the package it measures, not in it (it is not in the wh
 - ``processes``: the sandbox, the pipeline and other children, the CPU sampler, and the
   peak-RSS launcher ``python -m bench.processes``.
 - ``bare``: the bare aiohttp client, ``python -m bench.bare``.
-- ``limit``, ``capacity``, ``scale``, ``wide``, ``startup``: one benchmark each.
+- ``limit``, ``capacity``, ``scale``, ``wide``, ``startup``, ``latency``: one benchmark each.
 
 Children run from the repository's root (``processes.REPO``) with the harness's Python, so
 ``python -m bench.<module>`` finds this package there.

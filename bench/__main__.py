@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -19,13 +20,23 @@ from typing import Any
 
 from bench.capacity import bench_capacity
 from bench.harness import Options, log
+from bench.latency import CASES, bench_latency
 from bench.limit import bench_limit
 from bench.metrics import Table, render_markdown, render_text
 from bench.scale import bench_scale
 from bench.startup import bench_startup
 from bench.wide import bench_wide_csv
 
-BENCHMARKS = ("limit", "capacity", "scale", "wide", "startup")
+BENCHMARKS = ("limit", "capacity", "scale", "wide", "startup", "latency")
+LARGE_ONLY = frozenset({"latency"})  # too slow for the quick default set (~2-3 min)
+
+
+def chosen_benchmarks(only: Sequence[str] | None, *, large: bool) -> frozenset[str]:
+    """The benchmarks ``--only`` names, or by default all but the slow ones (``--large``:
+    all)."""
+    if only:
+        return frozenset(only)
+    return frozenset(b for b in BENCHMARKS if large or b not in LARGE_ONLY)
 
 
 def machine_lines() -> list[str]:
@@ -65,6 +76,9 @@ def run_benchmarks(options: Options) -> list[Table]:
         plan.append(("wide", lambda: bench_wide_csv(options, wide_rows)))
     if "startup" in options.only:
         plan.append(("startup", lambda: bench_startup(options)))
+    if "latency" in options.only:
+        for case in CASES:
+            plan.append(("latency", functools.partial(bench_latency, options, case)))
     tables = []
     for name, bench in plan:
         started = time.monotonic()
@@ -90,7 +104,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--quick", action="store_true", help="the default: 20 locations, 10k rows, 1M rows"
     )
     size.add_argument(
-        "--large", action="store_true", help="also 200 locations x 300 rows and 10M rows"
+        "--large",
+        action="store_true",
+        help="also 200 locations x 300 rows, 10M rows and the latency cases",
     )
     parser.add_argument(
         "--only", action="append", choices=BENCHMARKS, help="run only these (repeatable)"
@@ -124,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         concurrency=args.concurrency,
         repeats=args.repeats,
         capacity_rows=args.capacity_rows,
-        only=frozenset(args.only or BENCHMARKS),
+        only=chosen_benchmarks(args.only, large=args.large),
     )
     started = time.monotonic()
     try:
