@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import heapq
+import resource
 import statistics
+import subprocess
+import sys
 from collections.abc import Callable
 
 import pytest
@@ -87,3 +90,28 @@ def test_one_cut_per_round_trip() -> None:
     for _ in range(50):  # a burst of failures arriving together counts once
         limit.on_answer(0.5, in_flight=100, failed=True)
     assert limit.limit == 75
+
+
+def fd_limits_after(soft: int, hard: int, wanted: int) -> tuple[int, int]:
+    """In a child process (limits are per process): set the open-file limits, then ask."""
+    code = (
+        "import resource\n"
+        f"resource.setrlimit(resource.RLIMIT_NOFILE, ({soft}, {hard}))\n"
+        "from pipeline.inflight import raise_fd_limit\n"
+        f"allowed = raise_fd_limit({wanted})\n"
+        "print(allowed, resource.getrlimit(resource.RLIMIT_NOFILE)[0])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    allowed, soft_now = done.stdout.split()
+    return int(allowed), int(soft_now)
+
+
+def test_the_soft_open_file_limit_is_raised_toward_the_hard_one() -> None:
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard < 5000:
+        pytest.skip("this machine's hard limit is too low for the case")
+    assert fd_limits_after(128, 5000, 4096) == (4096, 4096 + 64)
+
+
+def test_a_low_hard_limit_caps_the_requests_in_flight() -> None:
+    assert fd_limits_after(128, 300, 4096) == (300 - 64, 300)
