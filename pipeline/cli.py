@@ -22,7 +22,7 @@ from pipeline import logs
 from pipeline.config import RunConfig, load_config, option_specs
 from pipeline.errors import UsageError, one_line
 from pipeline.job import Job
-from pipeline.outputs import OutputFiles
+from pipeline.outputs import OutputFiles, require_parquet_name
 from pipeline.tokens import Tokens, load_tokens_file
 
 EXIT_OK = 0
@@ -95,7 +95,7 @@ def _run_options(command: Callable[..., None]) -> Callable[..., None]:
     return command
 
 
-@cli.command()
+@cli.command(no_args_is_help=True)
 @click.argument("input", type=str)
 @_run_options
 def run(input: str, **options: Any) -> None:
@@ -103,7 +103,7 @@ def run(input: str, **options: Any) -> None:
     _execute(input, options, retry_from=None)
 
 
-@cli.command()
+@cli.command(no_args_is_help=True)
 @click.argument("results", type=str)
 @_run_options
 def retry(results: str, **options: Any) -> None:
@@ -116,6 +116,7 @@ def retry(results: str, **options: Any) -> None:
 
 
 def _execute(input_path: str, options: dict[str, Any], *, retry_from: str | None) -> None:
+    require_parquet_name(options["output"])
     job, tokens = _job_and_tokens(input_path, options, output=options["output"])
     # The heavy imports (polars, aiohttp) only once the options hold: --help and usage
     # errors answer without them (BENCHMARKS.md, "Start-up").
@@ -191,7 +192,7 @@ def _check_options(command: Callable[..., None]) -> Callable[..., None]:
     return command
 
 
-@cli.command()
+@cli.command(no_args_is_help=True)
 @click.argument("input", type=str)
 @_check_options
 def check(input: str, fmt: Literal["table", "json"], **options: Any) -> None:
@@ -215,21 +216,48 @@ def check(input: str, fmt: Literal["table", "json"], **options: Any) -> None:
     sys.exit(EXIT_OK if outcome.ready else EXIT_ROWS_NOT_DONE)
 
 
-@cli.command()
+@cli.command(no_args_is_help=True)
 @click.argument("results", type=str)
+@click.option(
+    "--rows",
+    "statuses",
+    default=None,
+    metavar="STATUSES",
+    help="List the rows of these statuses (comma-separated, e.g. failed,invalid,skipped; "
+    "or all) instead of the summary.",
+)
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["table", "json", "markdown"]),
+    type=click.Choice(["table", "json", "markdown", "csv"]),
     default="table",
     show_default=True,
+    help="csv lists rows (all of them without --rows), with every column.",
 )
-def report(results: str, fmt: Literal["table", "json", "markdown"]) -> None:
-    """Summarise a results file: statuses, error codes, locations, top failures, throughput."""
-    from pipeline.report import build_report, read_results, render
+@click.option("-o", "--output", default=None, help="Write to FILE instead of standard output.")
+def report(
+    results: str,
+    statuses: str | None,
+    fmt: Literal["table", "json", "markdown", "csv"],
+    output: str | None,
+) -> None:
+    """Summarise a results file (statuses, error codes, locations, top failures, throughput),
+    or list some of its rows: `pipeline report out/results.parquet --rows failed,invalid
+    --format csv -o problems.csv`, fix the IDs there, and run that file."""
+    from pipeline.report import build_report, read_results, render, render_rows, select_rows
 
     frame, run = read_results(results)
-    click.echo(render(build_report(frame, run), fmt, title=str(results)))
+    if statuses is None and fmt != "csv":
+        text = render(build_report(frame, run), fmt, title=str(results))
+    else:
+        text = render_rows(select_rows(frame, statuses or "all"), fmt)
+    if output is None:
+        click.echo(text.rstrip("\n"))
+        return
+    try:
+        Path(output).write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"-o {output}: cannot be written ({exc.strerror or exc})") from exc
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "help_option_names": []})
@@ -275,6 +303,9 @@ def main(argv: list[str] | None = None) -> None:
         cli.main(args=args, prog_name="pipeline", standalone_mode=False)
     except UsageError as exc:
         _fail(str(exc), exc.exit_code, debug)
+    except click.exceptions.NoArgsIsHelpError as exc:  # bare `pipeline`, `pipeline run`
+        click.echo(exc.ctx.get_help() if exc.ctx is not None else exc.format_message(), err=True)
+        sys.exit(EXIT_USAGE)
     except click.ClickException as exc:
         _fail(exc.format_message(), EXIT_USAGE, debug)
     except (click.exceptions.Abort, KeyboardInterrupt):

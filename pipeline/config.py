@@ -13,6 +13,8 @@ only *where* to find them is (``token_env``, ``token_file``, ``tokens_file``).
 
 from __future__ import annotations
 
+import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self, get_args, get_origin
@@ -27,9 +29,18 @@ from pydantic_settings import (
 
 from pipeline import constants
 from pipeline.errors import UsageError
-from pipeline.settings import DEFAULT_ID_MAX_LENGTH, DEFAULT_ID_PATTERN, check_base_url, parse_rate
+from pipeline.settings import (
+    DEFAULT_ID_MAX_LENGTH,
+    DEFAULT_ID_PATTERN,
+    check_base_url,
+    parse_rate,
+    parse_separator,
+)
 
 ENV_PREFIX = "GHL_"
+# Settings whose bad values are never repeated in a message: a token pasted there.
+_NEVER_SHOWN = frozenset({"token_env"})
+_VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class RunConfig(BaseSettings):
@@ -72,6 +83,11 @@ class RunConfig(BaseSettings):
     override_location: bool = Field(
         False, description="With --location-id: use it even though the file has a location column."
     )
+    separator: str | None = Field(
+        None,
+        description="The CSV's separator: comma, semicolon, tab, pipe or one character "
+        "(unset: read from the header line; a .tsv is tab-separated).",
+    )
     keep_columns: str | None = Field(
         None, description="Comma-separated input columns to carry into the results."
     )
@@ -111,6 +127,25 @@ class RunConfig(BaseSettings):
     log_format: Literal["auto", "json", "console"] = Field(
         "auto", description="Log rendering; auto is JSON when stderr is not a terminal."
     )
+
+    @field_validator("token_env")
+    @classmethod
+    def _token_env(cls, value: str) -> str:
+        if not _VARIABLE_NAME.match(value):
+            raise ValueError(
+                "expected the name of an environment variable (letters, digits and _), not a token"
+            )
+        return value
+
+    @field_validator("separator")
+    @classmethod
+    def _separator(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return parse_separator(value)
+        except UsageError as exc:
+            raise ValueError(str(exc).removeprefix("--separator ")) from None
 
     @field_validator("rate")
     @classmethod
@@ -160,7 +195,7 @@ def load_config(command_line: dict[str, Any], config_file: Path | None) -> RunCo
         # defined in this function cannot be pickled.
         return RunConfig.model_construct(**dict(merged))
     except ValidationError as exc:
-        raise UsageError(_describe(exc, config_file)) from None
+        raise UsageError(_describe(exc, config_file, command_line, file_values)) from None
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -177,9 +212,31 @@ def _read_toml(path: Path) -> dict[str, Any]:
     return {str(key).replace("-", "_"): value for key, value in table.items()}
 
 
-def _describe(exc: ValidationError, config_file: Path | None) -> str:
-    """One line for every problem; a value that fits none of a field's forms (a number or
-    ``auto``) is one problem naming each form, not one per form."""
+def _source(
+    key: str, command_line: dict[str, Any], file_values: dict[str, Any], config_file: Path | None
+) -> str:
+    """Where a setting's value came from, in the precedence order: what to go and fix."""
+    name = key.replace("_", "-")
+    if key in command_line:
+        return f"--{name}"
+    variable = f"{ENV_PREFIX}{key.upper()}"
+    if any(env.upper() == variable for env in os.environ):
+        return f"{variable} in the environment"
+    if key in file_values and config_file is not None:
+        return f"{name} in {config_file}"
+    return f"--{name}"
+
+
+def _describe(
+    exc: ValidationError,
+    config_file: Path | None,
+    command_line: dict[str, Any] | None = None,
+    file_values: dict[str, Any] | None = None,
+) -> str:
+    """One line for every problem, naming where the bad value is (the option, the
+    environment variable or the config file's key); a value that fits none of a field's
+    forms (a number or ``auto``) is one problem naming each form, not one per form. A
+    value where a variable's name belongs is never repeated: it may be a pasted token."""
     problems: dict[str, str] = {}
     for error in exc.errors():
         key = str(error["loc"][0]) if error["loc"] else "configuration"
@@ -191,8 +248,10 @@ def _describe(exc: ValidationError, config_file: Path | None) -> str:
         if key in problems:  # another form of the same field: "..., or should be 'auto'"
             head, _, got = problems[key].rpartition(" (got ")
             problems[key] = f"{head}, or {message.removeprefix('Input ')} (got {got}"
-        else:
-            problems[key] = f"{name} (--{name}): {message} (got {error.get('input')!r})"
+            continue
+        source = _source(key, command_line or {}, file_values or {}, config_file)
+        shown = "not shown" if key in _NEVER_SHOWN else repr(error.get("input"))
+        problems[key] = f"{name} ({source}): {message} (got {shown})"
     where = f" (command line, {ENV_PREFIX}* environment" + (
         f", {config_file})" if config_file else ")"
     )

@@ -32,7 +32,7 @@ from pipeline import logs
 from pipeline.config import RunConfig
 from pipeline.errors import UsageError
 from pipeline.job import Job
-from pipeline.outputs import OutputFiles
+from pipeline.outputs import OutputFiles, require_parquet_name
 from pipeline.run import execute
 from pipeline.tokens import Tokens
 
@@ -67,6 +67,7 @@ def create_conversations(
         if output is None:
             files = OutputFiles(Path(scratch) / "results.parquet")
         else:
+            require_parquet_name(str(output))
             files = OutputFiles.of(str(output), config.state_dir)
         job = Job(config, source, files, dry_run=dry_run, overwrite=overwrite or output is None)
         execute(job, credentials, resume=resume)

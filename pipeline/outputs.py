@@ -37,6 +37,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.errors import UsageError
 from pipeline.settings import is_uri
 
 
@@ -119,3 +120,16 @@ class OutputFiles:
         """A fresh folder for the files shared with the workers, removed when they are done."""
         with tempfile.TemporaryDirectory(prefix=".pipeline-", dir=self.folder) as folder:
             yield WorkerFiles(Path(folder))
+
+
+def require_parquet_name(output: str) -> None:
+    """The results file is the run's state (``--resume``, ``retry`` and ``report`` read
+    it), so it is Parquet, and its name says so: ``-o results.csv`` would be a Parquet file
+    under a CSV's name."""
+    name = output.rstrip("/").rsplit("/", 1)[-1]
+    if not name.lower().endswith(".parquet"):
+        raise UsageError(
+            f"-o {output}: the results file is Parquet (resume, retry and report read it); "
+            f"name it {Path(name).stem or 'results'}.parquet, and write a CSV of it with "
+            "pipeline report RESULTS --format csv -o FILE.csv"
+        )

@@ -29,7 +29,10 @@ from pipeline.settings import is_uri
 if TYPE_CHECKING:  # the options model; imported only for its type
     from pipeline.config import RunConfig
 
-CSV_SUFFIXES = (".csv", ".csv.gz")
+CSV_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".tsv.gz")
+TSV_SUFFIXES = (".tsv", ".tsv.gz")
+# The separators a header is sniffed for, in the order that breaks a tie.
+SEPARATORS = (",", ";", "\t", "|")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 
 # Header names are compared after dropping case, spaces, underscores and hyphens, so that
@@ -131,21 +134,47 @@ class Columns:
 RESERVED = frozenset({*RESULT_COLUMNS, "source_file"})
 
 
-def read_input(spec: str | Path, columns: Columns = Columns()) -> pl.LazyFrame:
+def sniff_separator(header: str) -> str:
+    """The separator of a CSV header line: the candidate seen most often outside quotes
+    (comma on a tie or when none is), so a European spreadsheet's ``;`` export reads."""
+    counts = dict.fromkeys(SEPARATORS, 0)
+    quoted = False
+    for char in header:
+        if char == '"':
+            quoted = not quoted
+        elif not quoted and char in counts:
+            counts[char] += 1
+    best = max(SEPARATORS, key=lambda sep: counts[sep])  # the first of equals wins
+    return best if counts[best] else ","
+
+
+def read_input(
+    spec: str | Path, columns: Columns = Columns(), separator: str | None = None
+) -> pl.LazyFrame:
     """Open the input lazily and return the frame described above (plus any kept columns,
-    and ``source_file`` when the input is several files)."""
+    and ``source_file`` when the input is several files). ``separator``: the CSV's, when
+    given (``--separator``); else a ``.tsv`` is tab-separated, and a CSV's is sniffed from
+    its header line."""
     sources = resolve_sources(spec)
+    heads: list[bytes] = []
     for local in [] if sources.remote else sources.paths:
         _check_readable(Path(local))
         if sources.fmt == "csv":
-            _check_text(Path(local))
+            heads.append(_check_text(Path(local)))
         else:
             _check_parquet_magic(Path(local))
+    if separator is None and sources.fmt == "csv":
+        if sources.paths[0].lower().endswith(TSV_SUFFIXES):
+            separator = "\t"
+        elif heads:
+            header = heads[0].lstrip(b"\xef\xbb\xbf").split(b"\n", 1)[0]
+            separator = sniff_separator(header.decode("utf-8", errors="replace"))
     origin = "source_file" if sources.several else None
     target: str | list[str] = sources.paths[0] if sources.remote else sources.paths
     if sources.fmt == "csv":
         lf = pl.scan_csv(
             target,
+            separator=separator or ",",
             infer_schema=False,  # every column is text: IDs keep their leading zeros
             encoding="utf8-lossy",  # a stray non-UTF-8 byte spoils one row, not the file
             truncate_ragged_lines=True,
@@ -227,8 +256,9 @@ def _check_readable(path: Path) -> None:
         raise UsageError(f"{path}: the file is empty")
 
 
-def _check_text(path: Path) -> None:
-    """Refuse binary data dressed as CSV, and gzip that is not gzip, with a plain reason."""
+def _check_text(path: Path) -> bytes:
+    """Refuse binary data dressed as CSV, and gzip that is not gzip, with a plain reason;
+    return the file's first bytes (its header is sniffed for the separator)."""
     try:
         if path.name.lower().endswith(".gz"):
             with gzip.open(path, "rb") as handle:
@@ -242,6 +272,7 @@ def _check_text(path: Path) -> None:
         raise UsageError(f"{path}: the file has no header line (it is empty or blank)")
     if b"\x00" in head:
         raise UsageError(f"{path}: binary data, not CSV text (it holds NUL bytes)")
+    return head
 
 
 def _check_parquet_magic(path: Path) -> None:

@@ -238,3 +238,59 @@ def _markdown(report: Report, title: str) -> str:
     if report.run is not None:
         out += ["", _run_line(report.run) + "."]
     return "\n".join(out)
+
+
+# -- rows ---------------------------------------------------------------------------------
+
+RowsFormat = Literal["table", "json", "markdown", "csv"]
+# The columns a listing of rows shows in a table (a CSV or JSON listing has them all).
+ROW_COLUMNS = ("row_index", "contact_id", "location_id", "status", "error_code", "error_message")
+
+
+def select_rows(frame: pl.DataFrame, statuses: str) -> pl.DataFrame:
+    """The rows whose status is one of ``statuses`` (comma-separated, or ``all``), ready to
+    be read back as an input once fixed: a kept input column that would be taken for an
+    ID column (``Contact Id`` beside ``contact_id``) is left out, since it holds the same
+    ID."""
+    wanted = {s.strip().lower() for s in statuses.split(",") if s.strip()}
+    known = {s.value for s in Status}
+    unknown = sorted(wanted - known - {"all"})
+    if unknown or not wanted:
+        raise UsageError(
+            f"--rows {statuses!r}: expected statuses from {', '.join(sorted(known))} "
+            "(comma-separated), or all"
+        )
+    chosen = frame if "all" in wanted else frame.filter(pl.col("status").is_in(sorted(wanted)))
+    from pipeline.reading import CONTACT_KEY, LOCATION_KEY, normalise_header
+
+    shadows = [
+        name
+        for name in chosen.columns
+        if name not in ("contact_id", "location_id")
+        and normalise_header(name) in (CONTACT_KEY, LOCATION_KEY)
+    ]
+    return chosen.drop(shadows)
+
+
+def render_rows(rows: pl.DataFrame, fmt: RowsFormat) -> str:
+    """A listing of rows: CSV and JSON with every column, a table or markdown with the
+    columns that say what happened."""
+    if fmt == "csv":
+        return rows.write_csv()
+    if fmt == "json":
+        return json.dumps(rows.to_dicts(), indent=2, default=str)
+    shown = rows.select([c for c in ROW_COLUMNS if c in rows.columns])
+    cells = [[("" if v is None else str(v)) for v in row] for row in shown.iter_rows()]
+    if fmt == "markdown":
+        head = "| " + " | ".join(shown.columns) + " |"
+        rule = "|" + "|".join(" --- " for _ in shown.columns) + "|"
+        body = ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
+        return "\n".join([head, rule, *body])
+    widths = [
+        max(len(name), *(len(row[i]) for row in cells)) if cells else len(name)
+        for i, name in enumerate(shown.columns)
+    ]
+    lines = ["  ".join(name.ljust(w) for name, w in zip(shown.columns, widths, strict=True))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+    lines.append(f"{len(cells)} rows")
+    return "\n".join(line.rstrip() for line in lines)

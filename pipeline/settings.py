@@ -75,3 +75,17 @@ def is_uri(spec: str | Path) -> bool:
     """``s3://``, ``gs://``, ``az://``, ``https://`` ...: an input or output in object
     storage, read and written by polars' own object store."""
     return "://" in str(spec)
+
+
+SEPARATOR_NAMES = {"comma": ",", "semicolon": ";", "tab": "\t", "pipe": "|"}
+
+
+def parse_separator(text: str) -> str:
+    """``--separator``: a name (comma, semicolon, tab, pipe), ``\\t``, or one character."""
+    value = SEPARATOR_NAMES.get(text.strip().lower(), text)
+    value = "\t" if value == "\\t" else value
+    if len(value) != 1 or value in '\r\n"':
+        raise UsageError(
+            f"--separator {text!r}: expected one character, or comma, semicolon, tab or pipe"
+        )
+    return value

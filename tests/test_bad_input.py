@@ -97,6 +97,10 @@ def test_parquet_ids_of_other_types(sandbox: SandboxThread, tmp_path: Path) -> N
 def test_output_cases(sandbox: SandboxThread, tmp_path: Path) -> None:
     src = write_csv(tmp_path / "in.csv", [("c1", "L1")])
     done = run_cli("run", str(src), "-o", str(src), *fast_limits(sandbox))
+    refused(done.code, done.stderr, "the results file is Parquet")  # and never the input
+    as_parquet = tmp_path / "in.parquet"
+    pl.read_csv(src).write_parquet(as_parquet)
+    done = run_cli("run", str(as_parquet), "-o", str(as_parquet), *fast_limits(sandbox))
     refused(done.code, done.stderr, "overwrite the input")
     blocker = tmp_path / "afile"
     blocker.write_text("x", encoding="utf-8")

@@ -227,7 +227,7 @@ def test_dry_run_sends_nothing(sandbox: SandboxThread, tmp_path: Path) -> None:
     ("args", "message"),
     [
         (["run", "missing.csv", "-o", "{tmp}/o.parquet"], "missing.csv: no such file"),
-        (["run", "{tmp}/in.csv", "-o", "{tmp}/in.csv"], "would overwrite the input"),
+        (["run", "{tmp}/in.csv", "-o", "{tmp}/in.csv"], "the results file is Parquet"),
         (
             ["run", "{tmp}/in.csv", "-o", "{tmp}/o.parquet", "--rate", "fast"],
             "rate (--rate): 'fast': expected N/Ts",
