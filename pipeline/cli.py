@@ -14,7 +14,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import click
 
@@ -24,6 +24,9 @@ from pipeline.errors import UsageError, one_line
 from pipeline.job import Job
 from pipeline.outputs import OutputFiles, require_parquet_name
 from pipeline.tokens import Tokens, load_tokens_file
+
+if TYPE_CHECKING:
+    from pipeline.report import Report
 
 EXIT_OK = 0
 EXIT_ROWS_NOT_DONE = 1
@@ -127,11 +130,25 @@ def _execute(input_path: str, options: dict[str, Any], *, retry_from: str | None
     if job.dry_run and result.plan is not None:
         click.echo(result.plan.render())
     click.echo(render(result.report, "table", title=str(job.files.results)))
+    click.echo(_next_step(result.report, str(job.files.results), job.dry_run))
     if result.stop_detail is not None:
         click.echo(f"pipeline: {logs.scrub(result.stop_detail)}", err=True)
     if result.signal is not None:
         sys.exit(128 + result.signal)
     sys.exit(EXIT_OK if result.report.all_succeeded else EXIT_ROWS_NOT_DONE)
+
+
+def _next_step(report: Report, results: str, dry_run: bool) -> str:
+    """The command to run next, so a person never has to guess how to look further."""
+    problems = report.problem_rows
+    if dry_run or not problems:
+        return f"next: pipeline report {results}"
+    stem = results.rsplit("/", 1)[-1].removesuffix(".parquet")
+    folder = results.rsplit("/", 1)[0] + "/" if "/" in results else ""
+    return (
+        f"next: {problems} rows need attention: pipeline report {results} "
+        f"--rows failed,invalid,skipped --format csv -o {folder}{stem}-problems.csv"
+    )
 
 
 def _job_and_tokens(

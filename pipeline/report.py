@@ -69,6 +69,7 @@ class Report:
     top_failures: list[dict[str, Any]]  # status, error_code, error_message, rows
     problem_rows: int
     run: RunInfo | None
+    rows_without_location: int = 0  # missing or invalid location id: counted in no location
 
     @property
     def all_succeeded(self) -> bool:
@@ -103,8 +104,15 @@ def build_report(results: pl.DataFrame | pl.LazyFrame, run: RunInfo | None = Non
         return dict(zip(grouped[column].to_list(), grouped["len"].to_list(), strict=True))
 
     by_status = counts("status")
+    # A row without a usable location id (missing, or not an id) names no location: it is
+    # counted apart, so "locations" says how many sub-accounts the file really reaches.
+    no_location = pl.col("location_id").is_null() | pl.col("error_code").is_in(
+        [Code.MISSING_LOCATION_ID.value, Code.INVALID_LOCATION_ID.value]
+    ).fill_null(False)
+    without_location = collect(lf.filter(no_location).select(pl.len())).item()
     per_location = collect(
-        lf.group_by("location_id")
+        lf.filter(~no_location)
+        .group_by("location_id")
         .agg(
             pl.len().alias("rows"),
             *(
@@ -145,6 +153,7 @@ def build_report(results: pl.DataFrame | pl.LazyFrame, run: RunInfo | None = Non
         by_error_code=counts("error_code"),
         by_location=per_location.head(TOP_LOCATIONS).to_dicts(),
         locations=per_location.height,
+        rows_without_location=int(without_location),
         top_failures=failures.to_dicts(),
         problem_rows=int(problems),
         run=run,
@@ -194,7 +203,12 @@ def _table(report: Report, title: str) -> str:
         lines += [f"  {code:<24} {count:>9}" for code, count in report.by_error_code.items()]
     if report.locations > 1:
         shown = "" if report.locations <= TOP_LOCATIONS else f" (largest {TOP_LOCATIONS})"
-        lines.append(f"locations: {report.locations}{shown}")
+        apart = (
+            f"; {report.rows_without_location} rows without a usable location id"
+            if report.rows_without_location
+            else ""
+        )
+        lines.append(f"locations: {report.locations}{shown}{apart}")
         statuses = [s for s in STATUS_ORDER if s in report.by_status]
         lines.append(f"  {'location_id':<24} {'rows':>7} " + " ".join(f"{s:>9}" for s in statuses))
         for row in report.by_location:
@@ -221,7 +235,12 @@ def _markdown(report: Report, title: str) -> str:
         out += [f"| {code} | {count} |" for code, count in report.by_error_code.items()]
     if report.by_location:
         statuses = [s for s in STATUS_ORDER if s in report.by_status]
-        out += ["", f"Locations: {report.locations}.", ""]
+        apart = (
+            f" {report.rows_without_location} rows have no usable location id."
+            if report.rows_without_location
+            else ""
+        )
+        out += ["", f"Locations: {report.locations}.{apart}", ""]
         out += ["| location_id | rows | " + " | ".join(statuses) + " |"]
         out += ["| --- | ---: | " + " | ".join("---:" for _ in statuses) + " |"]
         for row in report.by_location:

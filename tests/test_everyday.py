@@ -166,3 +166,25 @@ def test_a_bad_value_names_the_place_that_holds_it(tmp_path: Path) -> None:
     config.write_text("[run]\ntimeout = -1\n", encoding="utf-8")
     done = run_cli("run", "in.csv", "-o", str(tmp_path / "o.parquet"), "--config", str(config))
     assert f"timeout (timeout in {config})" in done.stderr
+
+
+def test_the_summary_counts_real_locations_and_says_what_to_do_next(
+    sandbox: SandboxThread, tmp_path: Path
+) -> None:
+    src = tmp_path / "in.csv"
+    src.write_text(
+        "contactId,locationId\nc1,L1\nc2,L2\nc3,\nc4,loc#1\nbad id,L1\n", encoding="utf-8"
+    )
+    out = tmp_path / "r.parquet"
+    done = run_cli("run", str(src), "-o", str(out), *fast_limits(sandbox))
+    assert done.code == 1
+    assert "locations: 2; 2 rows without a usable location id" in done.stdout
+    assert "  None " not in done.stdout
+    assert done.stdout.rstrip().splitlines()[-1] == (
+        f"next: 3 rows need attention: pipeline report {out} --rows failed,invalid,skipped "
+        f"--format csv -o {tmp_path}/r-problems.csv"
+    )
+    clean = tmp_path / "clean.csv"
+    clean.write_text("contactId,locationId\nc9,L1\n", encoding="utf-8")
+    done = run_cli("run", str(clean), "-o", str(tmp_path / "c.parquet"), *fast_limits(sandbox))
+    assert done.stdout.rstrip().splitlines()[-1] == f"next: pipeline report {tmp_path}/c.parquet"
