@@ -23,6 +23,7 @@ from pipeline.config import RunConfig, load_config, option_specs
 from pipeline.errors import UsageError, one_line
 from pipeline.job import Job
 from pipeline.outputs import OutputFiles, require_parquet_name
+from pipeline.settings import parse_fail_on
 from pipeline.tokens import Tokens, load_tokens_file
 
 if TYPE_CHECKING:
@@ -123,19 +124,25 @@ def _execute(input_path: str, options: dict[str, Any], *, retry_from: str | None
     job, tokens = _job_and_tokens(input_path, options, output=options["output"])
     # The heavy imports (polars, aiohttp) only once the options hold: --help and usage
     # errors answer without them (BENCHMARKS.md, "Start-up").
-    from pipeline.report import render
+    from pipeline.report import count_matching, render
     from pipeline.run import execute
 
     result = execute(job, tokens, resume=options["resume"], retry_from=retry_from)
     if job.dry_run and result.plan is not None:
         click.echo(result.plan.render())
     click.echo(render(result.report, "table", title=str(job.files.results)))
+    if result.signal is not None:
+        code = 128 + result.signal
+        click.echo(f"exit {code}: interrupted; continue with the same command and --resume")
+    else:
+        statuses, codes = parse_fail_on(job.config.fail_on)
+        failing = count_matching(job.files.results, statuses, codes)
+        code = EXIT_ROWS_NOT_DONE if failing else EXIT_OK
+        click.echo(f"exit {code}: {failing} rows match --fail-on {job.config.fail_on}")
     click.echo(_next_step(result.report, str(job.files.results), job.dry_run))
     if result.stop_detail is not None:
         click.echo(f"pipeline: {logs.scrub(result.stop_detail)}", err=True)
-    if result.signal is not None:
-        sys.exit(128 + result.signal)
-    sys.exit(EXIT_OK if result.report.all_succeeded else EXIT_ROWS_NOT_DONE)
+    sys.exit(code)
 
 
 def _next_step(report: Report, results: str, dry_run: bool) -> str:

@@ -30,9 +30,11 @@ from pydantic_settings import (
 from pipeline import constants
 from pipeline.errors import UsageError
 from pipeline.settings import (
+    DEFAULT_FAIL_ON,
     DEFAULT_ID_MAX_LENGTH,
     DEFAULT_ID_PATTERN,
     check_base_url,
+    parse_fail_on,
     parse_rate,
     parse_separator,
 )
@@ -93,7 +95,10 @@ class RunConfig(BaseSettings):
     )
     id_pattern: str = Field(DEFAULT_ID_PATTERN, description="Regex an ID must fully match.")
     id_max_length: int = Field(
-        DEFAULT_ID_MAX_LENGTH, ge=1, le=10_000, description="The longest ID accepted."
+        DEFAULT_ID_MAX_LENGTH,
+        ge=1,
+        le=10_000,
+        description="The longest ID accepted.",
     )
     token_env: str = Field("GHL_TOKEN", description="Environment variable holding the token.")
     token_file: Path | None = Field(None, description="Read the token from this file instead.")
@@ -106,6 +111,11 @@ class RunConfig(BaseSettings):
     )
     allow_insecure_http: bool = Field(
         False, description="Allow an http:// base URL that is not loopback."
+    )
+    fail_on: str = Field(
+        DEFAULT_FAIL_ON,
+        description="Statuses or error codes (comma-separated) that make the run exit 1; "
+        "any other outcome exits 0.",
     )
     daily_quota: int = Field(
         constants.DEFAULT_DAILY_LIMIT,
@@ -135,6 +145,15 @@ class RunConfig(BaseSettings):
             raise ValueError(
                 "expected the name of an environment variable (letters, digits and _), not a token"
             )
+        return value
+
+    @field_validator("fail_on")
+    @classmethod
+    def _fail_on(cls, value: str) -> str:
+        try:
+            parse_fail_on(value)
+        except UsageError as exc:
+            raise ValueError(str(exc).removeprefix("--fail-on ")) from None
         return value
 
     @field_validator("separator")

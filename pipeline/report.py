@@ -313,3 +313,20 @@ def render_rows(rows: pl.DataFrame, fmt: RowsFormat) -> str:
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
     lines.append(f"{len(cells)} rows")
     return "\n".join(line.rstrip() for line in lines)
+
+
+def count_matching(results: str | Path, statuses: frozenset[str], codes: frozenset[str]) -> int:
+    """Rows of a results file whose status or error code is one of these (``--fail-on``); a
+    dry run's planned rows never count."""
+    status, code = pl.col("status"), pl.col("error_code")
+    dry_run = (status == Status.SKIPPED.value) & (code == Code.DRY_RUN.value).fill_null(False)
+    matching = (
+        status.is_in(sorted(statuses)) | code.is_in(sorted(codes)).fill_null(False)
+    ) & ~dry_run
+    return int(
+        pl.scan_parquet(results)
+        .filter(matching)
+        .select(pl.len())
+        .collect(engine="streaming")
+        .item()
+    )

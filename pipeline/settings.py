@@ -89,3 +89,28 @@ def parse_separator(text: str) -> str:
             f"--separator {text!r}: expected one character, or comma, semicolon, tab or pipe"
         )
     return value
+
+
+DEFAULT_FAIL_ON = "invalid,failed,skipped"
+
+
+def parse_fail_on(text: str) -> tuple[frozenset[str], frozenset[str]]:
+    """``--fail-on``: the statuses and error codes that make a run exit 1, comma-separated
+    (``invalid,failed,skipped`` by default; ``failed,daily_quota_exhausted`` for a nightly
+    job whose exports always hold a few blank IDs). Returns (statuses, error codes)."""
+    from pipeline.outcomes import Code, Status
+
+    names = [name.strip().lower() for name in text.split(",") if name.strip()]
+    statuses = {s.value for s in Status}
+    codes = {c.value for c in Code}
+    unknown = [name for name in names if name not in statuses | codes]
+    if unknown or not names:
+        raise UsageError(
+            f"--fail-on {text!r}: expected statuses ({', '.join(sorted(statuses))}) or "
+            f"error codes (such as missing_contact_id, unauthorized), comma-separated; "
+            f"not {', '.join(unknown) or 'nothing'}"
+        )
+    return (
+        frozenset(n for n in names if n in statuses),
+        frozenset(n for n in names if n in codes and n not in statuses),
+    )

@@ -188,3 +188,27 @@ def test_the_summary_counts_real_locations_and_says_what_to_do_next(
     clean.write_text("contactId,locationId\nc9,L1\n", encoding="utf-8")
     done = run_cli("run", str(clean), "-o", str(tmp_path / "c.parquet"), *fast_limits(sandbox))
     assert done.stdout.rstrip().splitlines()[-1] == f"next: pipeline report {tmp_path}/c.parquet"
+
+
+def test_fail_on_decides_the_exit_code_and_says_so(sandbox: SandboxThread, tmp_path: Path) -> None:
+    src = tmp_path / "nightly.csv"
+    src.write_text("contactId,locationId\nc1,L1\n,L1\nc3,L1\n", encoding="utf-8")  # a blank ID
+    done = run_cli("run", str(src), "-o", str(tmp_path / "a.parquet"), *fast_limits(sandbox))
+    assert done.code == 1
+    assert "exit 1: 1 rows match --fail-on invalid,failed,skipped" in done.stdout.splitlines()
+    done = run_cli(
+        "run",
+        str(src),
+        "-o",
+        str(tmp_path / "b.parquet"),
+        "--fail-on",
+        "failed,unauthorized,daily_quota_exhausted",
+        *fast_limits(sandbox),
+    )
+    assert done.code == 0, done.stderr[-1000:]
+    assert "exit 0: 0 rows match --fail-on failed,unauthorized,daily_quota_exhausted" in (
+        done.stdout.splitlines()
+    )
+    bad = run_cli("run", str(src), "-o", str(tmp_path / "c.parquet"), "--fail-on", "oops")
+    assert bad.code == 2 and len(bad.stderr.strip().splitlines()) == 1
+    assert "expected statuses" in bad.stderr
