@@ -6,7 +6,9 @@ Each test does what the person did and checks what they now see.
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
+import os
 from pathlib import Path
 
 import polars as pl
@@ -212,3 +214,25 @@ def test_fail_on_decides_the_exit_code_and_says_so(sandbox: SandboxThread, tmp_p
     bad = run_cli("run", str(src), "-o", str(tmp_path / "c.parquet"), "--fail-on", "oops")
     assert bad.code == 2 and len(bad.stderr.strip().splitlines()) == 1
     assert "expected statuses" in bad.stderr
+
+
+def test_no_lock_file_is_left_behind_and_a_held_lock_still_refuses(tmp_path: Path) -> None:
+    from pipeline.locking import OutputLocked, exclusive
+    from pipeline.outputs import OutputFiles
+
+    files = OutputFiles(tmp_path / "r.parquet")
+    with exclusive(files):
+        assert files.lock.exists()
+        with pytest.raises(OutputLocked), exclusive(files):
+            pass
+    assert not files.lock.exists()
+    # A run that opened the lock file just before its owner removed it, and locked that
+    # orphan afterwards, must not share the lock with a run that made a new file.
+    with exclusive(files):
+        stale = os.open(files.lock, os.O_RDWR)
+    with exclusive(files):  # a new file at the path; the stale descriptor is another file
+        fcntl.flock(stale, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the orphan locks fine...
+        with pytest.raises(OutputLocked), exclusive(files):  # ...the path does not
+            pass
+    os.close(stale)
+    assert not files.lock.exists()
