@@ -84,14 +84,35 @@ class _Location:
 
 
 @dataclass(slots=True)
-class _TokenTurn:
-    """Until a token is decided, one first request with it at a time; and until it is
-    known whether it may search, one first search."""
+class _Turn:
+    """One request at a time until something is known: the first to find the turn free
+    takes it, the others wait until it is given back or the thing becomes known."""
 
-    probing: bool = False  # a first request with the token is on its way
+    taken: bool = False
     changed: asyncio.Event = field(default_factory=asyncio.Event)
-    searching: bool = False  # a first search with the token is on its way
-    search_changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def take(self, known: Callable[[], bool]) -> bool:
+        """Return once ``known()`` (False: no turn needed) or the turn is ours (True)."""
+        while not known():
+            if not self.taken:
+                self.taken = True
+                self.changed.clear()
+                return True
+            await self.changed.wait()
+        return False
+
+    def give_back(self) -> None:
+        self.taken = False
+        self.changed.set()
+
+
+@dataclass(slots=True)
+class _TokenTurn:
+    """Until a token is decided, one first request with it at a time (``first``); and
+    until it is known whether it may search, one first search (``search``)."""
+
+    first: _Turn = field(default_factory=_Turn)
+    search: _Turn = field(default_factory=_Turn)
 
 
 @dataclass(slots=True)
@@ -264,14 +285,10 @@ class Sender:
 
     async def _token_turn(self, location: _Location) -> None:
         """Return once the location's token is accepted, or this location may probe it."""
-        turn = location.token
         name = location.location_id
-        while not self._guards.token_accepted(name) and self._guards.stopped_by(name) is None:
-            if not turn.probing:
-                turn.probing = True  # this location's first request is the token's
-                turn.changed.clear()
-                return
-            await turn.changed.wait()
+        await location.token.first.take(
+            lambda: self._guards.token_accepted(name) or self._guards.stopped_by(name) is not None
+        )
 
     async def _first_answer(self, location: _Location, task: asyncio.Task[None]) -> None:
         """Hold the location's other rows until its first request is decided: a decisive
@@ -281,11 +298,10 @@ class Sender:
             await asyncio.wait((waiter, task), return_when=asyncio.FIRST_COMPLETED)
         finally:
             waiter.cancel()
-        turn = location.token
+        turn = location.token.first
         undecided = not self._guards.token_accepted(location.location_id)
-        if not location.decided.is_set() and turn.probing and undecided:
-            turn.probing = False  # let the next first request try the token
-            turn.changed.set()
+        if not location.decided.is_set() and turn.taken and undecided:
+            turn.give_back()  # let the next first request try the token
 
     async def _take(self, location: _Location, *, holding_permit: bool = False) -> None:
         """A permit of the location (unless already held), then a global slot.
@@ -397,7 +413,7 @@ class Sender:
                 await asyncio.sleep(wait)
             if self.stop_code is not None or self._guards.stopped_by(name) is not None:
                 break
-            first = await self._search_turn(row.location)
+            first = await row.location.token.search.take(lambda: self._guards.search_known(name))
             if not self._guards.can_search(name):
                 why = f"its id cannot be looked up: the token lacks {constants.SCOPE_READ}"
                 break
@@ -406,8 +422,7 @@ class Sender:
                 found = await self._request(row, self._client.find_conversation)
             finally:
                 if first:
-                    row.location.token.searching = False
-                    row.location.token.search_changed.set()
+                    row.location.token.search.give_back()
             self._guards.searched(name, found)
             if found.conversation_id is not None:
                 return Answer(
@@ -429,18 +444,6 @@ class Sender:
             exists.trace_id,
         )
 
-    async def _search_turn(self, location: _Location) -> bool:
-        """Wait while another first search with the location's token is out; True when
-        this search is the token's first (it goes alone)."""
-        turn = location.token
-        while not self._guards.search_known(location.location_id):
-            if not turn.searching:
-                turn.searching = True
-                turn.search_changed.clear()
-                return True
-            await turn.search_changed.wait()
-        return False
-
     def _observe(self, location: _Location, answer: Answer, sent_at: float) -> None:
         """Let the answer steer the location's limiter, and through the guards its token,
         the locations that wait on it, and the run."""
@@ -455,7 +458,7 @@ class Sender:
         for name in verdict.decided:
             self._locations[name].decided.set()
         if verdict.token_decided:
-            location.token.changed.set()  # locations waiting for the token's turn go on
+            location.token.first.changed.set()  # locations waiting for the token's turn go on
         if verdict.stop_run is not None:
             self.stop(verdict.stop_run, verdict.detail)
 
