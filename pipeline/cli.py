@@ -8,26 +8,25 @@ Precedence of settings: command line > environment (``GHL_*``) > ``--config`` fi
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import click
 
 from pipeline import logs
 from pipeline.config import RunConfig, load_config, option_specs
 from pipeline.errors import UsageError, one_line
+from pipeline.helpformat import RUN_SECTIONS, FlowGroup, SectionedCommand
 from pipeline.job import Job
 from pipeline.outputs import OutputFiles, require_parquet_name
 from pipeline.settings import parse_fail_on
 from pipeline.tokens import Tokens, load_tokens_file
-
-if TYPE_CHECKING:
-    from pipeline.report import Report
 
 EXIT_OK = 0
 EXIT_ROWS_NOT_DONE = 1
@@ -36,10 +35,14 @@ EXIT_SIGINT = 130
 EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug, or the machine refused (disk full, permissions)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    cls=FlowGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(package_name="pipeline")
 def cli() -> None:
-    """Bulk-create HighLevel (LeadConnector) conversations from CSV or Parquet."""
+    """Bulk-create HighLevel (LeadConnector) conversations from CSV, Excel or Parquet files,
+    as fast as the API's limits allow, with a result for every row."""
 
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
@@ -99,7 +102,28 @@ def _run_options(command: Callable[..., None]) -> Callable[..., None]:
     return command
 
 
-@cli.command(no_args_is_help=True)
+_RUN_EXAMPLES = (
+    ("against the sandbox: start `pipeline sandbox`, paste the line it prints",
+     "pipeline run data/sample.csv -o out/results.parquet"),
+    ("one sub-account's contacts export, keeping a column to join back on",
+     "pipeline run export.csv -o out/acme.parquet --location-id LOC --keep-columns Email"),
+    ("validate and estimate, send nothing",
+     "pipeline run contacts.csv -o out/plan.parquet --dry-run"),
+    ("continue after Ctrl-C or a crash (every settled row is kept)",
+     "pipeline run contacts.csv -o out/results.parquet --resume"),
+    ("the problem rows as CSV, to fix and run again",
+     "pipeline report out/results.parquet --rows failed,invalid,skipped --format csv "
+     "-o out/problems.csv"),
+)  # fmt: skip
+
+
+@cli.command(
+    no_args_is_help=True,
+    cls=SectionedCommand,
+    sections=RUN_SECTIONS,
+    examples=_RUN_EXAMPLES,
+    short_help="Create a conversation for every row of a CSV, Excel or Parquet file.",
+)
 @click.argument("input", type=str)
 @_run_options
 def run(input: str, **options: Any) -> None:
@@ -107,7 +131,16 @@ def run(input: str, **options: Any) -> None:
     _execute(input, options, retry_from=None)
 
 
-@cli.command(no_args_is_help=True)
+@cli.command(
+    no_args_is_help=True,
+    cls=SectionedCommand,
+    sections=RUN_SECTIONS,
+    examples=(
+        ("send again what did not settle, into a new complete results file",
+         "pipeline retry out/results.parquet -o out/results-retry.parquet"),
+    ),
+    short_help="Send again the rows of a results file that did not settle.",
+)  # fmt: skip
 @click.argument("results", type=str)
 @_run_options
 def retry(results: str, **options: Any) -> None:
@@ -124,38 +157,50 @@ def _execute(input_path: str, options: dict[str, Any], *, retry_from: str | None
     job, tokens = _job_and_tokens(input_path, options, output=options["output"])
     # The heavy imports (polars, aiohttp) only once the options hold: --help and usage
     # errors answer without them (BENCHMARKS.md, "Start-up").
+    from pipeline.advice import advise
     from pipeline.report import count_matching, render
     from pipeline.run import execute
 
     result = execute(job, tokens, resume=options["resume"], retry_from=retry_from)
-    if job.dry_run and result.plan is not None:
-        click.echo(result.plan.render())
-    click.echo(render(result.report, "table", title=str(job.files.results)))
+    results = str(job.files.results)
     if result.signal is not None:
         code = 128 + result.signal
-        click.echo(f"exit {code}: interrupted; continue with the same command and --resume")
+        verdict = "interrupted"
     else:
         statuses, codes = parse_fail_on(job.config.fail_on)
         failing = count_matching(job.files.results, statuses, codes)
         code = EXIT_ROWS_NOT_DONE if failing else EXIT_OK
-        click.echo(f"exit {code}: {failing} rows match --fail-on {job.config.fail_on}")
-    click.echo(_next_step(result.report, str(job.files.results), job.dry_run))
+        verdict = f"{failing} rows match --fail-on {job.config.fail_on}"
+    advice = advise(
+        results,
+        argv=(click.get_current_context().obj or {}).get("argv", sys.argv[1:]),
+        token_source=tokens.source if tokens is not None else lambda _: "",
+        problem_rows=result.report.problem_rows,
+        interrupted=result.signal is not None,
+        dry_run=job.dry_run,
+    )
+    if job.config.summary == "json":
+        summary = {
+            "results": results,
+            **result.report.to_dict(),
+            "plan": None if result.plan is None else result.plan.to_dict(),
+            "exit_code": code,
+            "exit_reason": verdict,
+            "advice": advice.lines,
+            "next": advice.next.removeprefix("next: "),
+        }
+        click.echo(logs.scrub(json.dumps(summary, default=str)))
+    elif job.config.summary == "table":
+        if job.dry_run and result.plan is not None:
+            click.echo(result.plan.render())
+        click.echo(render(result.report, "table", title=results))
+        click.echo(f"exit {code}: {verdict}")
+        for line in advice.lines:
+            click.echo(logs.scrub(line))
+        click.echo(logs.scrub(advice.next))
     if result.stop_detail is not None:
         click.echo(f"pipeline: {logs.scrub(result.stop_detail)}", err=True)
     sys.exit(code)
-
-
-def _next_step(report: Report, results: str, dry_run: bool) -> str:
-    """The command to run next, so a person never has to guess how to look further."""
-    problems = report.problem_rows
-    if dry_run or not problems:
-        return f"next: pipeline report {results}"
-    stem = results.rsplit("/", 1)[-1].removesuffix(".parquet")
-    folder = results.rsplit("/", 1)[0] + "/" if "/" in results else ""
-    return (
-        f"next: {problems} rows need attention: pipeline report {results} "
-        f"--rows failed,invalid,skipped --format csv -o {folder}{stem}-problems.csv"
-    )
 
 
 def _job_and_tokens(
@@ -177,7 +222,12 @@ def _job_and_tokens(
         tokens = load_tokens_file(config.tokens_file, os.environ)
     else:
         token = _read_token(config.token_file, config.token_env)
-        tokens = Tokens(default=token) if token else None
+        source = (
+            f"--token-file {config.token_file}"
+            if config.token_file is not None
+            else f"{config.token_env} in the environment"
+        )
+        tokens = Tokens(default=token, default_source=source) if token else None
     job = Job(
         config=config,
         source=str(input_path),
@@ -191,7 +241,8 @@ def _job_and_tokens(
         raise UsageError(
             f"no API token: set the environment variable {config.token_env} (or use --token-file)"
         )
-    logs.configure(config.log_format, level=log_level)  # after the usage errors: see _execute
+    # After the usage errors, so that they reach the person (see _execute).
+    logs.configure(config.log_format, level=log_level, log_file=config.log_file)
     return job, tokens
 
 
@@ -216,7 +267,17 @@ def _check_options(command: Callable[..., None]) -> Callable[..., None]:
     return command
 
 
-@cli.command(no_args_is_help=True)
+@cli.command(
+    no_args_is_help=True,
+    cls=SectionedCommand,
+    sections=RUN_SECTIONS,
+    examples=(
+        ("what a run of this file would meet: tokens, access, scopes, live limits, time",
+         "pipeline check contacts.csv"),
+        ("the same, for a script", "pipeline check contacts.csv --format json"),
+    ),
+    short_help="Ask the API, once per location, what a run would meet; create nothing.",
+)  # fmt: skip
 @click.argument("input", type=str)
 @_check_options
 def check(input: str, fmt: Literal["table", "json"], **options: Any) -> None:
@@ -240,7 +301,19 @@ def check(input: str, fmt: Literal["table", "json"], **options: Any) -> None:
     sys.exit(EXIT_OK if outcome.ready else EXIT_ROWS_NOT_DONE)
 
 
-@cli.command(no_args_is_help=True)
+@cli.command(
+    no_args_is_help=True,
+    cls=SectionedCommand,
+    sections=(("Options", ("statuses", "fmt", "output", "help")),),
+    examples=(
+        ("the summary of a run", "pipeline report out/results.parquet"),
+        ("paste into a ticket", "pipeline report out/results.parquet --format markdown"),
+        ("the problem rows as CSV: fix the IDs there, then run that file",
+         "pipeline report out/results.parquet --rows failed,invalid,skipped --format csv "
+         "-o out/problems.csv"),
+    ),
+    short_help="Summarise a results file, or list some of its rows.",
+)  # fmt: skip
 @click.argument("results", type=str)
 @click.option(
     "--rows",
@@ -284,13 +357,113 @@ def report(
         raise UsageError(f"-o {output}: cannot be written ({exc.strerror or exc})") from exc
 
 
-@cli.command(context_settings={"ignore_unknown_options": True, "help_option_names": []})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def sandbox(args: tuple[str, ...]) -> None:
-    """Serve a local imitation of HighLevel's API (token: sandbox-token); --help for options."""
-    from pipeline.sandbox.__main__ import main as sandbox_main
+SANDBOX_PORT = 8099  # fixed, so the README's commands and a person's notes stay valid
 
-    sys.exit(sandbox_main(list(args)))
+
+@cli.command(
+    cls=SectionedCommand,
+    sections=(
+        ("Serving", ("host", "port")),
+        ("Tokens", ("tokens",)),
+        ("Behaviour", ("rate", "daily_limit", "latency_ms", "config_json", "help")),
+    ),
+    examples=(
+        ("serve in the background, then paste the export line it prints",
+         "pipeline sandbox &"),
+        ("a free port and a real network's latency", "pipeline sandbox --port 0 --latency-ms 80"),
+        ("another token, allowed to create but not to search",
+         "pipeline sandbox --token my-token --config-json "
+         "'{\"token_scopes\": {\"my-token\": [\"conversations.write\"]}}'"),
+    ),
+    short_help="Serve a local imitation of HighLevel's API, to try runs without a token.",
+)  # fmt: skip
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=SANDBOX_PORT,
+    metavar="PORT",
+    show_default=True,
+    envvar="GHL_SANDBOX_PORT",
+    show_envvar=True,
+    help="Port to listen on; 0 picks a free one.",
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    metavar="ADDRESS",
+    show_default=True,
+    help="Address to listen on. Keep it loopback: the sandbox accepts well-known tokens.",
+)
+@click.option(
+    "--token",
+    "tokens",
+    multiple=True,
+    metavar="TOKEN",
+    help="Accept this token too (repeatable). sandbox-token is always accepted.",
+)
+@click.option(
+    "--rate",
+    metavar="N/Ts",
+    help="Per-location limit it announces and enforces [default: 100/10s]; 0: none.",
+)
+@click.option(
+    "--daily-limit",
+    type=click.IntRange(0),
+    help="Requests per location per day [default: 200000]; 0: none.",
+)
+@click.option(
+    "--latency-ms",
+    type=click.FloatRange(0),
+    help="Delay before each answer, as a network adds [default: 0].",
+)
+@click.option(
+    "--config-json",
+    metavar="JSON",
+    help="Any other setting, as a JSON object: token_scopes, location_tokens, faults "
+    "(fault_500, fault_drop, ...), search_lag_s. The flags above win over it.",
+)
+def sandbox(
+    port: int,
+    host: str,
+    tokens: tuple[str, ...],
+    rate: str | None,
+    daily_limit: int | None,
+    latency_ms: float | None,
+    config_json: str | None,
+) -> None:
+    """Serve a local imitation of HighLevel's API on loopback, until Ctrl-C.
+
+    It answers as the live API answers: the Version header, token scopes, the 422 body
+    rules, "already exists" in the live wording, search, per-location and daily limits
+    with their X-RateLimit-* headers and 429s, and a traceId on every answer. It accepts
+    the token sandbox-token and every --token; a token listed in --config-json's
+    token_scopes has only those scopes. When it is ready, it prints the line to paste
+    into the shell that runs pipeline: export GHL_BASE_URL=... GHL_TOKEN=sandbox-token.
+    """
+    import errno
+
+    from pipeline.sandbox.config import DEFAULT_TOKEN, config_from_options
+    from pipeline.sandbox.server import serve
+
+    try:
+        config = config_from_options(
+            config_json=config_json,
+            rate=rate,
+            latency_ms=latency_ms,
+            daily_limit=daily_limit,
+            extra_tokens=[DEFAULT_TOKEN, *tokens] if tokens else None,
+        )
+    except ValueError as exc:
+        raise UsageError(f"sandbox: {exc}") from exc
+    try:
+        serve(config, host, port)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise UsageError(
+                f"sandbox: port {port} on {host} is in use (another sandbox?); "
+                "pick another with --port, or --port 0 for a free one"
+            ) from exc
+        raise
 
 
 def _read_token(token_file: Path | None, token_env: str) -> str | None:
@@ -324,7 +497,7 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
     try:
-        cli.main(args=args, prog_name="pipeline", standalone_mode=False)
+        cli.main(args=args, prog_name="pipeline", standalone_mode=False, obj={"argv": args})
     except UsageError as exc:
         _fail(str(exc), exc.exit_code, debug)
     except click.exceptions.NoArgsIsHelpError as exc:  # bare `pipeline`, `pipeline run`

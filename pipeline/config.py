@@ -90,6 +90,9 @@ class RunConfig(BaseSettings):
         description="The CSV's separator: comma, semicolon, tab, pipe or one character "
         "(unset: read from the header line; a .tsv is tab-separated).",
     )
+    sheet: str | None = Field(
+        None, description="The worksheet of an .xlsx input to read (unset: the first)."
+    )
     keep_columns: str | None = Field(
         None, description="Comma-separated input columns to carry into the results."
     )
@@ -136,6 +139,15 @@ class RunConfig(BaseSettings):
     )
     log_format: Literal["auto", "json", "console"] = Field(
         "auto", description="Log rendering; auto is JSON when stderr is not a terminal."
+    )
+    log_file: Path | None = Field(
+        None,
+        description="Append the logs to this file as JSON lines instead of stderr (stderr "
+        "keeps only the one-line errors).",
+    )
+    summary: Literal["table", "json", "none"] = Field(
+        "table",
+        description="The summary on standard output: a table, one JSON object, or nothing.",
     )
 
     @field_validator("token_env")

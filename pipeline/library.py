@@ -61,7 +61,7 @@ def create_conversations(
     config = _config(options)
     credentials = _tokens(token, tokens, dry_run=dry_run)
     if not structlog.is_configured():
-        logs.configure(config.log_format)
+        logs.configure(config.log_format, log_file=config.log_file)
     with tempfile.TemporaryDirectory(prefix="pipeline-") as scratch:
         source = _source(rows, Path(scratch))
         if output is None:
@@ -116,9 +116,12 @@ def _tokens(token: str | None, tokens: Mapping[str, str] | None, *, dry_run: boo
         if value:
             logs.register_secret(value)
     if tokens:
-        return Tokens(by_location=dict(tokens))
+        sources = {
+            location: "tokens[location] given to create_conversations" for location in tokens
+        }
+        return Tokens(by_location=dict(tokens), sources=sources)
     if token:
-        return Tokens(default=token)
+        return Tokens(default=token, default_source="token= given to create_conversations")
     if dry_run:
         return None
     raise UsageError("no API token: pass token=... (or tokens={location_id: token})")

@@ -13,7 +13,10 @@ import logging
 import re
 import sys
 from collections.abc import MutableMapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TextIO
+
+from pipeline.errors import UsageError
 
 if TYPE_CHECKING:
     import structlog
@@ -69,23 +72,61 @@ def redact(
 LogFormat = Literal["json", "console", "auto"]
 
 
+class _Stderr:
+    """Standard error as it is at each write, not as it was at set-up: while the progress
+    bar is live, rich swaps ``sys.stderr`` for a proxy that prints a line above the bar, so
+    a log line written through here never lands in the middle of it."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
+_log_files: dict[Path, TextIO] = {}  # kept open for the process's life, one per path
+
+
+def _open_log_file(path: Path) -> TextIO:
+    """``path`` opened to append lines (each written whole), its folder made if missing."""
+    if path not in _log_files:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _log_files[path] = path.open("a", encoding="utf-8", buffering=1)
+        except OSError as exc:
+            raise UsageError(
+                f"--log-file {path}: cannot be opened ({exc.strerror or exc})"
+            ) from exc
+    return _log_files[path]
+
+
 def configure(
-    log_format: LogFormat = "auto", *, level: int = logging.INFO, stream: TextIO | None = None
+    log_format: LogFormat = "auto",
+    *,
+    level: int = logging.INFO,
+    stream: TextIO | None = None,
+    log_file: Path | None = None,
 ) -> None:
-    """Set up structlog to write to ``stream`` (stderr); stdout is kept for the summary.
+    """Set up structlog to write to ``stream`` (stderr), or as JSON lines to ``log_file``;
+    stdout is kept for the summary.
 
     structlog is imported here, not at the top: its import alone (about 70 ms, most of it
     its console renderer) would double the time ``pipeline --help`` takes."""
     import structlog
 
-    stream = stream or sys.stderr
+    if log_file is not None:
+        stream, log_format = _open_log_file(log_file), "json"
+    out: TextIO | _Stderr = stream if stream is not None else _Stderr()
     if log_format == "auto":
-        log_format = "console" if stream.isatty() else "json"
+        log_format = "console" if out.isatty() else "json"
     renderer: structlog.types.Processor
     if log_format == "json":
         renderer = structlog.processors.JSONRenderer()
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        renderer = structlog.dev.ConsoleRenderer(colors=out.isatty())
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -96,6 +137,6 @@ def configure(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(stream),
+        logger_factory=structlog.PrintLoggerFactory(out),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )

@@ -16,8 +16,8 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -195,6 +195,9 @@ class PlanEstimate:
     estimated_s: float  # with every location in parallel at its own limit
     over_daily_quota: list[tuple[str, int]]  # locations whose rows exceed one day's quota
     latency_s: float = 0.0  # the round trip the estimate assumes
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
     def render(self) -> str:
         lines = [f"plan: {self.rows} rows"]

@@ -30,6 +30,10 @@ from pipeline.errors import UsageError
 class Tokens:
     default: str | None = None
     by_location: Mapping[str, str] = field(default_factory=dict)
+    # Where each token came from, for messages a person acts on ("GHL_TOKEN in the
+    # environment", "file /run/secrets/x"): never the token itself.
+    default_source: str = "the token given"
+    sources: Mapping[str, str] = field(default_factory=dict)  # by location, with by_location
 
     @property
     def per_location(self) -> bool:
@@ -37,6 +41,12 @@ class Tokens:
 
     def for_location(self, location_id: str) -> str | None:
         return self.by_location.get(location_id) if self.by_location else self.default
+
+    def source(self, location_id: str) -> str:
+        """Where the token of ``location_id`` came from, to name in a message."""
+        if self.by_location:
+            return self.sources.get(location_id, "no token")
+        return self.default_source
 
     def all(self) -> list[str]:
         values = list(dict.fromkeys(self.by_location.values()))
@@ -62,10 +72,12 @@ def load_tokens_file(path: Path, environ: Mapping[str, str]) -> Tokens:
     if not entries:
         raise UsageError(f"--tokens-file {path}: no locations listed")
     resolved: dict[str, str] = {}
+    sources: dict[str, str] = {}
     for location, (kind, where) in entries.items():
         resolved[location] = _resolve(path, location, kind, where, environ)
         logs.register_secret(resolved[location])
-    return Tokens(by_location=resolved)
+        sources[location] = f"{where} in the environment" if kind == "env" else f"file {where}"
+    return Tokens(by_location=resolved, sources=sources)
 
 
 def _toml_entries(path: Path, text: str) -> dict[str, tuple[str, str]]:

@@ -77,7 +77,7 @@ def _work(work: WorkerJob, ready: threading.Barrier) -> None:
     that no worker's location waits on another's imports.
     """
     os.setpgrp()  # the terminal's Ctrl-C goes to the parent, which passes it on once
-    logs.configure(work.log_format, level=work.log_level)
+    logs.configure(work.log_format, level=work.log_level, log_file=work.job.config.log_file)
     for token in work.tokens.all():
         logs.register_secret(token)
     structlog.contextvars.bind_contextvars(worker=work.index)

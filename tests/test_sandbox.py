@@ -6,7 +6,6 @@ not against the code it is meant to test.
 
 from __future__ import annotations
 
-import argparse
 import ast
 import asyncio
 import json
@@ -45,8 +44,8 @@ from pipeline.sandbox import (
     start_sandbox,
     token_label,
 )
-from pipeline.sandbox.__main__ import build_config
 from pipeline.sandbox.bodies import TraceIds
+from pipeline.sandbox.config import config_from_options
 
 RATE_HEADERS = (H_LIMIT_DAILY, H_DAILY_REMAINING, H_INTERVAL_MS, H_MAX, H_REMAINING)
 HEADERS = {
@@ -719,10 +718,11 @@ def test_token_scopes_are_copied_and_reach_the_cli() -> None:
     scopes["t"].append(SCOPE_READ)
     assert config.token_scopes == {"t": [SCOPE_WRITE]}
     assert config.to_dict()["token_scopes"] == {"t": [SCOPE_WRITE]}
-    args = argparse.Namespace(
-        config_json=json.dumps({"token_scopes": {"t": [SCOPE_READ]}}), rate=None, latency_ms=None
+    given = config_from_options(
+        config_json=json.dumps({"token_scopes": {"t": [SCOPE_READ]}}), extra_tokens=["extra"]
     )
-    assert build_config(args).token_scopes == {"t": [SCOPE_READ]}
+    assert given.token_scopes == {"t": [SCOPE_READ]}
+    assert given.tokens == [DEFAULT_TOKEN, "extra"]
 
 
 def test_request_log_labels_tokens_without_holding_them(sandbox: SandboxFactory) -> None:
@@ -825,6 +825,8 @@ def test_module_entry_point_serves_and_stops_on_sigterm() -> None:
             sys.executable,
             "-m",
             "pipeline.sandbox",
+            "--port",
+            "0",
             "--rate",
             "2/1s",
             "--config-json",

@@ -8,6 +8,7 @@ a typo in a benchmark's fault name must fail loudly rather than silently test no
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -163,6 +164,37 @@ class SandboxConfig:
 _FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(SandboxConfig))
 
 _RATE_RE = re.compile(r"^\s*(\d+)\s*(?:/\s*(\d+(?:\.\d+)?)?\s*(ms|s|m|min)?\s*)?$")
+
+
+def config_from_options(
+    *,
+    config_json: str | None = None,
+    rate: str | None = None,
+    latency_ms: float | None = None,
+    daily_limit: int | None = None,
+    extra_tokens: list[str] | None = None,
+) -> SandboxConfig:
+    """A config from ``pipeline sandbox``'s options: the flags override ``--config-json``,
+    which overrides the defaults. ``extra_tokens`` are accepted beside the configured ones.
+    Any problem is a ``ValueError`` whose text names it."""
+    fields: dict[str, Any] = {}
+    if config_json:
+        loaded = json.loads(config_json)  # json.JSONDecodeError is a ValueError
+        if not isinstance(loaded, dict):
+            raise ValueError("--config-json must be a JSON object")
+        fields.update(loaded)
+    if rate is not None:
+        fields["rate_max"], fields["rate_interval_ms"] = parse_rate(rate)
+    if latency_ms is not None:
+        fields["latency_ms"] = latency_ms
+    if daily_limit is not None:
+        fields["daily_limit"] = daily_limit
+    if extra_tokens:
+        tokens = fields.get("tokens", _default_tokens())
+        if not isinstance(tokens, list):
+            raise ValueError("tokens must be a list of non-empty strings")
+        fields["tokens"] = [*tokens, *(t for t in extra_tokens if t not in tokens)]
+    return SandboxConfig.from_dict(fields)
 
 
 def parse_rate(text: str) -> tuple[int, int]:

@@ -23,7 +23,7 @@ from aiohttp import web
 from pipeline.constants import CREATE_CONVERSATION_PATH, SEARCH_CONVERSATIONS_PATH
 from pipeline.sandbox.admin import add_admin_routes
 from pipeline.sandbox.app import Sandbox
-from pipeline.sandbox.config import SandboxConfig
+from pipeline.sandbox.config import DEFAULT_TOKEN, SandboxConfig
 from pipeline.sandbox.state import RequestRecord, SandboxState
 
 T = TypeVar("T")
@@ -272,7 +272,10 @@ class SandboxThread:
 async def _serve(config: SandboxConfig | None, host: str, port: int) -> None:
     running = await start_sandbox(config, host, port)
     try:
+        token = (config or SandboxConfig()).tokens[:1] or [DEFAULT_TOKEN]
         print(f"sandbox listening on {running.base_url}", flush=True)
+        # Ready to paste into another shell: the run then needs no --base-url or token.
+        print(f"export GHL_BASE_URL={running.base_url} GHL_TOKEN={token[0]}", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         installed = []
@@ -291,7 +294,8 @@ async def _serve(config: SandboxConfig | None, host: str, port: int) -> None:
 
 
 def serve(config: SandboxConfig | None = None, host: str = DEFAULT_HOST, port: int = 0) -> None:
-    """Serve until SIGINT/SIGTERM. Prints ``sandbox listening on http://HOST:PORT`` once bound."""
+    """Serve until SIGINT/SIGTERM. Prints ``sandbox listening on http://HOST:PORT`` once
+    bound, then the ``export GHL_BASE_URL=... GHL_TOKEN=...`` line a client shell needs."""
     if host not in _LOOPBACK:
         print(
             f"warning: sandbox bound to non-loopback address {host}; it accepts demo tokens",

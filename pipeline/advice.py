@@ -1,0 +1,206 @@
+"""What to do next: the lines a person reads after a run, and the command to run next.
+
+A run that stopped short of its rows leaves a person to decide: wait for the quota, fix a
+token, continue an interrupted run, or look at the problem rows. These lines say which,
+name what is known (the locations, where their token came from) and end with a command that
+works when pasted. They are computed from the results file, so they say the same thing
+whether the run stopped in this process or in workers, and never repeat a token: only
+where it came from.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import polars as pl
+
+from pipeline.outcomes import Code
+
+# The rows of a stop, by the code that stopped them (whatever their status: the row that
+# drew a 401 is failed, the rest of its token's rows skipped).
+_STOPS = (
+    Code.UNAUTHORIZED,
+    Code.FORBIDDEN,
+    Code.DAILY_QUOTA_EXHAUSTED,
+    Code.NO_TOKEN,
+    Code.UNREACHABLE,
+)
+_SHOWN_LOCATIONS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Advice:
+    lines: list[str]  # what happened and what to do, one stop a line
+    next: str  # the command to run next
+
+
+def _stopped(results: str) -> dict[str, dict[str, int]]:
+    """Rows per location for each stop code present in the results."""
+    grouped = (
+        pl.scan_parquet(results)
+        .filter(pl.col("error_code").is_in([code.value for code in _STOPS]))
+        .group_by("error_code", "location_id")
+        .len()
+        .sort("len", "location_id", descending=[True, False])
+        .collect()
+    )
+    stops: dict[str, dict[str, int]] = {}
+    for code, location, rows in grouped.iter_rows():
+        stops.setdefault(code, {})[location or "(none)"] = rows
+    return stops
+
+
+def _locations(rows_by_location: dict[str, int]) -> str:
+    names = list(rows_by_location)
+    shown = ", ".join(names[:_SHOWN_LOCATIONS])
+    more = f" and {len(names) - _SHOWN_LOCATIONS} more" if len(names) > _SHOWN_LOCATIONS else ""
+    noun = "location" if len(names) == 1 else "locations"
+    return f"{len(names)} {noun} ({shown}{more})"
+
+
+def _rows(rows_by_location: dict[str, int]) -> str:
+    total = sum(rows_by_location.values())
+    return f"{total:,} row{'' if total == 1 else 's'}"
+
+
+def advise(
+    results: str,
+    *,
+    argv: Sequence[str],
+    token_source: Callable[[str], str],
+    problem_rows: int,
+    interrupted: bool,
+    dry_run: bool,
+) -> Advice:
+    """The lines and the next command for a finished (or interrupted) run.
+
+    ``argv``: the command line as given (after ``pipeline``), to build the next command
+    from; ``token_source``: where a location's token came from.
+    """
+    stops = {} if dry_run else _stopped(results)
+    lines: list[str] = []
+    rejected = stops.get(Code.UNAUTHORIZED.value, {})
+    by_source: dict[str, dict[str, int]] = {}
+    for location, rows in rejected.items():
+        by_source.setdefault(token_source(location), {})[location] = rows
+    for source, rows_by_location in by_source.items():
+        lines.append(
+            f"token rejected (401): the token from {source}, used for "
+            f"{_locations(rows_by_location)}; {_rows(rows_by_location)} not sent. "
+            "Replace the token, then retry."
+        )
+    refused = stops.get(Code.FORBIDDEN.value, {})
+    if refused:
+        sources = sorted({token_source(location) for location in refused})
+        lines.append(
+            f"refused (403): {_locations(refused)} may not be used with the token from "
+            f"{' / '.join(sources)}; {_rows(refused)} not sent. Use the location's own "
+            "token (--tokens-file), then retry."
+        )
+    quota = stops.get(Code.DAILY_QUOTA_EXHAUSTED.value, {})
+    if quota:
+        lines.append(
+            f"daily quota spent: {_locations(quota)}; {_rows(quota)} not sent yet. "
+            "HighLevel does not say when its day turns: run the same command with --resume "
+            "later (within a day); it sends only the rows not yet sent."
+        )
+    no_token = stops.get(Code.NO_TOKEN.value, {})
+    if no_token:
+        lines.append(
+            f"no token: the tokens file lists no token for {_locations(no_token)}; "
+            f"{_rows(no_token)} not sent. Add them to the tokens file, then retry."
+        )
+    unreachable = stops.get(Code.UNREACHABLE.value, {})
+    if unreachable:
+        lines.append(
+            f"API unreachable: {_rows(unreachable)} not sent. Check the network and "
+            "--base-url, then retry."
+        )
+    return Advice(lines, _next(results, argv, stops, problem_rows, interrupted, dry_run))
+
+
+def _next(
+    results: str,
+    argv: Sequence[str],
+    stops: dict[str, dict[str, int]],
+    problem_rows: int,
+    interrupted: bool,
+    dry_run: bool,
+) -> str:
+    if interrupted:
+        return f"next: continue with: {resume_command(argv)}"
+    if dry_run:
+        return f"next: pipeline report {results}; send with the same command without --dry-run"
+    waiting = set(stops) - {Code.DAILY_QUOTA_EXHAUSTED.value}
+    if waiting:
+        return f"next: once fixed: {retry_command(argv, results)}"
+    if stops:
+        return f"next: once the quota turns: {resume_command(argv)}"
+    if not problem_rows:
+        return f"next: pipeline report {results}"
+    stem, folder = _stem(results)
+    return (
+        f"next: {problem_rows} rows need attention: pipeline report {results} "
+        f"--rows failed,invalid,skipped --format csv -o {folder}{stem}-problems.csv"
+    )
+
+
+def _stem(results: str) -> tuple[str, str]:
+    folder, _, name = results.rpartition("/")
+    return name.removesuffix(".parquet"), f"{folder}/" if folder else ""
+
+
+_ONE_SHOT = frozenset({"--resume", "--overwrite", "--dry-run"})
+
+
+def _options(argv: Sequence[str]) -> tuple[str, list[str], str | None]:
+    """(command, options without the positional input, -o and one-shot flags, the input).
+
+    The input is the first argument after the command that is not an option or an
+    option's value; every option of run/retry but the flags takes one value.
+    """
+    command, rest = (argv[0], list(argv[1:])) if argv else ("run", [])
+    kept: list[str] = []
+    source: str | None = None
+    index = 0
+    while index < len(rest):
+        arg = rest[index]
+        index += 1
+        if arg in ("-o", "--output"):
+            index += 1
+        elif arg.startswith(("--output=", "-o")) or arg in _ONE_SHOT:
+            continue  # -oFILE, --output=FILE, and the flags of this one run
+        elif arg.startswith("-"):
+            kept.append(arg)
+            if "=" not in arg and not _is_flag(arg) and index < len(rest):
+                kept.append(rest[index])
+                index += 1
+        elif source is None:
+            source = arg
+        else:
+            kept.append(arg)
+    return command, kept, source
+
+
+def _is_flag(option: str) -> bool:
+    from pipeline.config import RunConfig
+
+    flags = {name for name, field in RunConfig.model_fields.items() if field.annotation is bool}
+    return option == "--debug" or option.removeprefix("--").replace("-", "_") in flags
+
+
+def resume_command(argv: Sequence[str]) -> str:
+    """The same command with ``--resume`` (and without ``--overwrite``, which would start
+    over): it keeps every settled row and sends the rest."""
+    kept = [arg for arg in argv if arg not in ("--overwrite", "--resume")]
+    return shlex.join(["pipeline", *kept, "--resume"])
+
+
+def retry_command(argv: Sequence[str], results: str) -> str:
+    """``pipeline retry RESULTS -o STEM-retry.parquet`` with the run's other options (the
+    base URL, the tokens' sources, the limits), so it goes where the run went."""
+    _, kept, _ = _options(argv)
+    stem, folder = _stem(results)
+    return shlex.join(["pipeline", "retry", results, "-o", f"{folder}{stem}-retry.parquet", *kept])
