@@ -1,10 +1,11 @@
-"""Stage 1, read the input: CSV (optionally gzipped) or Parquet, lazily, through polars.
+"""Stage 1, read the input: CSV (optionally gzipped), Parquet or an Excel workbook, through polars.
 
 The output of this stage is a LazyFrame with exactly three columns, whatever the file looked
 like: ``row_index`` (Int64, 0-based among data rows: in a CSV, every line after the header
-with a non-empty field under one of the header's columns), ``contact_id`` and ``location_id``
-(String, trimmed, null where absent or blank). IDs are always text: an ID column is never
-type-inferred, so ``000123`` stays ``000123``.
+with a non-empty field under one of the header's columns; in a workbook's sheet, every row
+after the header with a non-empty cell), ``contact_id`` and ``location_id`` (String, trimmed,
+null where absent or blank). IDs are always text: an ID column is never type-inferred, so
+``000123`` stays ``000123`` (and an ID Excel holds as a number reads ``12345``: ``excel.py``).
 
 Everything that makes a file unusable is found here and raised as one ``UsageError`` that
 names the file and the problem, before anything is sent.
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
+from pipeline import excel
 from pipeline.errors import UsageError, first_line
 from pipeline.outcomes import RESULT_COLUMNS
 from pipeline.settings import is_uri
@@ -34,6 +36,7 @@ TSV_SUFFIXES = (".tsv", ".tsv.gz")
 # The separators a header is sniffed for, in the order that breaks a tie.
 SEPARATORS = (",", ";", "\t", "|")
 PARQUET_SUFFIXES = (".parquet", ".pq")
+KIND_NAMES = {"csv": "CSV", "parquet": "Parquet", "excel": "Excel"}
 
 # Header names are compared after dropping case, spaces, underscores and hyphens, so that
 # contactId, contact_id, CONTACT-ID and "Contact Id" all name the same column.
@@ -54,9 +57,12 @@ def input_format(path: Path | str) -> str:
         return "csv"
     if name.endswith(PARQUET_SUFFIXES):
         return "parquet"
-    raise UsageError(
-        f"{path}: unknown file type; expected one of {', '.join(CSV_SUFFIXES + PARQUET_SUFFIXES)}"
-    )
+    if name.endswith(excel.EXCEL_SUFFIXES):
+        return "excel"
+    if name.endswith(excel.OLD_EXCEL_SUFFIXES):
+        raise excel.old_workbook(path)
+    known = CSV_SUFFIXES + PARQUET_SUFFIXES + excel.EXCEL_SUFFIXES
+    raise UsageError(f"{path}: unknown file type; expected one of {', '.join(known)}")
 
 
 _GLOB = re.compile(r"[*?\[]")
@@ -96,7 +102,9 @@ def resolve_sources(spec: str | Path) -> Sources:
             raise UsageError(f"{text}: no files match")
         found = {input_format(p) for p in matched}
         if len(found) > 1:
-            raise UsageError(f"{text}: matches both CSV and Parquet files; give one kind")
+            names = sorted(KIND_NAMES[kind] for kind in found)
+            listed = f"{', '.join(names[:-1])} and {names[-1]}"
+            raise UsageError(f"{text}: matches {listed} files; give one kind")
         return Sources(text, matched, found.pop(), remote=False)
     return Sources(text, [text], input_format(path), remote=False)
 
@@ -149,19 +157,23 @@ def sniff_separator(header: str) -> str:
 
 
 def read_input(
-    spec: str | Path, columns: Columns = Columns(), separator: str | None = None
+    spec: str | Path,
+    columns: Columns = Columns(),
+    separator: str | None = None,
+    sheet: str | None = None,
 ) -> pl.LazyFrame:
     """Open the input lazily and return the frame described above (plus any kept columns,
     and ``source_file`` when the input is several files). ``separator``: the CSV's, when
     given (``--separator``); else a ``.tsv`` is tab-separated, and a CSV's is sniffed from
-    its header line."""
+    its header line. ``sheet``: a workbook's sheet to read (``--sheet``; else its first)."""
     sources = resolve_sources(spec)
+    _check_sheet_option(sources, sheet)
     heads: list[bytes] = []
     for local in [] if sources.remote else sources.paths:
         _check_readable(Path(local))
         if sources.fmt == "csv":
             heads.append(_check_text(Path(local)))
-        else:
+        elif sources.fmt == "parquet":
             _check_parquet_magic(Path(local))
     if separator is None and sources.fmt == "csv":
         if sources.paths[0].lower().endswith(TSV_SUFFIXES):
@@ -181,10 +193,9 @@ def read_input(
             missing_columns="insert",
             include_file_paths=origin,
         )
-        # A blank line (or a line of only separators) is not a data row: it carries no
-        # instruction, and exports often end with one.
-        fields = pl.all().exclude("source_file") if origin else pl.all()
-        lf = lf.filter(pl.any_horizontal(fields.fill_null("").str.len_bytes() > 0))
+        lf = _drop_blank_rows(lf, origin)
+    elif sources.fmt == "excel":
+        lf = _drop_blank_rows(excel.read_workbooks(sources.paths, sheet, origin), origin)
     else:
         lf = pl.scan_parquet(target, include_file_paths=origin, missing_columns="insert")
     label = sources.spec
@@ -213,6 +224,31 @@ def read_input(
         .with_row_index("row_index")
         .with_columns(pl.col("row_index").cast(pl.Int64))
     )
+
+
+def _check_sheet_option(sources: Sources, sheet: str | None) -> None:
+    """``--sheet`` names a worksheet; on any other input it was given by mistake (or meant
+    for another file), and ignoring it would read something the person did not ask for.
+    A workbook is read from a local file: calamine reads no object storage."""
+    if sources.fmt != "excel":
+        if sheet is not None:
+            raise UsageError(
+                f"{sources.spec}: --sheet is for an Excel workbook (.xlsx, .xlsm); "
+                f"this input is {KIND_NAMES[sources.fmt]}"
+            )
+        return
+    if sources.remote:
+        raise UsageError(
+            f"{sources.spec}: an Excel workbook is read from a local file; download it first"
+        )
+
+
+def _drop_blank_rows(lf: pl.LazyFrame, origin: str | None) -> pl.LazyFrame:
+    """A blank line (or a line of only separators; in a sheet, a row of empty cells) is not
+    a data row: it carries no instruction, and exports often end with one (a sheet, with
+    rows that were formatted and never filled)."""
+    fields = pl.all().exclude(origin) if origin else pl.all()
+    return lf.filter(pl.any_horizontal(fields.fill_null("").str.len_bytes() > 0))
 
 
 def _location(path: str, names: list[str], schema: pl.Schema, columns: Columns) -> pl.Expr:
@@ -268,6 +304,9 @@ def _check_text(path: Path) -> bytes:
                 head = handle.read(SNIFF_BYTES)
     except (OSError, EOFError, zlib.error) as exc:
         raise UsageError(f"{path}: not a readable gzip file ({exc})") from exc
+    misnamed = None if path.name.lower().endswith(".gz") else excel.misnamed_as_text(path, head)
+    if misnamed is not None:
+        raise misnamed
     if not head.strip(b"\xef\xbb\xbf \t\r\n"):
         raise UsageError(f"{path}: the file has no header line (it is empty or blank)")
     if b"\x00" in head:

@@ -112,7 +112,7 @@ def load_plan(job: Job, stage: Path) -> pl.LazyFrame:
     given = job.config.location_id
     if given is not None and not rules.accepts(given.strip()):
         raise UsageError(f"--location-id {given!r}: not a valid location id ({rules.describe()})")
-    rows = read_input(job.source, Columns.of(job.config), job.config.separator)
+    rows = read_input(job.source, Columns.of(job.config), job.config.separator, job.config.sheet)
     checked_file = stage / "checked.parquet"
     try:
         check(rows, rules).sink_parquet(checked_file, compression="lz4")

@@ -47,7 +47,7 @@ def make(tmp_path: Path, name: str, content: bytes | None) -> Path:
             ["garbage.parquet", "not a Parquet file"],
         ),
         ("torn.parquet", b"PAR1" + b"\x00" * 64, ["torn.parquet", "cannot be read"]),
-        ("input.xlsx", GOOD.encode(), ["input.xlsx", "unknown file type", ".csv"]),
+        ("input.json", GOOD.encode(), ["input.json", "unknown file type", ".csv"]),
         (
             "cols.csv",
             b"First Name,Email,Phone\na,b,c\n",
