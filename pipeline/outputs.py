@@ -62,6 +62,10 @@ class WorkerFiles:
         """What worker ``worker`` reports when its session ends (JSON)."""
         return self.folder / f"report-{worker}.json"
 
+    def log(self, worker: int) -> Path:
+        """Worker ``worker``'s log lines while a progress bar holds the terminal."""
+        return self.folder / f"log-{worker}.txt"
+
 
 @dataclass(frozen=True, slots=True)
 class OutputFiles:

@@ -83,6 +83,11 @@ class ProgressReporter:
         self._thread = threading.Thread(target=self._run, name="progress", daemon=True)
         self._started = 0.0
 
+    @property
+    def shows_bar(self) -> bool:
+        """Whether a live bar holds the terminal (log lines must then pass through it)."""
+        return self._mode == "bar" and bool(self._total)
+
     def __enter__(self) -> ProgressReporter:
         if self._mode != "none" and self._total:
             self._started = time.monotonic()

@@ -255,9 +255,10 @@ def _send_pending(
         mode=job.config.progress,
         interval_s=job.config.progress_interval,
         gauge=gauge,
-    ):
+    ) as progress:
+        relay = progress.shows_bar and job.config.log_file is None
         session, starts = _send(
-            job, tokens, files, sendable, fingerprint(planned), earlier.journal_ends, gauge
+            job, tokens, files, sendable, fingerprint(planned), earlier.journal_ends, gauge, relay
         )
     recorded = (read_records(j, start=offset) for j, offset in starts.items() if j.exists())
     return session, pl.concat([this_run, *recorded])
@@ -271,8 +272,10 @@ def _send(
     print_: str,
     resume_at: dict[Path, int],
     gauge: Gauge | None = None,
+    relay_logs: bool = False,
 ) -> tuple[SessionResult, dict[Path, int]]:
-    """Send, in this process or in workers; returns where each journal's new records begin."""
+    """Send, in this process or in workers; returns where each journal's new records begin.
+    ``relay_logs``: a progress bar is live, so workers' log lines pass through this process."""
     if job.config.workers > 1:
         return run_workers(
             job,
@@ -283,6 +286,7 @@ def _send(
             resume_at=resume_at,
             log_format=job.config.log_format,
             log_level=job.log_level,
+            relay_logs=relay_logs,
         )
     path = files.journal
     journal = JournalWriter(path, fingerprint=print_, resume_at=resume_at.get(path))

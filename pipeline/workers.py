@@ -20,6 +20,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import zlib
 from dataclasses import dataclass, replace
@@ -68,6 +69,7 @@ class WorkerJob:
     log_format: logs.LogFormat
     log_level: int
     parent_pid: int
+    relay_log: Path | None = None  # log here for the parent to relay (a bar is live)
 
 
 def _work(work: WorkerJob, ready: threading.Barrier) -> None:
@@ -77,7 +79,11 @@ def _work(work: WorkerJob, ready: threading.Barrier) -> None:
     that no worker's location waits on another's imports.
     """
     os.setpgrp()  # the terminal's Ctrl-C goes to the parent, which passes it on once
-    logs.configure(work.log_format, level=work.log_level, log_file=work.job.config.log_file)
+    if work.relay_log is not None:
+        relay = work.relay_log.open("a", encoding="utf-8", buffering=1)
+        logs.configure("console", level=work.log_level, stream=relay)
+    else:
+        logs.configure(work.log_format, level=work.log_level, log_file=work.job.config.log_file)
     for token in work.tokens.all():
         logs.register_secret(token)
     structlog.contextvars.bind_contextvars(worker=work.index)
@@ -121,10 +127,13 @@ def run_workers(
     resume_at: dict[Path, int],
     log_format: logs.LogFormat,
     log_level: int = logging.INFO,
+    relay_logs: bool = False,
 ) -> tuple[SessionResult, dict[Path, int]]:
     """Send ``sendable`` from ``job.config.workers`` processes, each with its journal of
     ``files``; returns the merged session result and, per journal, the offset where this
-    run's records begin."""
+    run's records begin. ``relay_logs``: a progress bar holds the terminal, so the workers
+    log into files whose lines this process prints above the bar (a worker writing to the
+    terminal itself would write into the bar)."""
     context = multiprocessing.get_context("spawn")
     journals = files.journals(job.config.workers)
     parts = split(sendable, len(journals))
@@ -147,6 +156,7 @@ def run_workers(
                 log_format=log_format,
                 log_level=log_level,
                 parent_pid=os.getpid(),
+                relay_log=shared.log(index) if relay_logs else None,
             )
             works.append(work)
 
@@ -167,8 +177,9 @@ def run_workers(
                 started.start()
                 processes.append(started)
             log.info("workers started", workers=len(processes), rows=[p.height for p in parts])
-            for running in processes:
-                running.join()
+            with LogRelay([w.relay_log for w in works if w.relay_log is not None]):
+                for running in processes:
+                    running.join()
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -191,6 +202,47 @@ def run_workers(
     starts = {journal: _start_offset(journal, resume_at.get(journal)) for journal in journals}
     signal_ = received[0] if received else None
     return SessionResult(requests, stop_code, signal_, detail, peak, latency), starts
+
+
+class LogRelay:
+    """Copies the complete lines the workers append to their log files onto this process's
+    standard error, looked up at each write (where rich's live bar catches them and prints
+    them above itself); ``with`` starts it and, on leaving, copies what is left."""
+
+    def __init__(self, paths: list[Path], interval_s: float = 0.2) -> None:
+        self._offsets = dict.fromkeys(paths, 0)
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="log-relay", daemon=True)
+
+    def __enter__(self) -> LogRelay:
+        if self._offsets:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        self.copy()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            self.copy()
+
+    def copy(self) -> None:
+        for path, offset in self._offsets.items():
+            try:
+                with path.open("rb") as handle:
+                    handle.seek(offset)
+                    chunk = handle.read()
+            except FileNotFoundError:
+                continue
+            complete = chunk[: chunk.rfind(b"\n") + 1]
+            if complete:
+                self._offsets[path] = offset + len(complete)
+                sys.stderr.write(complete.decode("utf-8", errors="replace"))
+                sys.stderr.flush()
 
 
 def _start_offset(journal: Path, resume_at: int | None) -> int:
