@@ -11,8 +11,11 @@ where it came from.
 from __future__ import annotations
 
 import shlex
+import shutil
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import polars as pl
 
@@ -132,19 +135,35 @@ def _next(
     if interrupted:
         return f"next: continue with: {resume_command(argv)}"
     if dry_run:
-        return f"next: pipeline report {results}; send with the same command without --dry-run"
+        return f"next: {program()} report {results}; send with the same command without --dry-run"
     waiting = set(stops) - {Code.DAILY_QUOTA_EXHAUSTED.value}
     if waiting:
         return f"next: once fixed: {retry_command(argv, results)}"
     if stops:
         return f"next: once the quota turns: {resume_command(argv)}"
     if not problem_rows:
-        return f"next: pipeline report {results}"
+        return f"next: {program()} report {results}"
     stem, folder = _stem(results)
     return (
-        f"next: {problem_rows} rows need attention: pipeline report {results} "
+        f"next: {problem_rows} rows need attention: {program()} report {results} "
         f"--rows failed,invalid,skipped --format csv -o {folder}{stem}-problems.csv"
     )
+
+
+def program() -> str:
+    """How to call this program from the shell that called it, so a printed command works
+    when pasted: ``pipeline`` when that is on the PATH, else the console script beside this
+    interpreter (``.venv/bin/pipeline`` after ``make``), else ``python -m pipeline``."""
+    script = Path(sys.executable).with_name("pipeline")
+    found = shutil.which("pipeline")
+    if found and script.exists() and Path(found).resolve() == script.resolve():
+        return "pipeline"
+    if script.exists():
+        try:
+            return str(script.absolute().relative_to(Path.cwd()))
+        except ValueError:
+            return str(script.absolute())
+    return shlex.join([sys.executable, "-m", "pipeline"])
 
 
 def _stem(results: str) -> tuple[str, str]:
@@ -195,7 +214,7 @@ def resume_command(argv: Sequence[str]) -> str:
     """The same command with ``--resume`` (and without ``--overwrite``, which would start
     over): it keeps every settled row and sends the rest."""
     kept = [arg for arg in argv if arg not in ("--overwrite", "--resume")]
-    return shlex.join(["pipeline", *kept, "--resume"])
+    return shlex.join([*shlex.split(program()), *kept, "--resume"])
 
 
 def retry_command(argv: Sequence[str], results: str) -> str:
@@ -203,4 +222,5 @@ def retry_command(argv: Sequence[str], results: str) -> str:
     base URL, the tokens' sources, the limits), so it goes where the run went."""
     _, kept, _ = _options(argv)
     stem, folder = _stem(results)
-    return shlex.join(["pipeline", "retry", results, "-o", f"{folder}{stem}-retry.parquet", *kept])
+    retry = [*shlex.split(program()), "retry", results, "-o", f"{folder}{stem}-retry.parquet"]
+    return shlex.join([*retry, *kept])

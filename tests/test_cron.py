@@ -65,7 +65,7 @@ def test_the_recipe_writes_json_logs_and_mails_nothing_when_all_is_done(
     assert events and all(isinstance(event, dict) and "event" in event for event in events)
     result = json.loads(summary.read_text(encoding="utf-8"))
     assert result["exit_code"] == 0 and result["by_status"] == {"created": 30}
-    assert result["next"].startswith("pipeline report ")
+    assert result["next"].startswith(".venv/bin/pipeline report ")
 
     # The next night: the same line again appends to the log, still JSON, still silent.
     again, log, summary = run_recipe(tmp_path, sandbox, rows)
@@ -86,5 +86,5 @@ def test_a_failed_run_prints_its_summary_for_cron_to_mail(
     assert mailed["exit_code"] == 1
     assert mailed["exit_reason"] == "1 rows match --fail-on invalid,failed,skipped"
     assert mailed["by_error_code"] == {"invalid_contact_id": 1}
-    assert mailed["next"].startswith("1 rows need attention: pipeline report ")
+    assert mailed["next"].startswith("1 rows need attention: .venv/bin/pipeline report ")
     assert all(isinstance(json.loads(line), dict) for line in log.read_text().splitlines())

@@ -19,10 +19,11 @@ from tests.test_resilience import journal_lines
 
 
 def pasted(line: str, prefix: str) -> list[str]:
-    """The arguments of the command a summary line ends with, as a shell would split it."""
+    """The arguments of the command a summary line ends with, as a shell would split it;
+    the program is the console script the tests' interpreter has beside it."""
     assert prefix in line, line
     words = shlex.split(line.split(prefix, 1)[1])
-    assert words[0] == "pipeline", line
+    assert words[0] == ".venv/bin/pipeline", line
     return words[1:]
 
 
@@ -43,7 +44,7 @@ def test_a_rejected_token_is_named_by_its_source_and_the_retry_works(
         "2 locations (L1, L2); 3 rows not sent. Replace the token, then retry."
     )
     assert "wrong-token" not in done.stdout + done.stderr
-    assert lines[-1].startswith(f"next: once fixed: pipeline retry {out} -o ")
+    assert lines[-1].startswith(f"next: once fixed: .venv/bin/pipeline retry {out} -o ")
     retried = run_cli(*pasted(lines[-1], "once fixed: "))  # with the right token now
     assert retried.code == 0, retried.stderr
     results = pl.read_parquet(tmp_path / "r-retry.parquet")
@@ -87,7 +88,7 @@ def test_a_spent_daily_quota_says_to_resume_later_and_the_command_works(
         "rows not sent yet. HighLevel does not say when its day turns: run the same command "
         "with --resume later (within a day); it sends only the rows not yet sent."
     )
-    assert lines[-1].startswith("next: once the quota turns: pipeline run ")
+    assert lines[-1].startswith("next: once the quota turns: .venv/bin/pipeline run ")
     sandbox.update_config(daily_limit=1000)  # the day turned
     again = run_cli(*pasted(lines[-1], "once the quota turns: "))
     assert again.code == 0, again.stderr
@@ -113,7 +114,8 @@ def test_ctrl_c_prints_the_command_that_continues(sandbox: SandboxThread, tmp_pa
     assert proc.returncode == 130, stderr[-2000:]
     lines = summary_lines(stdout)
     assert lines[-2] == "exit 130: interrupted"
-    assert lines[-1] == "next: continue with: " + shlex.join(["pipeline", *args, "--resume"])
+    program = ".venv/bin/pipeline"
+    assert lines[-1] == "next: continue with: " + shlex.join([program, *args, "--resume"])
     again = run_cli(*pasted(lines[-1], "continue with: "))
     assert again.code == 0, again.stderr
     assert set(pl.read_parquet(out)["status"]) == {"created"}
