@@ -8,6 +8,7 @@ never rename one.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Literal
 
@@ -89,7 +90,7 @@ RESENDABLE: frozenset[Code] = RETRYABLE | {
 # writes. A new column is added here, last, and nowhere else. Types are named, not imported:
 # this vocabulary is shared with the sending side, which has no use for polars.
 
-ColumnType = Literal["Int64", "Int32", "String"]
+ColumnType = Literal["Int64", "Int32", "String", "Datetime"]  # Datetime: µs, UTC
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +113,7 @@ RESULT_SPEC: tuple[ResultColumn, ...] = (
     ResultColumn("error_message", "String", outcome=True),
     ResultColumn("attempts", "Int32", outcome=True),
     ResultColumn("trace_id", "String", outcome=True),
+    ResultColumn("finished_at", "Datetime", outcome=True),
 )
 
 # The results file's columns, in order (shared by the reader, which must not let a kept
@@ -136,3 +138,4 @@ class RowOutcome:
     error_message: str | None
     attempts: int
     trace_id: str | None = None
+    finished_at: datetime | None = None  # when the row settled (UTC); None if never sent

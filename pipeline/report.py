@@ -10,7 +10,7 @@ requests it made) travels inside the Parquet file as key-value metadata under
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -40,6 +40,9 @@ class RunInfo:
     workers: int
     peak_in_flight: int | None = None  # requests in flight at once, at most (all workers)
     mean_latency_ms: float | None = None  # from sending a request to its answer
+    throttled: int = 0  # 429 answers
+    # Each location's daily quota left (X-RateLimit-Daily-Remaining), as its last answer said.
+    daily_remaining: dict[str, int] = field(default_factory=dict)
 
     @property
     def requests_per_s(self) -> float:

@@ -320,6 +320,8 @@ def _write_results(
         rate=job.rate_label,
         workers=job.config.workers,
         peak_in_flight=session.peak_in_flight,
+        throttled=session.throttled,
+        daily_remaining=session.daily_remaining,
         mean_latency_ms=(
             round(1000 * session.latency_total_s / session.requests, 1)
             if session.requests

@@ -12,20 +12,19 @@ import polars as pl
 
 from pipeline.outcomes import RESULT_SPEC, ColumnType
 
-_TYPES: dict[ColumnType, type[pl.DataType]] = {
-    "Int64": pl.Int64,
-    "Int32": pl.Int32,
-    "String": pl.String,
+_TYPES: dict[ColumnType, pl.DataType] = {
+    "Int64": pl.Int64(),
+    "Int32": pl.Int32(),
+    "String": pl.String(),
+    "Datetime": pl.Datetime("us", "UTC"),
 }
 
 # The results file's columns and their Parquet types, in order.
-RESULT_SCHEMA: dict[str, pl.DataType] = {
-    column.name: _TYPES[column.type]() for column in RESULT_SPEC
-}
+RESULT_SCHEMA: dict[str, pl.DataType] = {column.name: _TYPES[column.type] for column in RESULT_SPEC}
 
 # What sending adds to a row (a journal record): the results without the input's IDs.
 OUTCOME_SCHEMA: dict[str, pl.DataType] = {
-    column.name: _TYPES[column.type]() for column in RESULT_SPEC if column.outcome
+    column.name: _TYPES[column.type] for column in RESULT_SPEC if column.outcome
 }
 
 # The outcome columns with few distinct values, held categorical in memory (``compact``).

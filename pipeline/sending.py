@@ -37,6 +37,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Protocol
 
 import structlog
@@ -182,6 +183,9 @@ class Sender:
         self.peak_in_flight = 0
         self._gauge = gauge or Gauge()
         self.latency_total_s = 0.0  # summed over every request, for the mean
+        self.throttled = 0  # 429 answers
+        # Each location's X-RateLimit-Daily-Remaining, as its last answer said (metrics).
+        self.daily_remaining: dict[str, int] = {}
 
     # -- public -------------------------------------------------------------------------
 
@@ -448,6 +452,10 @@ class Sender:
         """Let the answer steer the location's limiter, and through the guards its token,
         the locations that wait on it, and the run."""
         rate = answer.rate
+        if answer.http_status == 429:
+            self.throttled += 1
+        if rate.daily_remaining is not None:
+            self.daily_remaining[location.location_id] = rate.daily_remaining
         location.limiter.observe(
             max_requests=rate.max_requests,
             interval_ms=rate.interval_ms,
@@ -484,5 +492,6 @@ class Sender:
                 error_message=answer.message,
                 attempts=row.attempts,
                 trace_id=answer.trace_id,
+                finished_at=datetime.now(UTC) if row.attempts else None,
             )
         )

@@ -11,7 +11,7 @@ import asyncio
 import os
 import signal
 from collections.abc import Coroutine, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 import polars as pl
@@ -46,6 +46,8 @@ class SessionResult:
     stop_detail: str | None = None  # the reason in a line, when it stopped itself
     peak_in_flight: int = 0
     latency_total_s: float = 0.0  # over every request, for the mean
+    throttled: int = 0  # 429 answers
+    daily_remaining: dict[str, int] = field(default_factory=dict)  # by location, last seen
 
 
 def run_async(main: Coroutine[Any, Any, T]) -> T:
@@ -156,6 +158,8 @@ async def send_session(
         detail,
         sender.peak_in_flight,
         sender.latency_total_s,
+        sender.throttled,
+        sender.daily_remaining,
     )
 
 

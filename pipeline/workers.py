@@ -113,6 +113,8 @@ def _work(work: WorkerJob, ready: threading.Barrier) -> None:
         "stop_detail": result.stop_detail,
         "peak_in_flight": result.peak_in_flight,
         "latency_total_s": result.latency_total_s,
+        "throttled": result.throttled,
+        "daily_remaining": result.daily_remaining,
     }
     work.report_path.write_text(json.dumps(report), encoding="utf-8")
 
@@ -184,7 +186,8 @@ def run_workers(
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         requests, stop_code, detail = 0, None, None
-        peak, latency = 0, 0.0
+        peak, latency, throttled = 0, 0.0, 0
+        daily_remaining: dict[str, int] = {}
         for work, ended in zip(works, processes, strict=True):
             if not work.report_path.exists():
                 log.error(
@@ -196,12 +199,17 @@ def run_workers(
             requests += int(report["requests"])
             peak += int(report.get("peak_in_flight", 0))  # the workers' peaks, added: at most
             latency += float(report.get("latency_total_s", 0.0))
+            throttled += int(report.get("throttled", 0))
+            daily_remaining.update(report.get("daily_remaining", {}))  # locations are apart
             if report["stop_code"] and stop_code is None:
                 stop_code = Code(report["stop_code"])
                 detail = report.get("stop_detail")
     starts = {journal: _start_offset(journal, resume_at.get(journal)) for journal in journals}
     signal_ = received[0] if received else None
-    return SessionResult(requests, stop_code, signal_, detail, peak, latency), starts
+    result = SessionResult(
+        requests, stop_code, signal_, detail, peak, latency, throttled, daily_remaining
+    )
+    return result, starts
 
 
 class LogRelay:

@@ -29,6 +29,7 @@ def results_file(path: Path, statuses: list[str], codes: list[str | None]) -> Pa
         error_message=pl.lit(None),
         attempts=pl.lit(1),
         trace_id=pl.lit(None),
+        finished_at=pl.lit(None),
     )
     frame.cast(RESULT_SCHEMA).write_parquet(path)  # type: ignore[arg-type]
     return path
@@ -74,9 +75,10 @@ def test_results_of_another_input_are_refused(tmp_path: Path) -> None:
 
 def test_results_written_before_trace_id_still_count(tmp_path: Path) -> None:
     path = results_file(tmp_path / "r.parquet", ["created"] * 3, [None] * 3)
-    pl.read_parquet(path).drop("trace_id").write_parquet(path)
+    pl.read_parquet(path).drop("trace_id", "finished_at").write_parquet(path)
     kept = outcomes_from_results(path, PLANNED)
     assert kept["row_index"].to_list() == [0, 1, 2] and kept["trace_id"].null_count() == 3
+    assert kept["finished_at"].null_count() == 3
 
 
 def test_a_file_that_is_no_results_is_a_usage_error(tmp_path: Path) -> None:

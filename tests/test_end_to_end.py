@@ -7,6 +7,7 @@ and what it received, not against the pipeline's opinion of itself.
 from __future__ import annotations
 
 from collections import defaultdict
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -27,6 +28,7 @@ RESULT_COLUMNS = {
     "error_message": pl.String,
     "attempts": pl.Int32,
     "trace_id": pl.String,
+    "finished_at": pl.Datetime("us", "UTC"),
 }
 
 
@@ -75,6 +77,12 @@ def test_sample_file_every_row_accounted_for(sandbox: SandboxThread, tmp_path: P
     source = pl.read_csv(REPO / "data/sample.csv", infer_schema=False)
     assert results.schema == pl.Schema(RESULT_COLUMNS)
     assert results["row_index"].to_list() == list(range(source.height))
+    sent = results.filter(pl.col("attempts") > 0)
+    assert sent["finished_at"].null_count() == 0  # every row sent has its time
+    assert results.filter(pl.col("attempts") == 0)["finished_at"].null_count() == (
+        results.height - sent.height
+    )
+    assert sent["finished_at"].min() >= pl.Series([datetime.now(UTC)]).dt.offset_by("-5m")[0]
 
     created = sandbox.state.conversations()
     by_status = dict(results.group_by("status").len().iter_rows())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
@@ -123,27 +124,36 @@ def test_the_outcome_schema_is_one_definition() -> None:
     assert tuple(RESULT_SCHEMA) == RESULT_COLUMNS == tuple(c.name for c in RESULT_SPEC)
     assert tuple(OUTCOME_SCHEMA) == OUTCOME_COLUMNS
     assert tuple(f.name for f in dataclasses.fields(RowOutcome)) == OUTCOME_COLUMNS
-    assert RESULT_COLUMNS[-1] == "trace_id"  # the newest column stays last
+    assert RESULT_COLUMNS[-1] == "finished_at"  # the newest column stays last
 
 
 def test_a_journal_record_is_byte_for_byte_what_earlier_versions_wrote(tmp_path: Path) -> None:
     """Journals left by an earlier version are resumed by this one, and the progress bar reads
-    the status from the bytes: the record's keys, order and spelling never change."""
+    the status from the bytes: the record's keys, order and spelling never change (a new
+    key comes last, and a record without it reads as null)."""
     path = tmp_path / "j"
+    at = datetime(2026, 11, 28, 13, 45, 3, 861272, tzinfo=UTC)
     writer = JournalWriter(path, fingerprint="fp")
-    writer.add(RowOutcome(7, Status.FAILED, None, Code.SERVER_ERROR, 503, 'a "b" é', 2, "t-1"))
+    writer.add(RowOutcome(7, Status.FAILED, None, Code.SERVER_ERROR, 503, 'a "b" é', 2, "t-1", at))
     writer.add(RowOutcome(8, Status.CREATED, "conv8", None, 201, None, 1))
     writer.close()
     assert path.read_bytes().decode().splitlines() == [
         json.dumps({"journal": 1, "fingerprint": "fp"}),
         '{"row_index":7,"status":"failed","conversation_id":null,"error_code":"server_error",'
-        '"http_status":503,"error_message":"a \\"b\\" é","attempts":2,"trace_id":"t-1"}',
+        '"http_status":503,"error_message":"a \\"b\\" é","attempts":2,"trace_id":"t-1",'
+        '"finished_at":"2026-11-28T13:45:03.861272+00:00"}',
         '{"row_index":8,"status":"created","conversation_id":"conv8","error_code":null,'
-        '"http_status":201,"error_message":null,"attempts":1,"trace_id":null}',
+        '"http_status":201,"error_message":null,"attempts":1,"trace_id":null,"finished_at":null}',
     ]
+    with path.open("ab") as older:  # a record as the version before finished_at wrote it
+        older.write(
+            b'{"row_index":9,"status":"created","conversation_id":"c9","error_code":null,'
+            b'"http_status":201,"error_message":null,"attempts":1,"trace_id":null}\n'
+        )
     outcomes = read_journal(path).outcomes
     assert outcomes.columns == list(OUTCOME_COLUMNS)
-    assert outcomes.row(0) == (7, "failed", None, "server_error", 503, 'a "b" é', 2, "t-1")
+    assert outcomes.row(0) == (7, "failed", None, "server_error", 503, 'a "b" é', 2, "t-1", at)
+    assert outcomes.row(2)[0] == 9 and outcomes.row(2)[-1] is None
 
 
 def test_records_read_in_blocks_are_the_same_whatever_the_block(

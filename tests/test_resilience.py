@@ -240,7 +240,7 @@ def test_torn_journal_is_survived(sandbox: SandboxThread, tmp_path: Path) -> Non
     planned = plan(read_input(src), IdRules(r"[A-Za-z0-9_-]+", 64)).collect()
     journal = OutputFiles(out).journal
     lines = [json.dumps({"journal": 1, "fingerprint": fingerprint(planned)})]
-    lines += [json.dumps({k: r[k] for k in OUTCOME_COLUMNS}) for r in sandbox_rows]
+    lines += [json.dumps({k: r[k] for k in OUTCOME_COLUMNS}, default=str) for r in sandbox_rows]
     journal.write_text("\n".join(lines) + '\n{"row_index": 3, "status": "cre', encoding="utf-8")
     done = run_cli(*args, "--resume")
     assert done.code == 0, done.stderr[-2000:]
