@@ -20,6 +20,7 @@ from typing import Any
 
 from bench.capacity import bench_capacity
 from bench.harness import Options, log
+from bench.known import bench_known
 from bench.latency import CASES, bench_latency
 from bench.limit import bench_limit
 from bench.metrics import Table, render_markdown, render_text
@@ -27,7 +28,7 @@ from bench.scale import bench_scale
 from bench.startup import bench_startup
 from bench.wide import bench_wide_csv
 
-BENCHMARKS = ("limit", "capacity", "scale", "wide", "startup", "latency")
+BENCHMARKS = ("limit", "capacity", "scale", "wide", "startup", "latency", "known")
 LARGE_ONLY = frozenset({"latency"})  # too slow for the quick default set (~2-3 min)
 
 
@@ -74,6 +75,8 @@ def run_benchmarks(options: Options) -> list[Table]:
     if "wide" in options.only:
         wide_rows = 16_000_000 if options.large else 3_000_000
         plan.append(("wide", lambda: bench_wide_csv(options, wide_rows)))
+    if "known" in options.only:
+        plan.append(("known", lambda: bench_known(options)))
     if "startup" in options.only:
         plan.append(("startup", lambda: bench_startup(options)))
     if "latency" in options.only:

@@ -55,6 +55,8 @@ def _config_options() -> list[Decorator]:
     for flag, name, default, help_text, metavar in option_specs():
         if isinstance(default, bool):
             options.append(click.option(flag, name, is_flag=True, default=None, help=help_text))
+        elif isinstance(default, list):  # repeatable
+            options.append(click.option(flag, name, multiple=True, help=help_text, metavar=metavar))
         else:
             options.append(click.option(flag, name, default=None, help=help_text, metavar=metavar))
     return options
@@ -179,16 +181,17 @@ def _execute(input_path: str, options: dict[str, Any], *, retry_from: str | None
         interrupted=result.signal is not None,
         dry_run=job.dry_run,
     )
+    summary = {
+        "input": job.source,
+        "results": results,
+        **result.report.to_dict(),
+        "plan": None if result.plan is None else result.plan.to_dict(),
+        "exit_code": code,
+        "exit_reason": verdict,
+        "advice": advice.lines,
+        "next": advice.next.removeprefix("next: "),
+    }
     if job.config.summary == "json":
-        summary = {
-            "results": results,
-            **result.report.to_dict(),
-            "plan": None if result.plan is None else result.plan.to_dict(),
-            "exit_code": code,
-            "exit_reason": verdict,
-            "advice": advice.lines,
-            "next": advice.next.removeprefix("next: "),
-        }
         click.echo(logs.scrub(json.dumps(summary, default=str)))
     elif job.config.summary == "table":
         if job.dry_run and result.plan is not None:
@@ -198,9 +201,24 @@ def _execute(input_path: str, options: dict[str, Any], *, retry_from: str | None
         for line in advice.lines:
             click.echo(logs.scrub(line))
         click.echo(logs.scrub(advice.next))
+    _tell_others(job, summary)
     if result.stop_detail is not None:
         click.echo(f"pipeline: {logs.scrub(result.stop_detail)}", err=True)
     sys.exit(code)
+
+
+def _tell_others(job: Job, summary: dict[str, Any]) -> None:
+    """Notifications and metrics, once the results are written. Neither may change the
+    run's outcome: a receiver that cannot be reached is a warning in the log."""
+    config = job.config
+    if config.notify:
+        from pipeline.notify import notify
+
+        notify(config.notify, summary, when=config.notify_on)
+    if config.metrics_file is not None or config.pushgateway is not None:
+        from pipeline.metrics import publish
+
+        publish(summary, path=config.metrics_file, pushgateway=config.pushgateway)
 
 
 def _job_and_tokens(
@@ -212,10 +230,14 @@ def _job_and_tokens(
     the connection exactly as the run it precedes will. A command without ``--dry-run`` or
     ``--overwrite`` counts as not asking for them; without a token, only a dry run goes on.
     """
-    given = {
-        name: options[name] for name in RunConfig.model_fields if options.get(name) is not None
+    given = {  # an option not given is None (a repeatable one, empty): not a value
+        name: options[name]
+        for name in RunConfig.model_fields
+        if options.get(name) is not None and options.get(name) != ()
     }
     config = load_config(given, options["config_file"])
+    for url in [*config.notify, config.pushgateway or ""]:
+        logs.register_secret(url)  # a webhook's URL is its key
     log_level = logging.DEBUG if options["debug"] else logging.INFO
     tokens: Tokens | None
     if config.tokens_file is not None:

@@ -23,6 +23,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
@@ -40,8 +41,9 @@ from pipeline.settings import (
 )
 
 ENV_PREFIX = "GHL_"
-# Settings whose bad values are never repeated in a message: a token pasted there.
-_NEVER_SHOWN = frozenset({"token_env"})
+# Settings whose bad values are never repeated in a message: a token pasted there, or a
+# URL that carries a secret (a webhook's key, a Pushgateway's password).
+_NEVER_SHOWN = frozenset({"token_env", "notify", "pushgateway"})
 _VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -137,6 +139,27 @@ class RunConfig(BaseSettings):
     progress_interval: float = Field(
         5.0, gt=0, le=3600, description="Seconds between progress log lines."
     )
+    known: str | None = Field(
+        None,
+        description="Earlier results files (a path, a glob, a folder or a URI): a pair that "
+        "has a conversation id there is not sent again (exists / known_from_earlier_run).",
+    )
+    notify: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Send the run's summary to this URL (apprise: slack://, mailto://, "
+        "json://, ...); repeatable, or several separated by spaces. Redacted in the logs.",
+    )
+    notify_on: Literal["failure", "always"] = Field(
+        "failure", description="When to notify: failure is what --fail-on decides."
+    )
+    metrics_file: Path | None = Field(
+        None,
+        description="Write the run's metrics here in Prometheus' text format (the node "
+        "exporter's textfile collector), atomically.",
+    )
+    pushgateway: str | None = Field(
+        None, description="Push the run's metrics to this Prometheus Pushgateway URL."
+    )
     log_format: Literal["auto", "json", "console"] = Field(
         "auto", description="Log rendering; auto is JSON when stderr is not a terminal."
     )
@@ -149,6 +172,17 @@ class RunConfig(BaseSettings):
         "table",
         description="The summary on standard output: a table, one JSON object, or nothing.",
     )
+
+    @field_validator("notify", mode="before")
+    @classmethod
+    def _notify(cls, value: Any) -> Any:
+        """Several URLs in one string (the environment, a config file's string) are
+        separated by whitespace; a list or the repeated option gives them one by one."""
+        if isinstance(value, str):
+            return value.split()
+        if isinstance(value, list | tuple):
+            return [url for item in value for url in str(item).split()]
+        return value
 
     @field_validator("token_env")
     @classmethod
@@ -293,12 +327,14 @@ def option_specs() -> list[tuple[str, str, Any, str, str]]:
     """(option, field, default, help, metavar) for every configuration field, for the CLI."""
     specs = []
     for name, field in RunConfig.model_fields.items():
-        default = field.default
-        shown = "" if default in (None, False) else f" [default: {default}]"
+        default = field.get_default(call_default_factory=True)
+        shown = "" if default in (None, False, []) else f" [default: {default}]"
         env = f" [env: {ENV_PREFIX}{name.upper()}]"
         choices = get_args(field.annotation) if get_origin(field.annotation) is Literal else ()
         if choices:
             metavar = "[" + "|".join(choices) + "]"
+        elif isinstance(default, list):
+            metavar = "URL"
         elif default == "auto":
             metavar = "N|auto"
         elif isinstance(default, int | float) and not isinstance(default, bool):

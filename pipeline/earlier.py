@@ -1,10 +1,11 @@
 """Finding earlier state: what earlier runs settled, which this run keeps and does not send.
 
-Three sources, read after planning and before sending, later ones winning for a row:
+Four sources, read after planning and before sending, later ones winning for a row:
 
-1. ``pipeline retry RESULTS``: the results file being retried;
-2. ``--resume`` over an existing results file: that file;
-3. the journals an unfinished run left beside the output (``OutputFiles.existing_journals``),
+1. ``--known``: earlier runs' results, matched by (location, contact) (``known``);
+2. ``pipeline retry RESULTS``: the results file being retried;
+3. ``--resume`` over an existing results file: that file;
+4. the journals an unfinished run left beside the output (``OutputFiles.existing_journals``),
    which must be resumed (``--resume``) and must belong to the same input (the fingerprint
    in their header).
 
@@ -26,6 +27,7 @@ import polars as pl
 
 from pipeline.errors import UsageError, first_line
 from pipeline.journal import fingerprint, read_journal
+from pipeline.known import known_outcomes
 from pipeline.outcomes import RESENDABLE, Status
 from pipeline.outputs import OutputFiles
 from pipeline.schema import OUTCOME_SCHEMA, RESULT_SCHEMA, compact, no_outcomes
@@ -112,11 +114,13 @@ def find_earlier(
     *,
     resume: bool,
     retry_from: str | Path | None,
+    known: str | None = None,
 ) -> EarlierState:
     """The settled outcomes of earlier runs for ``planned``, and the journals to append to.
 
     Journals found without ``--resume`` stop the run: starting over would send again every
-    row they hold."""
+    row they hold. ``known``: earlier results matched by pair (``--known``); what this
+    output's own runs settled wins over them."""
     found = files.existing_journals()
     if found and not resume:
         raise UsageError(
@@ -124,6 +128,8 @@ def find_earlier(
             "(or delete the journal to start over)"
         )
     parts: list[pl.DataFrame] = []
+    if known is not None:
+        parts.append(known_outcomes(planned, known))
     if retry_from is not None:
         parts.append(outcomes_from_results(retry_from, planned))
     if resume and results_exist(files):

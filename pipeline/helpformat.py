@@ -25,6 +25,7 @@ RUN_SECTIONS: Sections = (
     ("Sending", ("base_url", "api_version", "concurrency", "timeout")),
     ("Limits and retries", ("rate", "max_attempts", "max_retry_wait", "daily_quota")),
     ("Logging and progress", ("log_format", "log_file", "progress", "debug")),
+    ("Scheduled runs", ("known", "notify", "notify_on", "metrics_file", "pushgateway")),
     ("Advanced", ("config_file", "id_pattern", "id_max_length", "backoff_base", "workers",
                   "http_stack", "progress_interval", "state_dir", "allow_insecure_http",
                   "help")),

@@ -32,6 +32,8 @@ class Code(StrEnum):
     DUPLICATE_ROW = "duplicate_row"
     # API answers
     CONVERSATION_EXISTS = "conversation_exists"
+    # earlier runs' results (--known; status exists): not sent at all
+    KNOWN_FROM_EARLIER_RUN = "known_from_earlier_run"
     UNAUTHORIZED = "unauthorized"
     MISSING_SCOPE = "missing_scope"  # the token lacks a scope the endpoint needs
     FORBIDDEN = "forbidden"

@@ -28,6 +28,7 @@ from pipeline.errors import UsageError, first_line
 from pipeline.inflight import DEFAULT_CEILING, Gauge
 from pipeline.job import Job
 from pipeline.journal import JournalWriter, fingerprint, read_records
+from pipeline.known import known_outcomes
 from pipeline.locking import exclusive
 from pipeline.outcomes import Code
 from pipeline.outputs import OutputFiles
@@ -187,9 +188,12 @@ def _find_earlier(
     """What earlier runs settled (``earlier``), so that this run neither sends a settled row
     again nor loses one. A dry run builds on nothing: it plans the whole input, reads no
     journal and leaves any it finds for the run that will resume it."""
-    if job.dry_run:
-        return EarlierState()
-    return find_earlier(files, planned, resume=resume, retry_from=retry_from)
+    if job.dry_run:  # --known is read-only: a dry run's estimate counts only what is new
+        known = job.config.known
+        return EarlierState(known_outcomes(planned, known)) if known else EarlierState()
+    return find_earlier(
+        files, planned, resume=resume, retry_from=retry_from, known=job.config.known
+    )
 
 
 def _plan_sending(

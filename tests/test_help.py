@@ -48,6 +48,7 @@ def test_run_help_groups_options_as_a_person_looks_for_them() -> None:
         "Sending",
         "Limits and retries",
         "Logging and progress",
+        "Scheduled runs",
         "Advanced",
         "Examples",
     ]
