@@ -70,8 +70,13 @@ def _check_results(path: str) -> None:
         raise UsageError(f"--known {path}: not a results file (no {', '.join(missing)} column)")
 
 
-def known_pairs(paths: list[str]) -> pl.LazyFrame:
-    """Every (location, contact) pair with a conversation id in ``paths``, once."""
+def known_pairs(paths: list[str], wanted: pl.LazyFrame) -> pl.LazyFrame:
+    """The pairs of ``wanted`` that have a conversation id in ``paths`` (a pair may be in
+    several files: every night since it was created holds it).
+
+    The earlier results (millions of pairs, growing every night) are streamed against the
+    rows to send, not the other way round: only tonight's pairs are held in a hash table,
+    so memory follows the input, not the history."""
     return (
         pl.scan_parquet(
             paths,
@@ -80,7 +85,7 @@ def known_pairs(paths: list[str]) -> pl.LazyFrame:
             missing_columns="raise",
         )
         .filter(pl.col("conversation_id").is_not_null() & (pl.col("conversation_id") != ""))
-        .unique(subset=_PAIR, keep="any")
+        .join(wanted.select(_PAIR), on=_PAIR, how="semi")
     )
 
 
@@ -90,7 +95,10 @@ def known_outcomes(planned: pl.LazyFrame, spec: str) -> pl.DataFrame:
     paths = known_paths(spec)
     if not paths:
         return no_outcomes()
-    matched = to_send(planned).join(known_pairs(paths), on=_PAIR, how="inner")
+    sendable = to_send(planned)
+    matched = sendable.join(known_pairs(paths, sendable), on=_PAIR, how="inner").unique(
+        subset="row_index", keep="any"
+    )
     outcomes = matched.select(
         "row_index",
         pl.lit(Status.EXISTS.value).alias("status"),
