@@ -333,6 +333,8 @@ def check(input: str, fmt: Literal["table", "json"], **options: Any) -> None:
         ("the problem rows as CSV: fix the IDs there, then run that file",
          "pipeline report out/results.parquet --rows failed,invalid,skipped --format csv "
          "-o out/problems.csv"),
+        ("a page with charts, to open in a browser or attach (it fetches nothing)",
+         "pipeline report out/results.parquet --format html -o out/report.html"),
     ),
     short_help="Summarise a results file, or list some of its rows.",
 )  # fmt: skip
@@ -348,25 +350,32 @@ def check(input: str, fmt: Literal["table", "json"], **options: Any) -> None:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["table", "json", "markdown", "csv"]),
+    type=click.Choice(["table", "json", "markdown", "csv", "html"]),
     default="table",
     show_default=True,
-    help="csv lists rows (all of them without --rows), with every column.",
+    help="csv lists rows (all of them without --rows), with every column. html is one "
+    "self-contained page with charts; with --rows, its table lists those rows.",
 )
 @click.option("-o", "--output", default=None, help="Write to FILE instead of standard output.")
 def report(
     results: str,
     statuses: str | None,
-    fmt: Literal["table", "json", "markdown", "csv"],
+    fmt: Literal["table", "json", "markdown", "csv", "html"],
     output: str | None,
 ) -> None:
     """Summarise a results file (statuses, error codes, locations, top failures, throughput),
     or list some of its rows: `pipeline report out/results.parquet --rows failed,invalid
-    --format csv -o problems.csv`, fix the IDs there, and run that file."""
+    --format csv -o problems.csv`, fix the IDs there, and run that file. `--format html`
+    writes the summary as one self-contained page with charts."""
     from pipeline.report import build_report, read_results, render, render_rows, select_rows
 
     frame, run = read_results(results)
-    if statuses is None and fmt != "csv":
+    if fmt == "html":
+        from pipeline.htmlreport import render_html
+
+        listed = None if statuses is None else select_rows(frame, statuses)
+        text = render_html(frame, run, title=str(results), listed=listed, listed_label=statuses)
+    elif statuses is None and fmt != "csv":
         text = render(build_report(frame, run), fmt, title=str(results))
     else:
         text = render_rows(select_rows(frame, statuses or "all"), fmt)

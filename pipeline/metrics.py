@@ -96,10 +96,7 @@ def gauges(summary: Mapping[str, Any], *, now: float, last_success: float | None
             "Rows of the run's results file by error code (only codes that occur; created "
             "rows have none). README, Results, lists the codes.",
             ("input", "code"),
-            [
-                ((job, code), float(n))
-                for code, n in (summary.get("by_error_code") or {}).items()
-            ],
+            [((job, code), float(n)) for code, n in (summary.get("by_error_code") or {}).items()],
         ),
     ]
     run = summary.get("run")
