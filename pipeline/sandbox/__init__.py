@@ -1,5 +1,9 @@
 """A local, real-HTTP stand-in for HighLevel's Conversations API, for demos, tests and benchmarks.
 
+It also serves the OAuth endpoints of a Marketplace app (``oauth_api``): rotating
+single-use refresh tokens, access tokens that expire, agency tokens that mint location
+tokens.
+
 It enforces the rules the client must cope with (auth, ``Version``, token scopes, validation,
 per-location burst and daily limits, "already exists" worded as the live API words it, search
 lag), puts a fresh ``traceId`` on every JSON answer, and injects the failures production
@@ -12,6 +16,7 @@ itself.
 from pipeline.sandbox.app import Sandbox
 from pipeline.sandbox.config import DEFAULT_TOKEN, SandboxConfig, parse_rate
 from pipeline.sandbox.faults import Fault
+from pipeline.sandbox.oauth import OAuthSnapshot, RefreshUse
 from pipeline.sandbox.server import (
     RunningSandbox,
     SandboxStateView,
@@ -26,6 +31,8 @@ __all__ = [
     "DEFAULT_TOKEN",
     "Conversation",
     "Fault",
+    "OAuthSnapshot",
+    "RefreshUse",
     "RequestRecord",
     "RunningSandbox",
     "Sandbox",

@@ -43,7 +43,8 @@ class AdminHandlers:
 
     async def state(self, request: web.Request) -> web.Response:
         """Full snapshot. ``?since=N`` returns request records from sequence number N on;
-        ``?requests=0`` leaves the log out (it can be megabytes after a benchmark)."""
+        ``?requests=0`` leaves the log out (it can be megabytes after a benchmark). ``oauth``
+        is the OAuth state (token labels, never tokens)."""
         sandbox = self._sandbox
         state = sandbox.state
         try:
@@ -60,6 +61,7 @@ class AdminHandlers:
                 ],
                 "requests": [r.to_json() for r in records],
                 "requests_total": state.requests_total,
+                "oauth": sandbox.oauth.snapshot().to_json(),
                 "config": sandbox.config.to_dict(),
             }
         )

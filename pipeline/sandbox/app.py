@@ -2,13 +2,16 @@
 
 Both routes check, in this order, each failure answering at once:
 
-1. authentication: 401 ``Invalid token: access token is invalid``;
+1. authentication: 401 ``Invalid token: access token is invalid``, or 401 ``Invalid JWT``
+   for an access token the sandbox minted that has expired (see ``oauth.py``);
 2. ``Version`` header: 400 ``Version header is required`` when missing or blank,
    400 ``version header is invalid`` unless it is one of ``API_VERSIONS``;
-3. scope (``conversations.write`` to create, ``conversations.readonly`` to search, see
-   ``SandboxConfig.token_scopes``): 401 ``The token is not authorized for this scope.``;
+3. token class and scope: an agency (Company) OAuth token gets 401 ``This authClass type is
+   not allowed to access this scope. ...``; a token without ``conversations.write`` (create)
+   or ``conversations.readonly`` (search) gets 401 ``The token is not authorized for this
+   scope.`` (``SandboxConfig.token_scopes``, or ``oauth_scopes`` for minted tokens);
 4. body or query: 422 with class-validator messages;
-5. location access (``location_tokens``): 403.
+5. location access (``location_tokens``, or a minted token's own location): 403.
 
 None of these takes a rate slot. A create then meets the injected 429, the rate window and
 daily quota (429), the other injected faults, and finally "already exists" (400, worded as
@@ -43,7 +46,7 @@ from pipeline.constants import (
     SCOPE_WRITE,
 )
 from pipeline.sandbox.bodies import JsonTemplate, TraceIds, with_trace
-from pipeline.sandbox.config import SandboxConfig
+from pipeline.sandbox.config import USER_TYPE_LOCATION, SandboxConfig
 from pipeline.sandbox.faults import (
     BAD_GATEWAY_BODY,
     SERVER_ERROR,
@@ -52,6 +55,7 @@ from pipeline.sandbox.faults import (
     break_body,
 )
 from pipeline.sandbox.limits import admit, peek
+from pipeline.sandbox.oauth import AccessGrant, OAuthStore
 from pipeline.sandbox.state import Conversation, SandboxState, TokenLabels
 
 JSON = "application/json"
@@ -61,6 +65,21 @@ UNAUTHORIZED = JsonTemplate(
     {
         "statusCode": 401,
         "message": "Invalid token: access token is invalid",
+        "error": "Unauthorized",
+    }
+)
+# An access token the sandbox minted, once expired. HighLevel's gateway answers an expired
+# (or otherwise unverifiable) JWT with this short body, as observed live.
+INVALID_JWT = JsonTemplate({"statusCode": 401, "message": "Invalid JWT"})
+# An agency (Company) OAuth token on a sub-account endpoint, or a location token on an
+# agency-only one: HighLevel's IAM refuses the token's class, in these words.
+AUTH_CLASS_UNAUTHORIZED = JsonTemplate(
+    {
+        "statusCode": 401,
+        "message": (
+            "This authClass type is not allowed to access this scope. "
+            "Please verify your IAM configuration if this is not the case."
+        ),
         "error": "Unauthorized",
     }
 )
@@ -96,13 +115,14 @@ def exists_message(contact_id: str, trace_id: str) -> str:
     return f"{EXISTS_MESSAGE_PREFIX}{contact_id}{EXISTS_MESSAGE_MARK} {trace_id}"
 
 
-def _unprocessable(messages: list[str], trace_id: str) -> bytes:
+def unprocessable(messages: list[str], trace_id: str) -> bytes:
+    """NestJS's 422 for a body or query that fails validation, listing every problem."""
     return with_trace(
         {"statusCode": 422, "message": messages, "error": "Unprocessable Entity"}, trace_id
     )
 
 
-def _field_problems(name: str, value: object) -> list[str]:
+def field_problems(name: str, value: object) -> list[str]:
     """class-validator style messages, as HighLevel's NestJS backend words them."""
     if value is None:
         return [f"{name} must be a string", f"{name} should not be empty"]
@@ -122,7 +142,7 @@ def parse_create_body(raw: bytes) -> tuple[str | None, str | None, list[str]]:
     if not isinstance(data, dict):
         data = {}
     location, contact = data.get("locationId"), data.get("contactId")
-    problems = _field_problems("locationId", location) + _field_problems("contactId", contact)
+    problems = field_problems("locationId", location) + field_problems("contactId", contact)
     return (
         location if isinstance(location, str) and location.strip() else None,
         contact if isinstance(contact, str) and contact.strip() else None,
@@ -190,6 +210,8 @@ class Sandbox:
         self._trace = TraceIds()
         self._labels = TokenLabels()
         self._closing = asyncio.Event()
+        self.oauth = OAuthStore()
+        self.oauth.apply(self._config)
 
     # -- control ----------------------------------------------------------------------------
 
@@ -209,14 +231,17 @@ class Sandbox:
         self._tokens = config.accepted_tokens
         self._scopes = config.granted_scopes
         self.faults.configure(config)
+        self.oauth.apply(config)
         if "seed" in fields:
             self.faults.reseed(config.seed)
             self._jitter.seed(config.seed)
         return config
 
     def reset(self) -> None:
-        """Clear conversations, log and windows, and replay faults from the seed."""
+        """Clear conversations, log and windows, and replay faults from the seed; OAuth
+        grants start again from the configured refresh tokens, minted tokens are forgotten."""
         self.state.reset()
+        self.oauth.reset(self._config)
         self.faults.reseed(self._config.seed)
         self._jitter.seed(self._config.seed)
 
@@ -232,7 +257,22 @@ class Sandbox:
         """Let hanging handlers answer now, so shutdown does not wait ``hang_s``."""
         self._closing.set()
 
-    # -- plumbing ---------------------------------------------------------------------------
+    # -- plumbing (shared with the OAuth handlers in oauth_api.py) ---------------------------
+
+    def accepts_static(self, token: str) -> bool:
+        """Whether a token the sandbox did not mint passes authentication (``tokens``, or any
+        non-empty token when that list is empty)."""
+        return not self._tokens or token in self._tokens
+
+    def trace_id(self) -> str:
+        """A fresh trace id for one answer."""
+        return self._trace()
+
+    async def hold(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less if the sandbox is shutting down (so close() is quick)."""
+        if seconds > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), seconds)
 
     async def _delay(self, config: SandboxConfig) -> None:
         ms = config.latency_ms
@@ -241,7 +281,7 @@ class Sandbox:
         if ms > 0:
             await asyncio.sleep(ms / 1000.0)
 
-    def _record(
+    def record(
         self,
         request: web.Request,
         token: str | None,
@@ -250,11 +290,12 @@ class Sandbox:
         status: int,
         fault: Fault | None,
     ) -> None:
+        """Log one API request, naming its token by label (``TokenLabels``), never itself."""
         self.state.record(
             now, request.method, request.path, location, status, fault, self._labels(token)
         )
 
-    async def _answer(
+    async def answer(
         self,
         request: web.Request,
         token: str | None,
@@ -266,15 +307,24 @@ class Sandbox:
         headers: dict[str, str] | None = None,
         fault: Fault | None = None,
         content_type: str = JSON,
+        hold_s: float = 0.0,
     ) -> web.Response:
-        self._record(request, token, now, location, status, fault)
+        """Log the request's outcome, wait ``hold_s`` (an answer held on purpose, after its
+        effect), apply the configured latency, then answer."""
+        self.record(request, token, now, location, status, fault)
+        if hold_s > 0:
+            await self.hold(hold_s)
         await self._delay(config)
         return web.Response(status=status, body=body, headers=headers, content_type=content_type)
 
-    def _peek(self, config: SandboxConfig, location: str | None, now: float) -> dict[str, str]:
-        if location is None:
+    def rate_headers(
+        self, config: SandboxConfig, resource: str | None, now: float
+    ) -> dict[str, str]:
+        """The rate headers of a resource (location or company) for an answer that takes no
+        slot; none when the resource is not known."""
+        if resource is None:
             return {}
-        return peek(self.state.counters(location), config, now)
+        return peek(self.state.counters(resource), config, now)
 
     async def _gate(
         self,
@@ -289,43 +339,58 @@ class Sandbox:
         """Auth, Version, scope, validation and location access: the checks of both routes.
 
         Each refusal takes no rate slot but shows the location's rate headers when known.
+        A token the sandbox minted (OAuth) is judged by what it was minted for; any other
+        token by the config's ``tokens``, ``token_scopes`` and ``location_tokens``.
         """
         template: JsonTemplate | None  # None: the 422, whose body lists the problems
         version = request.headers.get(H_VERSION, "").strip()
-        if token is None or (self._tokens and token not in self._tokens):
+        minted: AccessGrant | None = None if token is None else self.oauth.access(token)
+        if token is None or (minted is None and self._tokens and token not in self._tokens):
             status, template = 401, UNAUTHORIZED
+        elif minted is not None and minted.expired(now):
+            status, template = 401, INVALID_JWT
         elif not version:
             status, template = 400, VERSION_REQUIRED
         elif version not in ACCEPTED_VERSIONS:
             status, template = 400, VERSION_INVALID
-        elif scope not in self._scopes.get(token, (scope,)):  # unlisted tokens: every scope
+        elif minted is not None and minted.user_type != USER_TYPE_LOCATION:
+            status, template = 401, AUTH_CLASS_UNAUTHORIZED
+        elif scope not in (
+            minted.scopes if minted is not None else self._scopes.get(token, (scope,))
+        ):  # unlisted static tokens: every scope
             status, template = 401, SCOPE_UNAUTHORIZED
         elif problems or location is None:
             status, template = 422, None
         else:
-            bound = config.location_tokens.get(location)
-            if bound is None or token == bound:
+            if minted is not None:
+                allowed = minted.location_id == location
+            else:
+                bound = config.location_tokens.get(location)
+                allowed = bound is None or token == bound
+            if allowed:
                 return None
             status, template = 403, FORBIDDEN
         trace_id = self._trace()
-        body = template(trace_id) if template is not None else _unprocessable(problems, trace_id)
-        headers = self._peek(config, location, now)
-        return await self._answer(request, token, config, now, location, status, body, headers)
+        body = template(trace_id) if template is not None else unprocessable(problems, trace_id)
+        headers = self.rate_headers(config, location, now)
+        return await self.answer(request, token, config, now, location, status, body, headers)
 
-    async def _too_many(
+    async def too_many(
         self,
         request: web.Request,
         token: str | None,
         config: SandboxConfig,
         now: float,
-        location: str,
+        location: str | None,
         headers: dict[str, str],
         retry_after_s: int | None,
         fault: Fault | None = None,
     ) -> web.Response:
+        """The 429 of a full window or spent daily quota; ``location`` is what the request log
+        shows (None for a company's request), ``headers`` the window's rate headers."""
         if config.retry_after and retry_after_s is not None:
             headers[H_RETRY_AFTER] = str(retry_after_s)
-        return await self._answer(
+        return await self.answer(
             request, token, config, now, location, 429, TOO_MANY(self._trace()), headers, fault
         )
 
@@ -346,23 +411,23 @@ class Sandbox:
         counters = self.state.counters(location)
         if fault is Fault.RATE_LIMIT:
             headers = peek(counters, config, now)
-            return await self._too_many(
+            return await self.too_many(
                 request, token, config, now, location, headers, SPURIOUS_RETRY_AFTER_S, fault
             )
         decision = admit(counters, config, now)
         if not decision.allowed:
-            return await self._too_many(
+            return await self.too_many(
                 request, token, config, now, location, decision.headers, decision.retry_after_s
             )
         headers = decision.headers
 
         if fault is Fault.SERVER_ERROR:
             body = SERVER_ERROR(self._trace())
-            return await self._answer(
+            return await self.answer(
                 request, token, config, now, location, 500, body, headers, fault
             )
         if fault is Fault.DROP:
-            self._record(request, token, now, location, 0, fault)
+            self.record(request, token, now, location, 0, fault)
             await self._delay(config)
             if request.transport is not None:
                 request.transport.close()
@@ -385,7 +450,7 @@ class Sandbox:
 
         if fault is Fault.BAD_GATEWAY:
             # Gateway page: no JSON, no rate headers, as a proxy in front of the API answers.
-            return await self._answer(
+            return await self.answer(
                 request,
                 token,
                 config,
@@ -400,9 +465,8 @@ class Sandbox:
         if fault is Fault.BROKEN_BODY:
             body = break_body(body)
         elif fault is Fault.HANG:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), config.hang_s)
-        return await self._answer(
+            await self.hold(config.hang_s)
+        return await self.answer(
             request, token, config, now, location, status, body, headers, fault
         )
 
@@ -415,7 +479,7 @@ class Sandbox:
         raw_location = query.get("locationId")
         location = raw_location if raw_location and raw_location.strip() else None
         contact = query.get("contactId") or None
-        problems = _field_problems("locationId", raw_location)
+        problems = field_problems("locationId", raw_location)
         refused = await self._gate(request, token, config, now, location, problems, SCOPE_READ)
         if refused is not None:
             return refused
@@ -423,7 +487,7 @@ class Sandbox:
 
         decision = admit(self.state.counters(location), config, now)
         if not decision.allowed:
-            return await self._too_many(
+            return await self.too_many(
                 request, token, config, now, location, decision.headers, decision.retry_after_s
             )
         try:
@@ -436,9 +500,7 @@ class Sandbox:
             {"conversations": [search_item_json(c) for c in found], "total": total},
             self._trace(),
         )
-        return await self._answer(
-            request, token, config, now, location, 200, body, decision.headers
-        )
+        return await self.answer(request, token, config, now, location, 200, body, decision.headers)
 
     async def not_found(self, request: web.Request) -> web.Response:
         """Any other route: NestJS's 404 shape."""
@@ -452,5 +514,5 @@ class Sandbox:
             self._trace(),
         )
         if not request.path.startswith("/_sandbox"):
-            self._record(request, bearer_token(request), now, None, 404, None)
+            self.record(request, bearer_token(request), now, None, 404, None)
         return web.Response(status=404, body=body, content_type=JSON)

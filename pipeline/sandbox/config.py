@@ -19,6 +19,26 @@ from pipeline.constants import DEFAULT_DAILY_LIMIT, DEFAULT_RATE_INTERVAL_S, DEF
 
 DEFAULT_TOKEN = "sandbox-token"  # noqa: S105 - a public demo token, not a secret
 
+# OAuth (a Marketplace app's tokens): HighLevel's access tokens live one day (``expires_in``
+# 86399), user types are the spec's ``user_type`` enum.
+DEFAULT_ACCESS_TOKEN_TTL_S = 86_399
+USER_TYPE_LOCATION = "Location"
+USER_TYPE_COMPANY = "Company"
+USER_TYPES = (USER_TYPE_LOCATION, USER_TYPE_COMPANY)
+# The app the sandbox plays (``appId`` of installedLocations and of a minted location token),
+# shaped like HighLevel's 24-hex app ids.
+DEFAULT_OAUTH_APP_ID = "6578278e879ad2646715ba9c"
+# Scopes of every token the sandbox mints. The oauth.* pair is what an agency token needs
+# for /oauth/locationToken and /oauth/installedLocations; HighLevel adds it to a minted
+# location token as well.
+DEFAULT_OAUTH_SCOPES = (
+    "conversations.write",
+    "conversations.readonly",
+    "oauth.write",
+    "oauth.readonly",
+)
+_GRANT_KEYS = frozenset({"user_type", "location_id", "company_id"})
+
 # Fault fields in the order the single per-request draw walks them (see faults.py).
 FAULT_FIELDS: tuple[str, ...] = (
     "fault_429",
@@ -30,11 +50,63 @@ FAULT_FIELDS: tuple[str, ...] = (
 )
 
 _INT_FIELDS = ("rate_max", "rate_interval_ms", "daily_limit", "create_status", "seed")
-_FLOAT_FIELDS = ("latency_ms", "latency_jitter_ms", "search_lag_s", "hang_s", *FAULT_FIELDS)
+_FLOAT_FIELDS = (
+    "latency_ms",
+    "latency_jitter_ms",
+    "search_lag_s",
+    "hang_s",
+    "access_token_ttl_s",
+    "oauth_token_delay_s",
+    *FAULT_FIELDS,
+)
 
 
 def _default_tokens() -> list[str]:
     return [DEFAULT_TOKEN]
+
+
+def _default_oauth_scopes() -> list[str]:
+    return list(DEFAULT_OAUTH_SCOPES)
+
+
+def _nonempty_str(value: object) -> bool:
+    return isinstance(value, str) and bool(value)
+
+
+def _check_refresh_tokens(grants: object) -> dict[str, dict[str, str]]:
+    """Validate ``oauth_refresh_tokens`` and return an own copy.
+
+    One grant per location or company: the sandbox keeps one valid refresh token per grant,
+    and "which token is valid now" must have a single answer for a test to check.
+    """
+    if not isinstance(grants, dict):
+        raise ValueError("oauth_refresh_tokens must map refresh tokens to grant objects")
+    owners: dict[tuple[str, str], str] = {}
+    copy: dict[str, dict[str, str]] = {}
+    for token, grant in grants.items():
+        if not _nonempty_str(token) or not isinstance(grant, dict):
+            raise ValueError("oauth_refresh_tokens must map refresh tokens to grant objects")
+        if set(grant) - _GRANT_KEYS or not all(_nonempty_str(v) for v in grant.values()):
+            raise ValueError(
+                "an oauth_refresh_tokens grant has only the string keys "
+                "user_type, location_id and company_id"
+            )
+        user_type = grant.get("user_type")
+        if user_type == USER_TYPE_LOCATION:
+            if "location_id" not in grant:
+                raise ValueError("a Location grant needs location_id")
+            owner = (USER_TYPE_LOCATION, grant["location_id"])
+        elif user_type == USER_TYPE_COMPANY:
+            if "company_id" not in grant or "location_id" in grant:
+                raise ValueError("a Company grant needs company_id and no location_id")
+            owner = (USER_TYPE_COMPANY, grant["company_id"])
+        else:
+            raise ValueError("an oauth_refresh_tokens grant's user_type is Location or Company")
+        if owner in owners:
+            raise ValueError(f"two refresh tokens for the same {owner[0]} {owner[1]}")
+        owners[owner] = token
+        copy[token] = dict(grant)
+    return copy
 
 
 @dataclass(frozen=True)
@@ -46,6 +118,16 @@ class SandboxConfig:
     ``token_scopes`` maps a token to the OAuth scopes it was granted; a token not listed
     there has every scope (creating needs ``conversations.write``, searching
     ``conversations.readonly``).
+
+    The ``oauth_*`` fields describe one Marketplace app (see ``oauth.py``):
+    ``oauth_clients`` maps client_id to client_secret; ``oauth_app_id`` is its appId;
+    ``oauth_refresh_tokens`` maps each initial refresh token to its grant,
+    ``{"user_type": "Location", "location_id": ..., ["company_id": ...]}`` or
+    ``{"user_type": "Company", "company_id": ...}``; ``oauth_installed`` maps a company id to
+    the locations where the app is installed; ``oauth_scopes`` are the scopes of every
+    token minted. Minted access tokens live ``access_token_ttl_s``. ``oauth_token_delay_s``
+    holds every ``/oauth/token`` answer after the refresh token has been rotated, so a
+    crash test can kill a client while the new token is in flight.
     """
 
     tokens: list[str] = field(default_factory=_default_tokens)
@@ -67,6 +149,13 @@ class SandboxConfig:
     fault_429: float = 0.0
     hang_s: float = 30.0
     seed: int = 0
+    oauth_clients: dict[str, str] = field(default_factory=dict)
+    oauth_app_id: str = DEFAULT_OAUTH_APP_ID
+    oauth_refresh_tokens: dict[str, dict[str, str]] = field(default_factory=dict)
+    oauth_installed: dict[str, list[str]] = field(default_factory=dict)
+    oauth_scopes: list[str] = field(default_factory=_default_oauth_scopes)
+    access_token_ttl_s: float = DEFAULT_ACCESS_TOKEN_TTL_S
+    oauth_token_delay_s: float = 0.0
 
     def __post_init__(self) -> None:
         """Validate and normalise, because configs arrive as untyped JSON from other processes."""
@@ -89,10 +178,19 @@ class SandboxConfig:
             raise ValueError(
                 "token_scopes must map non-empty strings to lists of non-empty strings"
             )
+        self._check_oauth()
         # Own copies: a caller mutating its list later must not change a running sandbox.
         object.__setattr__(self, "tokens", list(self.tokens))
         object.__setattr__(self, "location_tokens", dict(self.location_tokens))
         object.__setattr__(self, "token_scopes", {k: list(v) for k, v in self.token_scopes.items()})
+        object.__setattr__(self, "oauth_clients", dict(self.oauth_clients))
+        object.__setattr__(
+            self, "oauth_refresh_tokens", _check_refresh_tokens(self.oauth_refresh_tokens)
+        )
+        object.__setattr__(
+            self, "oauth_installed", {k: list(v) for k, v in self.oauth_installed.items()}
+        )
+        object.__setattr__(self, "oauth_scopes", list(self.oauth_scopes))
         if not isinstance(self.retry_after, bool):
             raise ValueError("retry_after must be a boolean")
         for name in _INT_FIELDS:
@@ -117,6 +215,26 @@ class SandboxConfig:
                 raise ValueError(f"{name} must be a probability in [0, 1]")
         if self.fault_total > 1 + 1e-9:
             raise ValueError("fault probabilities are exclusive outcomes; their sum must be <= 1")
+        if self.access_token_ttl_s <= 0:
+            raise ValueError("access_token_ttl_s must be > 0")
+
+    def _check_oauth(self) -> None:
+        """The OAuth fields' shapes (``oauth_refresh_tokens`` is checked when copied)."""
+        if not isinstance(self.oauth_clients, dict) or not all(
+            _nonempty_str(k) and _nonempty_str(v) for k, v in self.oauth_clients.items()
+        ):
+            raise ValueError("oauth_clients must map client ids to client secrets (strings)")
+        if not _nonempty_str(self.oauth_app_id):
+            raise ValueError("oauth_app_id must be a non-empty string")
+        if not isinstance(self.oauth_installed, dict) or not all(
+            _nonempty_str(k) and isinstance(v, list) and all(_nonempty_str(i) for i in v)
+            for k, v in self.oauth_installed.items()
+        ):
+            raise ValueError("oauth_installed must map company ids to lists of location ids")
+        if not isinstance(self.oauth_scopes, list) or not all(
+            _nonempty_str(scope) for scope in self.oauth_scopes
+        ):
+            raise ValueError("oauth_scopes must be a list of non-empty strings")
 
     @property
     def fault_total(self) -> float:

@@ -24,6 +24,8 @@ from pipeline.constants import CREATE_CONVERSATION_PATH, SEARCH_CONVERSATIONS_PA
 from pipeline.sandbox.admin import add_admin_routes
 from pipeline.sandbox.app import Sandbox
 from pipeline.sandbox.config import DEFAULT_TOKEN, SandboxConfig
+from pipeline.sandbox.oauth import OAuthSnapshot, RefreshUse
+from pipeline.sandbox.oauth_api import add_oauth_routes
 from pipeline.sandbox.state import RequestRecord, SandboxState
 
 T = TypeVar("T")
@@ -36,12 +38,13 @@ _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
 def build_app(sandbox: Sandbox) -> web.Application:
-    """API routes, admin routes, then a JSON 404 for everything else."""
+    """API routes (conversations, OAuth), admin routes, then a JSON 404 for everything else."""
     app = web.Application()
     for path in sorted({CREATE_CONVERSATION_PATH, CREATE_CONVERSATION_PATH.rstrip("/")}):
         app.router.add_post(path, sandbox.create_conversation)
     for path in sorted({SEARCH_CONVERSATIONS_PATH, SEARCH_CONVERSATIONS_PATH + "/"}):
         app.router.add_get(path, sandbox.search_conversations, allow_head=False)
+    add_oauth_routes(app, sandbox)
     add_admin_routes(app, sandbox)
     app.router.add_route("*", "/{tail:.*}", sandbox.not_found)
     return app
@@ -133,6 +136,21 @@ class SandboxStateView:
     def stats(self) -> dict[str, Any]:
         """Counts by status and fault, conversations held."""
         return self._owner.call(lambda s: s.state.stats())
+
+    def oauth(self) -> OAuthSnapshot:
+        """OAuth state: refresh-token uses, each grant's valid refresh token (by label), and
+        access tokens minted per location and per company."""
+        return self._owner.call(lambda s: s.oauth.snapshot())
+
+    def refresh_uses(self) -> list[RefreshUse]:
+        """Every presentation of a refresh token to /oauth/token, oldest first (labels only):
+        "no refresh token was spent twice" is ``accepted`` at most once per ``token``."""
+        return self._owner.call(lambda s: list(s.oauth.uses))
+
+    def refresh_token_valid(self, refresh_token: str) -> bool:
+        """Whether /oauth/token would accept this refresh token now (e.g. the one a client
+        has stored)."""
+        return self._owner.call(lambda s: s.oauth.refresh_token_valid(refresh_token))
 
 
 class SandboxThread:
