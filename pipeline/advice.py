@@ -28,6 +28,7 @@ _STOPS = (
     Code.FORBIDDEN,
     Code.DAILY_QUOTA_EXHAUSTED,
     Code.NO_TOKEN,
+    Code.NOT_INSTALLED,
     Code.UNREACHABLE,
 )
 _SHOWN_LOCATIONS = 3
@@ -114,6 +115,13 @@ def advise(
         lines.append(
             f"no token: the tokens file lists no token for {_locations(no_token)}; "
             f"{_rows(no_token)} not sent. Add them to the tokens file, then retry."
+        )
+    not_installed = stops.get(Code.NOT_INSTALLED.value, {})
+    if not_installed:
+        lines.append(
+            f"not installed: the app is not installed at {_locations(not_installed)}, so no "
+            f"token can be minted there; {_rows(not_installed)} not sent. Install the app "
+            "there, then retry."
         )
     unreachable = stops.get(Code.UNREACHABLE.value, {})
     if unreachable:

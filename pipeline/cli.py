@@ -240,7 +240,13 @@ def _job_and_tokens(
         logs.register_secret(url)  # a webhook's URL is its key
     log_level = logging.DEBUG if options["debug"] else logging.INFO
     tokens: Tokens | None
-    if config.tokens_file is not None:
+    if config.oauth_file is not None:
+        if config.tokens_file is not None:
+            raise UsageError("--oauth-file and --tokens-file: give one of them")
+        from pipeline.oauth import OAuthSource
+
+        tokens = Tokens(oauth=OAuthSource.load(config.oauth_file, config.refresh_margin))
+    elif config.tokens_file is not None:
         tokens = load_tokens_file(config.tokens_file, os.environ)
     else:
         token = _read_token(config.token_file, config.token_env)

@@ -14,7 +14,7 @@ names the row's contact. Every answer's ``traceId`` is kept, for HighLevel's sup
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,11 +22,18 @@ import httpx
 import orjson
 
 from pipeline import constants
+from pipeline.auth import FixedTokens, Headers, NoToken, Signer
 from pipeline.errors import one_line
 from pipeline.logs import scrub
-from pipeline.outcomes import Code, Status
+from pipeline.outcomes import RETRYABLE, Code, Status
 from pipeline.tokens import Tokens
-from pipeline.transport import HttpStack, Transport, TransportFailure, make_transport
+from pipeline.transport import (
+    HttpStack,
+    RawAnswer,
+    Transport,
+    TransportFailure,
+    make_transport,
+)
 
 MAX_MESSAGE_CHARS = 300
 MAX_TRACE_ID_CHARS = 100
@@ -58,6 +65,7 @@ class Answer:
     # No HTTP answer because no connection could be made (refused, DNS, TLS, connect
     # timeout): the only failure that can mean the whole API is out of reach.
     connect_failed: bool = False
+    sent: bool = True  # False: no request went out (no token could be had for it)
 
     @property
     def decisive(self) -> bool:
@@ -273,36 +281,44 @@ def classify_failure(failure: TransportFailure) -> Answer:
     )
 
 
+def _rejects_token(raw: RawAnswer) -> bool:
+    """A 401 about the token itself (not a missing scope or a bad Version header)."""
+    return classify(raw.status, raw.headers, raw.body).code is Code.UNAUTHORIZED
+
+
 class ConversationsClient:
     """HighLevel's conversation endpoints over one shared, pooled transport for the whole run.
 
-    One token rides in the pool's default headers; with a token per location, each request
-    carries its location's ``Authorization`` header over the same pool.
+    Each request is signed by the run's ``Signer`` (``pipeline.auth``): one token rides in
+    the pool's default headers; a token per location, or an OAuth token, rides on each
+    request over the same pool. A 401 is sent once more when the signer has a fresher token
+    (OAuth); only a 401 that survives it is the answer.
     """
 
     def __init__(
         self,
         *,
         base_url: str,
-        tokens: Tokens,
+        tokens: Tokens | None = None,
+        signer: Signer | None = None,
         api_version: str,
         timeout: float,
         concurrency: int,
         http_stack: HttpStack = "aiohttp",
         transport: Transport | None = None,
     ) -> None:
-        self._tokens = tokens
+        if signer is None:
+            if tokens is None:
+                raise ValueError("a client needs tokens or a signer")
+            signer = FixedTokens(tokens)
+        self._signer = signer
         headers = {
             constants.H_VERSION: api_version,
             "Accept": "application/json",
             "Content-Type": "application/json",
         }
-        if not tokens.per_location and tokens.default:
-            headers["Authorization"] = f"Bearer {tokens.default}"
-        self._auth: dict[str, dict[str, str]] = {
-            location: {"Authorization": f"Bearer {token}"}
-            for location, token in tokens.by_location.items()
-        }
+        if isinstance(signer, FixedTokens) and signer.default_header is not None:
+            headers["Authorization"] = signer.default_header
         self._transport = transport or make_transport(
             http_stack,
             base_url=base_url,
@@ -310,29 +326,56 @@ class ConversationsClient:
             timeout=timeout,
             concurrency=concurrency,
         )
+        attach = getattr(signer, "attach", None)
+        if attach is not None:  # an OAuth signer refreshes and mints over the same pool
+            attach(self._transport)
 
     def token_key(self, location_id: str) -> int:
-        return self._tokens.key(location_id)
+        return self._signer.key(location_id)
+
+    async def _signed(
+        self, location_id: str, send: Callable[[Headers | None], Awaitable[RawAnswer]]
+    ) -> RawAnswer | Answer:
+        """``send`` signed for the location; once more after a 401 when the signer has a
+        fresher token. An ``Answer`` instead when no token can be had (nothing was sent)."""
+        try:
+            auth = await self._signer.headers(location_id)
+            raw = await send(auth)
+            rejected = raw.status == 401 and _rejects_token(raw)
+            if rejected and await self._signer.renew(location_id, auth):
+                raw = await send(await self._signer.headers(location_id))
+        except NoToken as missing:
+            # A token that could not be had for a passing reason (the OAuth endpoint's 5xx)
+            # is a failure to retry; one that cannot be had at all ends the row skipped.
+            status = Status.FAILED if missing.code in RETRYABLE else Status.SKIPPED
+            return Answer(status, missing.code, message=missing.message, sent=False)
+        return raw
 
     async def create_conversation(self, location_id: str, contact_id: str) -> Answer:
         body = orjson.dumps({"locationId": location_id, "contactId": contact_id})
         try:
-            raw = await self._transport.post(
-                constants.CREATE_CONVERSATION_PATH, body, self._auth.get(location_id)
+            raw = await self._signed(
+                location_id,
+                lambda auth: self._transport.post(constants.CREATE_CONVERSATION_PATH, body, auth),
             )
         except TransportFailure as failure:
             return classify_failure(failure)
+        if isinstance(raw, Answer):
+            return raw
         return classify(raw.status, raw.headers, raw.body, contact_id)
 
     async def find_conversation(self, location_id: str, contact_id: str) -> Answer:
         """Look up the contact's existing conversation (after an "already exists" answer)."""
         params = {"locationId": location_id, "contactId": contact_id}
         try:
-            raw = await self._transport.get(
-                constants.SEARCH_CONVERSATIONS_PATH, params, self._auth.get(location_id)
+            raw = await self._signed(
+                location_id,
+                lambda auth: self._transport.get(constants.SEARCH_CONVERSATIONS_PATH, params, auth),
             )
         except TransportFailure as failure:
             return classify_failure(failure)
+        if isinstance(raw, Answer):
+            return raw
         return classify_search(raw.status, raw.headers, raw.body, contact_id)
 
     async def probe(self, location_id: str) -> Answer:
@@ -342,11 +385,14 @@ class ConversationsClient:
         else is classified like a create answer (``missing_scope``, ``unauthorized``, ...)."""
         params = {"locationId": location_id, "limit": "1"}
         try:
-            raw = await self._transport.get(
-                constants.SEARCH_CONVERSATIONS_PATH, params, self._auth.get(location_id)
+            raw = await self._signed(
+                location_id,
+                lambda auth: self._transport.get(constants.SEARCH_CONVERSATIONS_PATH, params, auth),
             )
         except TransportFailure as failure:
             return classify_failure(failure)
+        if isinstance(raw, Answer):
+            return raw
         if 200 <= raw.status < 300:
             answer = classify_search(raw.status, raw.headers, raw.body, "")
             return Answer(
@@ -360,6 +406,7 @@ class ConversationsClient:
         return classify(raw.status, raw.headers, raw.body)
 
     async def aclose(self) -> None:
+        await self._signer.aclose()
         await self._transport.aclose()
 
     async def __aenter__(self) -> ConversationsClient:

@@ -110,6 +110,17 @@ class RunConfig(BaseSettings):
     tokens_file: Path | None = Field(
         None, description="TOML or CSV mapping each location to its own token's variable or file."
     )
+    oauth_file: Path | None = Field(
+        None,
+        description="OAuth credentials of a Marketplace app (TOML or JSON; the tool keeps "
+        "it: it rewrites the refresh and access tokens there). Instead of a token.",
+    )
+    refresh_margin: float = Field(
+        300.0,
+        ge=0,
+        le=43_200,
+        description="Seconds before an OAuth access token expires that it is refreshed.",
+    )
     state_dir: Path = Field(
         Path(".pipeline-state"),
         description="Local folder for the journal and lock of an output in object storage.",

@@ -31,7 +31,7 @@ import structlog
 
 from pipeline import constants
 from pipeline.client import Answer
-from pipeline.outcomes import Code
+from pipeline.outcomes import RETRYABLE, Code
 
 log = structlog.get_logger("pipeline.guards")
 
@@ -118,6 +118,8 @@ class Guards:
     def observe(self, location_id: str, answer: Answer) -> Verdict:
         """Take one answer (a create's or a search's) for the location into account."""
         location = self._locations[location_id]
+        if not answer.sent and answer.code is not None and answer.code not in RETRYABLE:
+            return self._no_token(location_id, answer.code)
         if answer.http_status is None:
             return self._no_answer(answer)
         self._answered = True
@@ -173,6 +175,21 @@ class Guards:
         if all(loc.stopped_by is Code.UNAUTHORIZED for loc in self._locations.values()):
             return Verdict(tuple(newly), True, Code.UNAUTHORIZED)
         return Verdict(tuple(newly), True)
+
+    def _no_token(self, location_id: str, code: Code) -> Verdict:
+        """No token could be had for the location (the app is not installed there, or its
+        OAuth credential was refused): nothing more is tried there."""
+        location = self._locations[location_id]
+        if location.stopped_by is None:
+            location.stopped_by = code
+            log.warning(
+                "no token for this location; its rows are skipped",
+                location_id=location_id,
+                error_code=code,
+            )
+        first = not location.decided
+        location.decided = True
+        return Verdict(decided=(location_id,) if first else ())
 
     def _no_answer(self, answer: Answer) -> Verdict:
         if not answer.connect_failed or self._answered:

@@ -21,7 +21,7 @@ RUN_SECTIONS: Sections = (
     ("Input", ("contact_column", "location_column", "location_id", "override_location",
                "separator", "sheet", "keep_columns")),
     ("Output", ("output", "overwrite", "resume", "dry_run", "fail_on", "summary", "fmt")),
-    ("Tokens", ("token_env", "token_file", "tokens_file")),
+    ("Tokens", ("token_env", "token_file", "tokens_file", "oauth_file", "refresh_margin")),
     ("Sending", ("base_url", "api_version", "concurrency", "timeout")),
     ("Limits and retries", ("rate", "max_attempts", "max_retry_wait", "daily_quota")),
     ("Logging and progress", ("log_format", "log_file", "progress", "debug")),

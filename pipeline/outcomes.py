@@ -51,6 +51,7 @@ class Code(StrEnum):
     # reasons of the run (status skipped)
     DAILY_QUOTA_EXHAUSTED = "daily_quota_exhausted"
     NO_TOKEN = "no_token"  # noqa: S105 - a code, not a secret
+    NOT_INSTALLED = "not_installed"  # the agency's app is not installed at the location
     UNREACHABLE = "unreachable"  # no connection to the API could be made at all
     INTERRUPTED = "interrupted"
     DRY_RUN = "dry_run"
@@ -64,6 +65,7 @@ SKIP_MESSAGES: dict[Code, str] = {
     Code.INTERRUPTED: "the run was interrupted before this row was done",
     Code.DRY_RUN: "dry run: not sent",
     Code.NO_TOKEN: "no token for this location in the tokens file",
+    Code.NOT_INSTALLED: "the app is not installed at this location; no token can be minted",
     Code.UNREACHABLE: "the API could not be reached; the run stopped before sending this row",
 }
 

@@ -38,9 +38,10 @@ import polars as pl
 import structlog
 
 from pipeline import constants
+from pipeline.auth import signer_for
 from pipeline.client import Answer, ConversationsClient
 from pipeline.job import Job
-from pipeline.outcomes import Code, Status
+from pipeline.outcomes import RETRYABLE, Code, Status
 from pipeline.planning import ASSUMED_LATENCY_S, format_duration, send_seconds, to_send
 from pipeline.settings import Rate
 from pipeline.tokens import Tokens
@@ -64,6 +65,9 @@ class TokenState(StrEnum):
     REJECTED = "rejected"  # 401 unauthorized, here or on another location of the token
     NO_TOKEN = "no_token"  # noqa: S105 - the tokens file lists none for the location
     UNKNOWN = "unknown"  # no answer that decides (5xx, timeout, API unreachable)
+    # No token could be had (OAuth: the app is not installed there, or the credential's
+    # refresh was refused); no request was made.
+    UNAVAILABLE = "unavailable"
 
 
 class Access(StrEnum):
@@ -242,6 +246,8 @@ class LocationCheck:
             return "no token for this location in the tokens file"
         if self.token is TokenState.REJECTED:
             return f"token rejected{answered}{detail}"
+        if self.token is TokenState.UNAVAILABLE:
+            return f"no token can be had{detail}"
         if self.access is Access.UNREACHABLE:
             return f"API unreachable{detail}"
         if self.access is Access.FORBIDDEN:
@@ -289,7 +295,9 @@ def judge(
             token, access = TokenState.UNKNOWN, Access.UNREACHABLE
     else:
         message = answer.message
-        if answer.code is Code.UNAUTHORIZED:
+        if not answer.sent and answer.code not in RETRYABLE:
+            token, access = TokenState.UNAVAILABLE, Access.NOT_CHECKED
+        elif answer.code is Code.UNAUTHORIZED:
             token, access = TokenState.REJECTED, Access.NOT_CHECKED
         elif not answer.decisive:  # 5xx, timeout, dropped connection: nothing decided
             token, access = TokenState.UNKNOWN, Access.OTHER
@@ -432,7 +440,7 @@ def run_check(job: Job, tokens: Tokens) -> CheckReport:
     planned: dict[str, int] = dict(
         zip(per_location["location_id"].to_list(), per_location["rows"].to_list(), strict=True)
     )
-    no_token = {loc for loc in planned if tokens.for_location(loc) is None}
+    no_token = {loc for loc in planned if not tokens.serves(loc)}
     groups: dict[int, list[str]] = {}
     for location in planned:  # most rows first: the biggest location answers for its token
         if location not in no_token:
@@ -489,7 +497,12 @@ async def _probe(job: Job, tokens: Tokens, groups: list[list[str]]) -> Probes:
     probes_at_once = PROBE_CONCURRENCY if fixed == "auto" else min(PROBE_CONCURRENCY, fixed)
     async with ConversationsClient(
         base_url=job.config.base_url,
-        tokens=tokens,
+        signer=signer_for(
+            tokens,
+            base_url=job.config.base_url,
+            api_version=job.config.api_version,
+            timeout=job.config.timeout,
+        ),
         api_version=job.config.api_version,
         timeout=job.config.timeout,
         concurrency=probes_at_once,

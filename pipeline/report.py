@@ -41,6 +41,8 @@ class RunInfo:
     peak_in_flight: int | None = None  # requests in flight at once, at most (all workers)
     mean_latency_ms: float | None = None  # from sending a request to its answer
     throttled: int = 0  # 429 answers
+    token_refreshes: int = 0  # OAuth access tokens refreshed (--oauth-file)
+    tokens_minted: int = 0  # location tokens minted from an agency's (--oauth-file)
     # Each location's daily quota left (X-RateLimit-Daily-Remaining), as its last answer said.
     daily_remaining: dict[str, int] = field(default_factory=dict)
 
@@ -195,6 +197,11 @@ def _run_line(run: RunInfo) -> str:
             else ""
         )
         + (", dry run" if run.dry_run else "")
+        + (
+            f"; OAuth: {run.token_refreshes} token refreshes, {run.tokens_minted} tokens minted"
+            if run.token_refreshes or run.tokens_minted
+            else ""
+        )
     )
 
 

@@ -133,7 +133,7 @@ def execute(
     """Run the job; ``tokens`` is one token, a token per location, or None for a dry run."""
     if isinstance(tokens, str):
         tokens = Tokens(default=tokens)
-    if (tokens is None or not tokens.all()) and not job.dry_run:
+    if (tokens is None or not tokens.any_token) and not job.dry_run:
         raise UsageError("no API token: set GHL_TOKEN (or name another variable with --token-env)")
     files = job.files
     check_output_folder(files)
@@ -246,7 +246,8 @@ def _send_pending(
     # Only a run that sends holds the rows to send in memory; a dry run never does.
     sendable = pending.collect()
     if tokens.per_location:
-        no_token = ~pl.col("location_id").is_in(list(tokens.by_location))
+        served = [loc for loc in sendable["location_id"].unique() if tokens.serves(loc)]
+        no_token = ~pl.col("location_id").is_in(served)
         this_run = compact(skipped_rows(sendable.filter(no_token), Code.NO_TOKEN))
         sendable = sendable.filter(~no_token)
     if not sendable.height:
@@ -325,6 +326,8 @@ def _write_results(
         workers=job.config.workers,
         peak_in_flight=session.peak_in_flight,
         throttled=session.throttled,
+        token_refreshes=session.token_refreshes,
+        tokens_minted=session.tokens_minted,
         daily_remaining=session.daily_remaining,
         mean_latency_ms=(
             round(1000 * session.latency_total_s / session.requests, 1)

@@ -47,7 +47,7 @@ from pipeline.client import Answer
 from pipeline.guards import Guards, Verdict
 from pipeline.inflight import Gauge, InFlightLimit
 from pipeline.limiter import LocationLimiter, PrioritySlots
-from pipeline.outcomes import Code, RowOutcome, Status
+from pipeline.outcomes import RETRYABLE, Code, RowOutcome, Status
 from pipeline.retrying import FindExisting, Retry, RetryPolicy, Settle, skipped
 from pipeline.settings import Rate
 
@@ -336,6 +336,8 @@ class Sender:
                 holding = False
                 row.attempts += 1
                 answer = await self._request(row, self._client.create_conversation)
+                if not answer.sent and answer.code not in RETRYABLE:
+                    row.attempts -= 1  # no token can be had: no create was made, nor will be
                 stopped = self.stop_code or self.stopped_by(location)
                 decision = self._policy.after(
                     answer, attempts=row.attempts, waited_s=waited, stopped=stopped
@@ -384,15 +386,17 @@ class Sender:
         location = row.location
         row.in_request = True
         sent_at = self._clock()
+        sent = True
         try:
             answer = await call(location.location_id, row.contact_id)
+            sent = answer.sent
         finally:
             in_flight = self._slots.in_use
             self.peak_in_flight = max(self.peak_in_flight, in_flight)
             row.in_request = False
             location.limiter.release()
             self._slots.release()
-            self.requests += 1
+            self.requests += sent
         latency = self._clock() - sent_at
         self.latency_total_s += latency
         if self._inflight is not None:

@@ -17,6 +17,7 @@ from typing import Any, Literal, TypeVar
 import polars as pl
 import structlog
 
+from pipeline.auth import signer_for
 from pipeline.client import ConversationsClient
 from pipeline.inflight import (
     DEFAULT_CEILING,
@@ -48,6 +49,8 @@ class SessionResult:
     latency_total_s: float = 0.0  # over every request, for the mean
     throttled: int = 0  # 429 answers
     daily_remaining: dict[str, int] = field(default_factory=dict)  # by location, last seen
+    token_refreshes: int = 0  # OAuth
+    tokens_minted: int = 0  # OAuth
 
 
 def run_async(main: Coroutine[Any, Any, T]) -> T:
@@ -106,9 +109,15 @@ async def send_session(
     received: list[int] = []
     in_flight = in_flight_limit(job.config.concurrency)
     connections = in_flight if isinstance(in_flight, int) else in_flight.ceiling
+    signer = signer_for(
+        tokens,
+        base_url=job.config.base_url,
+        api_version=job.config.api_version,
+        timeout=job.config.timeout,
+    )
     async with ConversationsClient(
         base_url=job.config.base_url,
-        tokens=tokens,
+        signer=signer,
         api_version=job.config.api_version,
         timeout=job.config.timeout,
         concurrency=connections,  # the pool holds as many connections as may be in flight
@@ -160,6 +169,8 @@ async def send_session(
         sender.latency_total_s,
         sender.throttled,
         sender.daily_remaining,
+        getattr(signer, "refreshes", 0),
+        getattr(signer, "mints", 0),
     )
 
 

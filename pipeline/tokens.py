@@ -21,8 +21,12 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline import logs
+
+if TYPE_CHECKING:
+    from pipeline.oauth import OAuthSource
 from pipeline.errors import UsageError
 
 
@@ -34,9 +38,24 @@ class Tokens:
     # environment", "file /run/secrets/x"): never the token itself.
     default_source: str = "the token given"
     sources: Mapping[str, str] = field(default_factory=dict)  # by location, with by_location
+    oauth: OAuthSource | None = None  # OAuth credentials instead of fixed tokens
+
+    def serves(self, location_id: str) -> bool:
+        """Whether a token can be tried for the location (else its rows are no_token)."""
+        if self.oauth is not None:
+            return self.oauth.serves(location_id)
+        return self.for_location(location_id) is not None
+
+    @property
+    def any_token(self) -> bool:
+        """Whether there is anything to sign with at all."""
+        return self.oauth is not None or bool(self.all())
 
     @property
     def per_location(self) -> bool:
+        """Each location has a token of its own (a location not listed has none)."""
+        if self.oauth is not None:
+            return self.oauth.company_id is None
         return bool(self.by_location)
 
     def for_location(self, location_id: str) -> str | None:
@@ -44,6 +63,8 @@ class Tokens:
 
     def source(self, location_id: str) -> str:
         """Where the token of ``location_id`` came from, to name in a message."""
+        if self.oauth is not None:
+            return self.oauth.source(location_id)
         if self.by_location:
             return self.sources.get(location_id, "no token")
         return self.default_source
@@ -55,6 +76,8 @@ class Tokens:
     def key(self, location_id: str) -> int:
         """An identity for the token a location uses (never the token): locations with the
         same key share a token, whose first decisive answer accepts or rejects it for all."""
+        if self.oauth is not None:
+            return self.oauth.key(location_id)
         token = self.for_location(location_id)
         return self.all().index(token) if token in self.all() else -1
 

@@ -114,6 +114,8 @@ def _work(work: WorkerJob, ready: threading.Barrier) -> None:
         "peak_in_flight": result.peak_in_flight,
         "latency_total_s": result.latency_total_s,
         "throttled": result.throttled,
+        "token_refreshes": result.token_refreshes,
+        "tokens_minted": result.tokens_minted,
         "daily_remaining": result.daily_remaining,
     }
     work.report_path.write_text(json.dumps(report), encoding="utf-8")
@@ -186,7 +188,7 @@ def run_workers(
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         requests, stop_code, detail = 0, None, None
-        peak, latency, throttled = 0, 0.0, 0
+        peak, latency, throttled, refreshes, minted = 0, 0.0, 0, 0, 0
         daily_remaining: dict[str, int] = {}
         for work, ended in zip(works, processes, strict=True):
             if not work.report_path.exists():
@@ -200,6 +202,8 @@ def run_workers(
             peak += int(report.get("peak_in_flight", 0))  # the workers' peaks, added: at most
             latency += float(report.get("latency_total_s", 0.0))
             throttled += int(report.get("throttled", 0))
+            refreshes += int(report.get("token_refreshes", 0))
+            minted += int(report.get("tokens_minted", 0))
             daily_remaining.update(report.get("daily_remaining", {}))  # locations are apart
             if report["stop_code"] and stop_code is None:
                 stop_code = Code(report["stop_code"])
@@ -207,7 +211,16 @@ def run_workers(
     starts = {journal: _start_offset(journal, resume_at.get(journal)) for journal in journals}
     signal_ = received[0] if received else None
     result = SessionResult(
-        requests, stop_code, signal_, detail, peak, latency, throttled, daily_remaining
+        requests,
+        stop_code,
+        signal_,
+        detail,
+        peak,
+        latency,
+        throttled,
+        daily_remaining,
+        refreshes,
+        minted,
     )
     return result, starts
 
