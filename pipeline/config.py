@@ -133,6 +133,14 @@ class RunConfig(BaseSettings):
         description="Statuses or error codes (comma-separated) that make the run exit 1; "
         "any other outcome exits 0.",
     )
+    daily_reserve: int = Field(
+        20,
+        ge=0,
+        le=100_000,
+        description="Requests of a location's daily quota kept for searches and retries: "
+        "rows beyond what is left today, less this, are skipped (daily_quota_exhausted) "
+        "without being sent.",
+    )
     daily_quota: int = Field(
         constants.DEFAULT_DAILY_LIMIT,
         ge=1,

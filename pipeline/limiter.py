@@ -74,6 +74,9 @@ class Limit:
 
 
 DEFAULT_SERVER_LIMIT = Limit(DEFAULT_RATE_MAX, DEFAULT_RATE_INTERVAL_S)
+# How long a location stays careful after the last sign of another client spending its
+# budget: long enough to span the window turns where that client's share comes back.
+CONTENDED_WINDOWS = 3
 
 
 class WindowLimiter:
@@ -204,16 +207,20 @@ class WindowLimiter:
         remaining: int | None,
         follow: bool = False,
         sent_at: float | None = None,
-    ) -> None:
-        """Steer by what the server says in its rate headers.
+    ) -> int:
+        """Steer by what the server says in its rate headers; returns how many permits it
+        rested because another client spends the budget (0 when nothing says so).
 
         ``follow``: adopt the announced ``X-RateLimit-Max`` and interval whether they are
         lower or higher than now (``LocationLimiter`` does this for the server's window).
         Without it, only tighten: a lower max, a longer interval.
 
-        ``X-RateLimit-Remaining: 0`` while we hold permits that were free when the request
-        was sent (``sent_at``; now if not given) means someone else is using this location's
-        budget: they rest for one interval.
+        ``X-RateLimit-Remaining: R`` while we hold more than ``R`` idle permits that were
+        free when the request was sent (``sent_at``; now if not given) means someone else
+        spends this location's budget: all but ``R`` of them rest for one interval. This is
+        how a location's first answer (its request went alone) sizes the first burst to the
+        budget left, after a crash or beside another client, and how every later answer
+        keeps the run just under what is left rather than sending into 429s.
         """
         interval_s = interval_ms / 1000.0 if interval_ms is not None and interval_ms > 0 else None
         new_max = max_requests if max_requests is not None and max_requests > 0 else None
@@ -224,17 +231,21 @@ class WindowLimiter:
                 new_max = None
         if new_max is not None or interval_s is not None:
             self.adopt(new_max, interval_s)
-        if remaining == 0:
-            # The server counted a full window when it received this request, yet we hold
-            # permits that were already free when we sent it: their last requests arrived
-            # more than an interval before this one, outside the server's window, so someone
-            # else uses this location's budget. Rest them one interval. Permits freed while
-            # the request was in flight are left alone: their requests may well be what the
-            # server counted (at a window's turn, the first answer of the new window says
-            # Remaining 0 just as the old window's permits come free). A partial figure is
-            # not used at all, for the same reason.
+        if remaining is not None and remaining >= 0:
+            # Permits already free when this request was sent last carried requests that
+            # arrived more than an interval before it, outside the server's window; so when
+            # we are the location's only client, there are never more of them than the
+            # server says remain (the server's window holds at most our other permits' and
+            # this request's arrivals). More of them than ``remaining`` means another
+            # client's requests fill the difference: that many rest one interval (their
+            # arrivals leave the server's window within one). Permits freed while the
+            # request was in flight are left out: their requests may be what the server
+            # counted (at a window's turn, the first answer of the new window can say 0 just
+            # as the old window's permits come free).
             now = self._clock()
-            self._rest_free(now, free_at=now if sent_at is None else min(sent_at, now))
+            free_at = now if sent_at is None else min(sent_at, now)
+            return self._rest_free(now, free_at=free_at, keep=remaining)
+        return 0
 
     def block_for(self, seconds: float) -> None:
         """Hand out no permit for ``seconds`` (the server said to back off)."""
@@ -342,13 +353,27 @@ class WindowLimiter:
         if wanted:
             heapq.heappush(self._idle, (_NEVER, wanted))
 
-    def _rest_free(self, now: float, *, free_at: float) -> None:
-        """Every permit already free at ``free_at`` rests one interval from ``now``."""
-        freed = 0
+    def _rest_free(self, now: float, *, free_at: float, keep: int = 0) -> int:
+        """All but ``keep`` of the permits already free at ``free_at`` rest one interval
+        from ``now`` (the ``keep`` rested longest stay free); returns how many rest."""
+        free: list[tuple[float, int]] = []
+        total = 0
         while self._idle and self._idle[0][0] + self._interval <= free_at:
-            freed += heapq.heappop(self._idle)[1]
-        if freed:
-            heapq.heappush(self._idle, (now, freed))
+            run = heapq.heappop(self._idle)
+            free.append(run)
+            total += run[1]
+        rest = total - keep
+        if rest <= 0:
+            for run in free:
+                heapq.heappush(self._idle, run)
+            return 0
+        for rest_start, count in free:  # earliest rest start first: these stay free
+            kept = min(count, keep)
+            if kept:
+                heapq.heappush(self._idle, (rest_start, kept))
+            keep -= kept
+        heapq.heappush(self._idle, (now, rest))
+        return rest
 
 
 class LocationLimiter:
@@ -369,6 +394,19 @@ class LocationLimiter:
     can briefly bring the old, higher max back until the next answer. The retired permits
     come back with their rest starts, so this costs no extra burst of permits long idle,
     but it is the reason the ceiling, when one is set, is never loosened.
+
+    **Sharing the budget.** When an answer shows that another client spends this location's
+    budget (``WindowLimiter.observe`` rests permits for it), the location is *contended* for
+    ``CONTENDED_WINDOWS`` intervals from then: each answer's ``X-RateLimit-Remaining``, less
+    our other requests in flight, is the number of requests that may start before the next
+    answer. When it is spent, nothing starts until an answer comes, or, with nothing in
+    flight, one request goes alone as soon as a permit is free, and its answer says what is
+    left. A location alone never becomes contended, and bursts as ever.
+
+    **The first burst** is half of what the first answer says is left: two runs that start
+    at once each read the same figure, and each spending all of it would be twice the
+    window. The next answer says whether anyone else spends the budget; alone, the other
+    half goes then (one round trip later, once per location).
     """
 
     def __init__(
@@ -389,6 +427,21 @@ class LocationLimiter:
         self._clock = clock
         self._blocked_until = _NEVER
         self._changed = asyncio.Event()
+        self._contended_until = _NEVER  # another client spends the budget until then
+        self._budget = 0  # while contended: requests that may start before the next answer
+        self._budget_sent_at = _NEVER  # when the request whose answer set it was sent
+        self._answers = 0
+        self._first_burst = False  # the first burst's budget holds until the next answer
+
+    def _headroom(self) -> int:
+        """Requests left unspent while contended: the other client's next few arrive while
+        ours are on their way, and a slot both reach for is a 429 for one of us."""
+        return max(1, self._server.max_requests // 50)
+
+    @property
+    def contended(self) -> bool:
+        """Whether another client has lately been seen spending this location's budget."""
+        return self._clock() < self._contended_until
 
     @property
     def max_requests(self) -> int:
@@ -427,8 +480,13 @@ class LocationLimiter:
             wait = max(wait, window_wait)
         if wait > 0.0:
             return wait
+        contended = now < self._contended_until or self._first_burst
+        if contended and self._budget <= 0 and self._server.in_flight:
+            return None  # what is left is spent: the next answer says more
         for window in self._windows:
             window._take(now)
+        if contended:
+            self._budget -= 1
         return 0.0
 
     def release(self) -> None:
@@ -451,16 +509,42 @@ class LocationLimiter:
         interval_ms: int | None,
         remaining: int | None,
         sent_at: float | None = None,
+        refused: bool = False,
     ) -> None:
         """Follow the server's rate headers (its window only, both ways; see the class).
-        ``sent_at``: when the answered request was sent, by this limiter's clock."""
-        self._server.observe(
+        ``sent_at``: when the answered request was sent, by this limiter's clock;
+        ``refused``: the answer was a 429 (alone, the limiter never draws one: another
+        client spends the budget)."""
+        rested = self._server.observe(
             max_requests=max_requests,
             interval_ms=interval_ms,
             remaining=remaining,
             follow=True,
             sent_at=sent_at,
         )
+        now = self._clock()
+        self._answers += 1
+        if rested or refused:
+            self._contended_until = now + CONTENDED_WINDOWS * self._server.interval_s
+        if self._answers == 1 and remaining is not None:
+            self._first_burst = True
+            self._budget = (remaining - self._server.in_flight) // 2
+            self._budget_sent_at = now if sent_at is None else sent_at
+            self._changed.set()
+            return
+        self._first_burst = False
+        if remaining is not None and now < self._contended_until:
+            # What this answer says is left, less ours on the way. Answers come back out of
+            # the order their requests arrived in: one sent no later than the answer that
+            # last set the budget may be older news, so it can only lower it.
+            # Half of it: another client reading the same figure may reach for it too, and
+            # two halves fit where two wholes would draw 429s.
+            left = (remaining - self._server.in_flight) // 2 - self._headroom()
+            sent = now if sent_at is None else sent_at
+            if sent > self._budget_sent_at:
+                self._budget, self._budget_sent_at = left, sent
+            else:
+                self._budget = min(self._budget, left)
         self._changed.set()  # a higher max may have freed permits for a waiter
 
     def block_for(self, seconds: float) -> None:

@@ -78,7 +78,12 @@ class RetryPolicy:
             return FindExisting()
         if answer.code is Code.RATE_LIMITED and answer.rate.daily_remaining == 0:
             return Settle(skipped(Code.DAILY_QUOTA_EXHAUSTED, answer))
-        if answer.code not in RETRYABLE or attempts >= self.max_attempts:
+        if answer.code not in RETRYABLE:
+            return Settle(answer)
+        # A 429 is about the location's window, not the row: another client may be spending
+        # the budget for a while. It is retried while the row may still wait
+        # (--max-retry-wait), not only --max-attempts times.
+        if attempts >= self.max_attempts and answer.code is not Code.RATE_LIMITED:
             return Settle(answer)
         if stopped is not None:
             return Settle(skipped(stopped, answer))

@@ -81,6 +81,11 @@ class _Location:
     limiter: LocationLimiter
     priority: int  # order of first appearance: earlier locations are served first
     token: _TokenTurn
+    # Rows that may still start today: the last X-RateLimit-Daily-Remaining, less the
+    # reserve and our requests on their way then, less the rows started since (None: not
+    # known yet).
+    daily_allowance: int | None = None
+    told_spent: bool = False
     decided: asyncio.Event = field(default_factory=asyncio.Event)  # its first request is
 
 
@@ -140,9 +145,15 @@ class Sender:
         record_unstarted: bool = True,
         clock: Callable[[], float] = time.monotonic,
         gauge: Gauge | None = None,
+        daily_reserve: int = 0,
     ) -> None:
         """``rate``: the user's own per-location ceiling, enforced beside the limit each
         location's answers announce (None: follow the announced limit alone).
+
+        ``daily_reserve``: requests of a location's daily quota kept for the searches and
+        retries of rows already started: once what the API says is left today comes down
+        to it, the location's rows not yet started end ``skipped`` /
+        ``daily_quota_exhausted`` in input order, never sent into a refusal.
 
         ``record_unstarted``: when the run stops, give every row never started an outcome
         too (``skipped`` with the stop's code). A single process can leave them out (the
@@ -167,6 +178,7 @@ class Sender:
             self._slots = PrioritySlots(concurrency)
             self._concurrency = concurrency
         self._policy = policy
+        self._daily_reserve = daily_reserve
         self._sink = sink
         self._grace_s = grace_s
         self._clock = clock
@@ -248,7 +260,19 @@ class Sender:
         try:
             for row_index, contact_id in rows:
                 row = _Row(location, row_index, contact_id)
+                if self._spent_today(location):
+                    self._finish(row, skipped(Code.DAILY_QUOTA_EXHAUSTED))
+                    row = None
+                    continue
                 if await self._admit(location, pending):
+                    if self._spent_today(location):  # an answer said so while we waited
+                        location.limiter.cancel()
+                        pending.release()
+                        self._finish(row, skipped(Code.DAILY_QUOTA_EXHAUSTED))
+                        row = None
+                        continue
+                    if location.daily_allowance is not None:
+                        location.daily_allowance -= 1
                     task = asyncio.create_task(self._send_row(row, holding=True))
                     self._rows[task] = row
                     task.add_done_callback(self._rows.pop)
@@ -267,6 +291,20 @@ class Sender:
                 for row_index, contact_id in rows:
                     self._finish(_Row(location, row_index, contact_id), skipped(code))
             raise
+
+    def _spent_today(self, location: _Location) -> bool:
+        """No more rows may start at the location today (its daily quota, less the reserve);
+        said once in the log when it first happens."""
+        spent = location.daily_allowance is not None and location.daily_allowance <= 0
+        if spent and not location.told_spent:
+            location.told_spent = True
+            log.warning(
+                "daily quota spent; the location's rows not started are skipped",
+                location_id=location.location_id,
+                daily_remaining=self.daily_remaining.get(location.location_id),
+                reserve=self._daily_reserve,
+            )
+        return spent
 
     async def _admit(self, location: _Location, pending: asyncio.Semaphore) -> bool:
         """Wait for the token's turn, a pending slot and a location permit; False (holding
@@ -460,11 +498,15 @@ class Sender:
             self.throttled += 1
         if rate.daily_remaining is not None:
             self.daily_remaining[location.location_id] = rate.daily_remaining
+            # Our other requests on their way may not be counted in this figure yet.
+            ours = location.limiter.in_flight
+            location.daily_allowance = rate.daily_remaining - self._daily_reserve - ours
         location.limiter.observe(
             max_requests=rate.max_requests,
             interval_ms=rate.interval_ms,
             remaining=rate.remaining,
             sent_at=sent_at,
+            refused=answer.http_status == 429,
         )
         verdict: Verdict = self._guards.observe(location.location_id, answer)
         for name in verdict.decided:

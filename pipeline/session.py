@@ -130,6 +130,7 @@ async def send_session(
             policy=RetryPolicy.of(job.config),
             sink=journal.add,
             grace_s=min(job.config.timeout, 10.0),
+            daily_reserve=job.config.daily_reserve,
             record_unstarted=parent_pid is not None,  # a worker; see Sender
             gauge=gauge,
         )

@@ -40,6 +40,9 @@ class Phase:
 
 @dataclass
 class Run:
+    refused: int = 0  # requests the server refused (429): its window was full at arrival
+    answered: int = 0
+    refused_at: list[float] = field(default_factory=list)
     starts: list[float] = field(default_factory=list)  # seconds from the start, in order
     arrivals: list[float] = field(default_factory=list)  # when the server counted each
     server_at_start: list[Limit] = field(default_factory=list)  # the server window adopted
@@ -56,21 +59,30 @@ def simulate(
     cancel_rate: float = 0.0,
     max_starts: int = 100_000,
     check: Callable[[LocationLimiter], None] | None = None,
+    others: list[float] = (),  # type: ignore[assignment]
+    first_alone: bool = False,
 ) -> Run:
     """A greedy client: starts a request whenever a permit is free, until ``horizon``.
 
-    ``check`` is called after every answer and every cancel."""
+    ``check`` is called after every answer and every cancel. ``others``: the arrivals of
+    another client's requests (seconds from the start), which the server counts too; a
+    request arriving at a full window is refused (a 429, not counted). ``first_alone``:
+    the first request goes alone, as the sender sends a location's first."""
     rng = random.Random(seed)
     origin = clock.now
     run = Run()
-    counted: list[float] = []  # the server's arrivals, sorted
-    answers: list[tuple[float, int, float]] = []  # (answer time, seq, arrival)
+    counted: list[float] = sorted(others)  # the server's arrivals, sorted
+    answers: list[tuple[float, int, float, float]] = []  # (answer time, seq, arrival, sent)
 
     def phase_at(arrival: float) -> Phase:
         return next((p for p in phases if arrival < p.until), phases[-1])
 
     while clock.now - origin < horizon and len(run.starts) < max_starts:
-        wait = limiter.try_acquire()
+        wait = (
+            limiter.try_acquire() if not (first_alone and run.starts and not run.answered) else None
+        )
+        if wait is None and first_alone and run.starts and not run.answered and not answers:
+            break
         if wait == 0.0:
             if cancel_rate and rng.random() < cancel_rate:
                 limiter.cancel()  # taken but not sent
@@ -84,22 +96,29 @@ def simulate(
             run.arrivals.append(arrival)
             run.server_at_start.append(limiter.server_limit)
             insort(counted, arrival)
-            heapq.heappush(answers, (clock.now + took, len(run.starts), arrival))
+            heapq.heappush(answers, (clock.now + took, len(run.starts), arrival, clock.now))
             continue
         next_answer = answers[0][0] if answers else float("inf")
         next_free = clock.now + wait if wait is not None else float("inf")
         assert min(next_answer, next_free) < float("inf"), "nothing in flight and nothing free"
         clock.now = min(next_answer, next_free)
         while answers and answers[0][0] <= clock.now:
-            _, _, arrival = heapq.heappop(answers)
+            _, _, arrival, sent_at = heapq.heappop(answers)
             limiter.release()
+            run.answered += 1
             phase = phase_at(arrival)
             interval = phase.interval_ms / 1000.0
             in_window = bisect_right(counted, arrival) - bisect_right(counted, arrival - interval)
+            if in_window > phase.max_requests:  # full when it arrived: refused, not counted
+                run.refused += 1
+                run.refused_at.append(arrival)
+                counted.pop(bisect_right(counted, arrival) - 1)
+                in_window = phase.max_requests
             limiter.observe(
                 max_requests=phase.max_requests,
                 interval_ms=phase.interval_ms,
                 remaining=max(0, phase.max_requests - in_window),
+                sent_at=sent_at,  # as the sender passes it
             )
             if check:
                 check(limiter)
@@ -361,3 +380,37 @@ async def test_acquire_is_cancelled_cleanly() -> None:
     with pytest.raises(asyncio.CancelledError):
         await waiter
     assert limiter.in_flight == 1
+
+
+def test_a_first_answer_that_finds_the_window_partly_spent_sizes_the_first_burst() -> None:
+    """After a crash, the killed run's 70 requests are still in the server's window: the
+    first request goes alone, its answer says 29 remain, and 29 go, not 99 (half at once,
+    then as the next answers say)."""
+    clock = FakeClock()
+    limiter = LocationLimiter((100, 10.0), clock=clock)
+    killed_run = [-3.0 + k * 0.01 for k in range(70)]
+    run = simulate(limiter, clock, [Phase(100, 10_000)], horizon=30.0, others=killed_run,
+                   first_alone=True)  # fmt: skip
+    assert run.refused == 0
+    assert counts(run.starts, -1.0, 0.2) <= 1 + 29  # never more than what is left
+    assert counts(run.starts, -1.0, 7.0) == 1 + 29  # until the killed run's share comes back
+    assert busiest(sorted(run.arrivals + killed_run), 10.0) <= 100
+
+
+def test_beside_another_client_spending_half_the_budget_few_requests_are_refused() -> None:
+    clock = FakeClock()
+    limiter = LocationLimiter((100, 10.0), clock=clock)
+    other = [k * 0.2 for k in range(-50, 400)]  # 50 per 10 s, steadily, throughout
+    run = simulate(limiter, clock, [Phase(100, 10_000)], horizon=60.0, others=other,
+                   first_alone=True)  # fmt: skip
+    assert limiter.contended
+    assert run.refused <= 0.02 * len(run.starts), (run.refused, len(run.starts))
+    assert len(run.starts) >= 0.85 * 50 * 6  # close to the half that is left: ~300 in 60 s
+
+
+def test_a_client_alone_is_never_contended_and_bursts_in_full() -> None:
+    clock = FakeClock()
+    limiter = LocationLimiter((100, 10.0), clock=clock)
+    run = simulate(limiter, clock, [Phase(100, 10_000)], horizon=35.0, first_alone=True)
+    assert not limiter.contended and run.refused == 0
+    assert counts(run.starts, 10.0, 10.2) == 100

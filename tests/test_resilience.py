@@ -150,7 +150,10 @@ def test_daily_quota_skips_that_location_only(sandbox: SandboxThread, tmp_path: 
     rows = [(f"a{i}", "SPENT") for i in range(15)] + [(f"b{i}", "FINE") for i in range(5)]
     src = write_csv(tmp_path / "in.csv", rows)
     out = tmp_path / "out.parquet"
-    done = run_cli("run", str(src), "-o", str(out), "--concurrency", "2", *fast_limits(sandbox))
+    done = run_cli(
+        "run", str(src), "-o", str(out), "--concurrency", "2", "--daily-reserve", "0",
+        *fast_limits(sandbox),
+    )  # fmt: skip
     assert done.code == 1
     results = pl.read_parquet(out)
     spent = results.filter(pl.col("location_id") == "SPENT")

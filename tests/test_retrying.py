@@ -93,3 +93,12 @@ def test_skipped_keeps_the_last_answers_status_and_trace() -> None:
         None,
     )
     assert row.message and "reached" in row.message
+
+
+def test_429s_are_retried_for_as_long_as_the_row_may_wait_not_max_attempts() -> None:
+    policy = RetryPolicy(max_attempts=3, max_retry_wait=10.0, backoff=Backoff(base=0.1))
+    answer = failed(Code.RATE_LIMITED, 429, retry_after_s=1.0)
+    assert isinstance(policy.after(answer, attempts=7, waited_s=2.0), Retry)
+    assert isinstance(policy.after(answer, attempts=7, waited_s=9.5), Settle)  # out of time
+    server = failed(Code.SERVER_ERROR, 503)
+    assert isinstance(policy.after(server, attempts=3, waited_s=0.0), Settle)

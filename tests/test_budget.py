@@ -1,0 +1,153 @@
+"""Spending only the budget that is left, against the sandbox: after a kill -9, beside another
+client, beside another run of ours, and with less daily quota left than rows."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import polars as pl
+
+from pipeline.sandbox import SandboxThread, token_label
+from tests.conftest import REPO, TOKEN, run_cli, wait_until, write_csv
+from tests.test_resilience import journal_lines
+
+OTHER = "other-script-token"  # the other client's (the budget is the location's, whoever spends)
+HEADERS = {"Authorization": f"Bearer {OTHER}", "Version": "2021-07-28"}
+
+
+def limits(sandbox: SandboxThread, max_requests: int, interval_ms: int) -> list[str]:
+    """The sandbox's window, and the options of a run that follows what it announces
+    (no --rate: the announced limit and what is left of it are all it goes by)."""
+    sandbox.update_config(
+        rate_max=max_requests, rate_interval_ms=interval_ms, tokens=[TOKEN, OTHER]
+    )
+    return ["--base-url", sandbox.base_url, "--log-format", "json"]
+
+
+def refused(sandbox: SandboxThread, since: int) -> tuple[int, int]:
+    """(429s, requests) of the pipeline's creates and searches since request ``since``
+    (not the other client's)."""
+    other = token_label(OTHER)
+    mine = [r for r in sandbox.state.requests(since) if r.token != other]
+    return sum(1 for r in mine if r.status == 429), len(mine)
+
+
+def test_a_run_resumed_right_after_kill_9_spends_only_what_is_left(
+    sandbox: SandboxThread, tmp_path: Path
+) -> None:
+    options = limits(sandbox, 50, 2000)
+    rows = [(f"c{i}", f"L{i % 2}") for i in range(400)]
+    src = write_csv(tmp_path / "in.csv", rows)
+    out = tmp_path / "r.parquet"
+    args = ["run", str(src), "-o", str(out), *options]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", *args],
+        cwd=REPO,
+        env={"GHL_TOKEN": TOKEN, "PATH": "/usr/bin:/bin"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_until(lambda: journal_lines(out) >= 60, timeout=30)  # mid-burst of the 1st window
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    since = len(sandbox.state.requests())
+    done = run_cli(*args, "--resume")  # at once: the killed run's requests fill the window
+    assert done.code == 0, done.stderr[-3000:]
+    results = pl.read_parquet(out)
+    assert results.height == 400 and set(results["status"]) <= {"created", "exists"}
+    rejected, requests = refused(sandbox, since)
+    assert rejected <= 0.01 * requests, (rejected, requests)
+
+
+def other_client(
+    sandbox: SandboxThread, location: str, every_s: float, stop: threading.Event
+) -> None:
+    """Another script with the same token: a create for ``location`` every ``every_s``."""
+    with httpx.Client(base_url=sandbox.base_url, headers=HEADERS, timeout=10) as client:
+        k = 0
+        while not stop.wait(every_s):
+            client.post("/conversations/", json={"locationId": location, "contactId": f"other{k}"})
+            k += 1
+
+
+def test_beside_a_client_spending_half_the_budget(sandbox: SandboxThread, tmp_path: Path) -> None:
+    options = limits(sandbox, 40, 1000)
+    stop = threading.Event()
+    spender = threading.Thread(target=other_client, args=(sandbox, "L1", 0.05, stop))
+    spender.start()  # 20 a second: half of 40 per second, throughout
+    try:
+        time.sleep(1.5)
+        since = len(sandbox.state.requests())
+        src = write_csv(tmp_path / "in.csv", [(f"c{i}", "L1") for i in range(200)])
+        started = time.monotonic()
+        done = run_cli("run", str(src), "-o", str(tmp_path / "r.parquet"), *options)
+        span = time.monotonic() - started
+    finally:
+        stop.set()
+        spender.join()
+    assert done.code == 0, done.stderr[-3000:]
+    assert set(pl.read_parquet(tmp_path / "r.parquet")["status"]) == {"created"}
+    rejected, requests = refused(sandbox, since)
+    assert rejected <= 0.02 * requests, (rejected, requests)
+    assert span < 200 / 20 * 1.5 + 3  # what is left (20 a second) sets the pace, about
+
+
+def test_two_runs_with_one_token_share_a_location_without_flooding_it(
+    sandbox: SandboxThread, tmp_path: Path
+) -> None:
+    options = limits(sandbox, 40, 1000)
+    procs = []
+    for k in range(2):
+        src = write_csv(tmp_path / f"in{k}.csv", [(f"run{k}-c{i}", "L1") for i in range(200)])
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "pipeline",
+                    "run",
+                    str(src),
+                    "-o",
+                    str(tmp_path / f"r{k}.parquet"),
+                    *options,
+                ],
+                cwd=REPO,
+                env={"GHL_TOKEN": TOKEN, "PATH": "/usr/bin:/bin"},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    for proc in procs:
+        _, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 0, stderr[-3000:]
+    for k in range(2):
+        assert set(pl.read_parquet(tmp_path / f"r{k}.parquet")["status"]) == {"created"}
+    rejected, requests = refused(sandbox, 0)
+    assert rejected <= 0.02 * requests, (rejected, requests)
+
+
+def test_less_daily_quota_than_rows_sends_what_fits_and_skips_the_rest_in_order(
+    sandbox: SandboxThread, tmp_path: Path
+) -> None:
+    options = limits(sandbox, 100, 1000)
+    sandbox.update_config(daily_limit=50)
+    rows = [(f"c{i:03d}", "L1") for i in range(80)]
+    src = write_csv(tmp_path / "in.csv", rows)
+    done = run_cli(
+        "run", str(src), "-o", str(tmp_path / "r.parquet"), "--daily-reserve", "10", *options
+    )
+    assert done.code == 1
+    results = pl.read_parquet(tmp_path / "r.parquet")
+    statuses = results["status"].to_list()
+    assert statuses == ["created"] * 40 + ["skipped"] * 40  # what fits, then in input order
+    assert set(results.filter(pl.col("status") == "skipped")["error_code"]) == {
+        "daily_quota_exhausted"
+    }
+    assert not [r for r in sandbox.state.requests() if r.status == 429]  # none refused
