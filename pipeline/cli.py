@@ -256,9 +256,15 @@ def _job_and_tokens(
             else f"{config.token_env} in the environment"
         )
         tokens = Tokens(default=token, default_source=source) if token else None
+    from pipeline.shards import resolve_shard
+
+    shard = resolve_shard(config.shard, config.shard_count, os.environ)
+    if shard is not None and output != os.devnull:
+        output = shard.part_name(output)
     job = Job(
         config=config,
         source=str(input_path),
+        shard=shard,
         files=OutputFiles.of(output, config.state_dir),
         dry_run=options.get("dry_run", False),
         overwrite=options.get("overwrite", False),
@@ -392,6 +398,33 @@ def report(
         Path(output).write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"-o {output}: cannot be written ({exc.strerror or exc})") from exc
+
+
+@cli.command(
+    no_args_is_help=True,
+    cls=SectionedCommand,
+    sections=(("Options", ("output", "overwrite", "help")),),
+    examples=(
+        ("the eight parts of a split run, once every task has finished",
+         "pipeline merge 'out/results.part-*-of-00008.parquet' -o out/results.parquet"),
+    ),
+    short_help="Merge the results parts of a split run (--shard) into one results file.",
+)  # fmt: skip
+@click.argument("parts", type=str)
+@click.option("-o", "--output", required=True, help="The one results file (Parquet).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing results file.")
+def merge(parts: str, output: str, overwrite: bool) -> None:
+    """Check that PARTS (a glob, a folder, or a URI) are every part of one split run, each
+    once, holding every input row once, and write them as one results file in input order."""
+    from pipeline.merging import merge as merge_parts
+    from pipeline.report import build_report, read_results, render
+
+    require_parquet_name(output)
+    if not overwrite and Path(output).exists():
+        raise UsageError(f"{output}: the output exists; add --overwrite to replace it")
+    merge_parts(parts, output, state_dir=Path(".pipeline-state"))
+    frame, run = read_results(output)
+    click.echo(render(build_report(frame, run), "table", title=output))
 
 
 SANDBOX_PORT = 8099  # fixed, so the README's commands and a person's notes stay valid

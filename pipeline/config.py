@@ -121,6 +121,18 @@ class RunConfig(BaseSettings):
         le=43_200,
         description="Seconds before an OAuth access token expires that it is refreshed.",
     )
+    shard: str | None = Field(
+        None,
+        description="K/N: this task of an array job sends only its part of the locations "
+        "and writes NAME.part-K-of-N.parquet (unset: from the engine's environment, if any).",
+    )
+    shard_count: int | None = Field(
+        None,
+        ge=1,
+        le=100_000,
+        description="The number of tasks, where the engine's environment gives only the "
+        "index (Kubernetes, AWS Batch).",
+    )
     state_dir: Path = Field(
         Path(".pipeline-state"),
         description="Local folder for the journal and lock of an output in object storage.",
@@ -230,6 +242,19 @@ class RunConfig(BaseSettings):
             return parse_separator(value)
         except UsageError as exc:
             raise ValueError(str(exc).removeprefix("--separator ")) from None
+
+    @field_validator("shard")
+    @classmethod
+    def _shard(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from pipeline.shards import parse_shard
+
+        try:
+            parse_shard(value)
+        except UsageError as exc:
+            raise ValueError(str(exc).split(": ", 1)[1]) from None
+        return value
 
     @field_validator("rate")
     @classmethod

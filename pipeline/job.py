@@ -17,6 +17,7 @@ from pipeline import constants
 from pipeline.config import RunConfig
 from pipeline.outputs import OutputFiles
 from pipeline.settings import Rate, parse_rate
+from pipeline.shards import Shard
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +31,7 @@ class Job:
     # SIGINT/SIGTERM stop the run gracefully (the command line owns its process); a library
     # call installs no handler it cannot own, and Ctrl-C interrupts it as Python does.
     handle_signals: bool = False
+    shard: Shard | None = None  # one task of an array job: its part of the locations
 
     @property
     def rate(self) -> Rate | None:

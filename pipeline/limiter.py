@@ -77,6 +77,10 @@ DEFAULT_SERVER_LIMIT = Limit(DEFAULT_RATE_MAX, DEFAULT_RATE_INTERVAL_S)
 # How long a location stays careful after the last sign of another client spending its
 # budget: long enough to span the window turns where that client's share comes back.
 CONTENDED_WINDOWS = 3
+# While contended, how long (a share of the interval) after an answer that found the window
+# full before one request goes alone to ask what is left: the window frees as the other
+# client's requests age out, at a pace no answer tells.
+QUIET_FRACTION = 0.2
 
 
 class WindowLimiter:
@@ -431,6 +435,9 @@ class LocationLimiter:
         self._budget = 0  # while contended: requests that may start before the next answer
         self._budget_sent_at = _NEVER  # when the request whose answer set it was sent
         self._answers = 0
+        # While contended, after an answer that found the window full: no request goes
+        # alone to ask again before this (each such request would be a 429).
+        self._quiet_until = _NEVER
         self._first_burst = False  # the first burst's budget holds until the next answer
 
     def _headroom(self) -> int:
@@ -481,8 +488,11 @@ class LocationLimiter:
         if wait > 0.0:
             return wait
         contended = now < self._contended_until or self._first_burst
-        if contended and self._budget <= 0 and self._server.in_flight:
-            return None  # what is left is spent: the next answer says more
+        if contended and self._budget <= 0:
+            if self._server.in_flight:
+                return None  # what is left is spent: the next answer says more
+            if self._quiet_until - now > _TOLERANCE_S:
+                return self._quiet_until - now  # the window was full: ask again later
         for window in self._windows:
             window._take(now)
         if contended:
@@ -545,6 +555,8 @@ class LocationLimiter:
                 self._budget, self._budget_sent_at = left, sent
             else:
                 self._budget = min(self._budget, left)
+            if remaining <= self._headroom() or refused:
+                self._quiet_until = now + QUIET_FRACTION * self._server.interval_s
         self._changed.set()  # a higher max may have freed permits for a waiter
 
     def block_for(self, seconds: float) -> None:

@@ -41,6 +41,11 @@ class RunInfo:
     peak_in_flight: int | None = None  # requests in flight at once, at most (all workers)
     mean_latency_ms: float | None = None  # from sending a request to its answer
     throttled: int = 0  # 429 answers
+    # One task's part of a split run (--shard): "K/N", the whole input's fingerprint and
+    # row count, which pipeline merge checks the parts against.
+    shard: str | None = None
+    input_fingerprint: str | None = None
+    input_rows: int | None = None
     token_refreshes: int = 0  # OAuth access tokens refreshed (--oauth-file)
     tokens_minted: int = 0  # location tokens minted from an agency's (--oauth-file)
     # Each location's daily quota left (X-RateLimit-Daily-Remaining), as its last answer said.
@@ -166,9 +171,15 @@ def build_report(results: pl.DataFrame | pl.LazyFrame, run: RunInfo | None = Non
 
 
 def read_results(path: str | Path) -> tuple[pl.DataFrame, RunInfo | None]:
+    """A results file, or (a glob) the parts of a split run read together in input order,
+    before ``pipeline merge`` (the parts' run figures are then not shown)."""
     try:
-        frame = pl.read_parquet(path)
-        metadata = pl.read_parquet_metadata(path)
+        if any(ch in str(path) for ch in "*?["):
+            parts = pl.read_parquet(path, missing_columns="insert")
+            frame, metadata = parts.sort("row_index"), {}
+        else:
+            frame = pl.read_parquet(path)
+            metadata = pl.read_parquet_metadata(path)
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise UsageError(f"{path}: cannot be read as a results file ({first_line(exc)})") from exc
     missing = {"row_index", "status", "error_code", "location_id"} - set(frame.columns)

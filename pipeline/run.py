@@ -166,11 +166,18 @@ def _execute(
 ) -> RunResult:
     """The phases of a run, in order, under the output's lock."""
     start = _Start()
+    if job.shard is not None:
+        log.info("this task sends one part", shard=job.shard.label, told_by=job.shard.source)
     planned = load_plan(job, stage)
+    whole: tuple[str, int] | None = None
+    if job.shard is not None:  # one task of an array job: its part of the locations
+        rows = planned.select(pl.len()).collect(engine="streaming").item()
+        whole = (fingerprint(planned), int(rows))
+        planned = job.shard.restrict(planned)
     earlier = _find_earlier(job, files, planned, resume=resume, retry_from=retry_from)
     pending, plan_estimate = _plan_sending(job, planned, earlier)
     session, this_run = _send_pending(job, tokens, files, planned, pending, plan_estimate, earlier)
-    run = _write_results(job, files, planned, earlier, this_run, session, start)
+    run = _write_results(job, files, planned, earlier, this_run, session, start, whole)
     _clean_up(job, files)
     del planned, pending, earlier, this_run  # the report reads the file; free the rest first
     report = _report(files, run)
@@ -202,7 +209,10 @@ def _plan_sending(
     """The rows left to send, and what sending them will take: logged before anything is
     sent, so that the size of the job is known up front (a dry run prints it)."""
     pending = to_send(planned).join(
-        earlier.outcomes.lazy().select("row_index"), on="row_index", how="anti"
+        earlier.outcomes.lazy().select("row_index"),
+        on="row_index",
+        how="anti",
+        maintain_order="left",
     )
     plan_estimate = estimate(
         planned,
@@ -310,6 +320,7 @@ def _write_results(
     this_run: pl.DataFrame,
     session: SessionResult,
     start: _Start,
+    whole: tuple[str, int] | None = None,
 ) -> RunInfo:
     """Every input row once, in input order, with this run's outcome or an earlier one, or
     the reason it was not sent; written atomically, since a results file is what marks a run
@@ -326,6 +337,9 @@ def _write_results(
         workers=job.config.workers,
         peak_in_flight=session.peak_in_flight,
         throttled=session.throttled,
+        shard=job.shard.label if job.shard else None,
+        input_fingerprint=whole[0] if whole else None,
+        input_rows=whole[1] if whole else None,
         token_refreshes=session.token_refreshes,
         tokens_minted=session.tokens_minted,
         daily_remaining=session.daily_remaining,

@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import REPO, run_cli, write_csv
 
-COMMANDS = ["run", "retry", "check", "report", "sandbox"]
+COMMANDS = ["run", "retry", "check", "report", "merge", "sandbox"]
 
 
 def sections(help_text: str) -> list[str]:
@@ -49,6 +49,7 @@ def test_run_help_groups_options_as_a_person_looks_for_them() -> None:
         "Limits and retries",
         "Logging and progress",
         "Scheduled runs",
+        "Array jobs",
         "Advanced",
         "Examples",
     ]

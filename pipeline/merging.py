@@ -1,0 +1,96 @@
+"""``pipeline merge``: the parts of a split run (``--shard``) into one results file.
+
+Each task of an array job writes its part (``NAME.part-KKKKK-of-NNNNN.parquet``), whose
+metadata says which part it is and of what input (the whole plan's fingerprint and row
+count). A merge that quietly dropped a missing part, or counted a part of yesterday's
+input, would lose rows or report wrong ids: so every part must be of the same input, all N
+must be there exactly once, and together they must hold every input row exactly once.
+Anything else is refused with one line that says which part and what is wrong.
+"""
+
+from __future__ import annotations
+
+import glob
+from dataclasses import replace
+from pathlib import Path
+
+import polars as pl
+
+from pipeline.errors import UsageError, first_line
+from pipeline.outputs import OutputFiles
+from pipeline.report import RunInfo
+from pipeline.results import write_atomically
+from pipeline.settings import is_uri
+
+
+def part_paths(spec: str) -> list[str]:
+    """The parts PARTS names: a glob, a folder (its ``.part-*.parquet`` files) or a URI."""
+    if is_uri(spec):
+        return [spec]
+    path = Path(spec)
+    if path.is_dir():
+        found = sorted(str(p) for p in path.glob("*.part-*-of-*.parquet"))
+    else:
+        found = sorted(glob.glob(spec))  # noqa: PTH207
+    if not found:
+        raise UsageError(f"{spec}: no parts there")
+    return found
+
+
+def _run_info(path: str) -> RunInfo:
+    try:
+        metadata = pl.read_parquet_metadata(path)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise UsageError(f"{path}: cannot be read as a results part ({first_line(exc)})") from exc
+    run = RunInfo.from_metadata(metadata)
+    if run is None or run.shard is None or run.input_fingerprint is None:
+        raise UsageError(f"{path}: not a part of a split run (no --shard in its metadata)")
+    return run
+
+
+def merge(spec: str, output: str, *, state_dir: Path) -> RunInfo:
+    """Check the parts and write the one results file, in input order; its run info."""
+    runs = {path: _run_info(path) for path in part_paths(spec)}
+    first_path, first = next(iter(runs.items()))
+    count = int(str(first.shard).split("/")[1])
+    seen: dict[int, str] = {}
+    for path, run in runs.items():
+        if run.input_fingerprint != first.input_fingerprint or run.input_rows != first.input_rows:
+            raise UsageError(f"{path}: a part of another input than {first_path}")
+        index, of = (int(n) for n in str(run.shard).split("/"))
+        if of != count:
+            raise UsageError(f"{path}: part {index} of {of}, but {first_path} is of {count}")
+        if index in seen:
+            raise UsageError(f"{path} and {seen[index]}: both are part {index} of {count}")
+        seen[index] = path
+    missing = sorted(set(range(count)) - set(seen))
+    if missing:
+        listed = ", ".join(str(k) for k in missing)
+        raise UsageError(f"{spec}: missing part(s) {listed} of {count}")
+    frames = [pl.read_parquet(path) for path in runs]
+    merged = pl.concat(frames, how="diagonal_relaxed").sort("row_index")
+    expected = first.input_rows or 0
+    indexes = merged["row_index"]
+    if indexes.n_unique() != merged.height:
+        row = int(indexes.filter(indexes.is_duplicated()).min())  # type: ignore[arg-type]
+        raise UsageError(f"{spec}: row {row} is in more than one part")
+    if merged.height != expected or (expected and int(indexes.max()) != expected - 1):  # type: ignore[arg-type]
+        raise UsageError(f"{spec}: the parts hold {merged.height} rows; the input has {expected}")
+    run = replace(
+        first,
+        shard=None,
+        started_at=min(r.started_at for r in runs.values()),
+        elapsed_s=max(r.elapsed_s for r in runs.values()),
+        requests=sum(r.requests for r in runs.values()),
+        workers=sum(r.workers for r in runs.values()),
+        peak_in_flight=None,
+        mean_latency_ms=None,
+        throttled=sum(r.throttled for r in runs.values()),
+        token_refreshes=sum(r.token_refreshes for r in runs.values()),
+        tokens_minted=sum(r.tokens_minted for r in runs.values()),
+        daily_remaining={k: v for r in runs.values() for k, v in r.daily_remaining.items()},
+    )
+    if not is_uri(output):
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(merged, OutputFiles.of(output, state_dir), metadata=run.to_metadata())
+    return run
