@@ -156,3 +156,36 @@ def test_merge_refuses_parts_that_do_not_make_one_run(
         f"pipeline: error: {plain / 'x.part-00000-of-00001.parquet'}: not a part of a split "
         "run (no --shard in its metadata)\n"
     )
+
+
+def test_merge_refuses_parts_of_different_counts_and_rows_in_two_parts(
+    sandbox: SandboxThread, tmp_path: Path
+) -> None:
+    rows = [(f"c{i}", LOCATIONS[i % 12]) for i in range(60)]
+    src = write_csv(tmp_path / "in.csv", rows)
+    two = run_shards(sandbox, src, tmp_path / "two" / "results.parquet", 2)
+    three = run_shards(sandbox, src, tmp_path / "three" / "results.parquet", 3)
+    merged = str(tmp_path / "merged.parquet")
+
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    shutil.copy(two[0], mixed / two[0].name)
+    shutil.copy(three[1], mixed / three[1].name)
+    done = run_cli("merge", str(mixed), "-o", merged)
+    assert done.code == 2
+    assert done.stderr == (
+        f"pipeline: error: {mixed / three[1].name}: part 1 of 3, but "
+        f"{mixed / two[0].name} is of 2\n"
+    )
+
+    # A part whose rows were tampered with: another part's rows inside it.
+    overlap = tmp_path / "overlap"
+    shutil.copytree(tmp_path / "two", overlap)
+    part = overlap / two[1].name
+    metadata = pl.read_parquet_metadata(part)
+    both = pl.concat([pl.read_parquet(part), pl.read_parquet(two[0]).head(1)])
+    both.write_parquet(part, metadata=metadata)
+    done = run_cli("merge", str(overlap), "-o", merged)
+    assert done.code == 2
+    first = int(pl.read_parquet(two[0])["row_index"][0])
+    assert done.stderr == f"pipeline: error: {overlap}: row {first} is in more than one part\n"
