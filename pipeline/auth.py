@@ -25,10 +25,11 @@ Headers = Mapping[str, str]
 class NoToken(Exception):
     """No token can be had for the location: ``code`` says why (``not_installed``)."""
 
-    def __init__(self, code: Code, message: str) -> None:
+    def __init__(self, code: Code, message: str, http_status: int | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.http_status = http_status  # the refusing answer's status, when there was one
 
 
 class Signer(Protocol):

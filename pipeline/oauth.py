@@ -271,7 +271,10 @@ class OAuthSigner:
         try:
             answer = self._post(path, form, headers=headers, what=f"Location {location_id}")
         except NoToken as refused:
-            if refused.code is Code.UNAUTHORIZED and "not installed" not in refused.message:
+            # The mint's own inputs are the company and the location: a 400 or 422 refuses
+            # the location (the app is not installed there); a 401 or 403 is about the
+            # agency's token and stands as it is.
+            if refused.http_status not in (400, 404, 422):
                 raise
             missing = NoToken(Code.NOT_INSTALLED, f"no token can be minted here: {refused.message}")
             self._refused[location_id] = missing
@@ -313,7 +316,11 @@ class OAuthSigner:
                 "oauth request refused", installation=what, http_status=answer.status_code,
                 message=message,
             )  # fmt: skip
-            raise NoToken(Code.UNAUTHORIZED, f"{what}: HTTP {answer.status_code} {message}".strip())
+            raise NoToken(
+                Code.UNAUTHORIZED,
+                f"{what}: HTTP {answer.status_code} {message}".strip(),
+                http_status=answer.status_code,
+            )
         raise AssertionError("unreachable")
 
 

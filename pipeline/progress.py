@@ -35,24 +35,37 @@ ProgressMode = Literal["auto", "bar", "log", "none"]
 _STATUS = re.compile(rb'"status":"([a-z_]+)"')
 
 
-class JournalTail:
-    """Counts outcomes by status as journals grow, reading each byte once."""
+class FileTails:
+    """The complete lines appended to some files since the last read, each byte read once
+    (a line still being written waits for the next read; a file not there yet is empty)."""
 
-    def __init__(self, journals: list[Path], starts: dict[Path, int]) -> None:
-        self._offsets = {journal: starts.get(journal, 0) for journal in journals}
-        self.counts: Counter[str] = Counter()
+    def __init__(self, offsets: dict[Path, int]) -> None:
+        self._offsets = dict(offsets)
 
-    def poll(self) -> Counter[str]:
-        for journal, offset in self._offsets.items():
+    def read(self) -> bytes:
+        new = b""
+        for path, offset in self._offsets.items():
             try:
-                with journal.open("rb") as handle:
+                with path.open("rb") as handle:
                     handle.seek(offset)
                     chunk = handle.read()
             except FileNotFoundError:
                 continue
             complete = chunk[: chunk.rfind(b"\n") + 1]
-            self._offsets[journal] = offset + len(complete)
-            self.counts.update(m.decode() for m in _STATUS.findall(complete))
+            self._offsets[path] = offset + len(complete)
+            new += complete
+        return new
+
+
+class JournalTail:
+    """Counts outcomes by status as journals grow, reading each byte once."""
+
+    def __init__(self, journals: list[Path], starts: dict[Path, int]) -> None:
+        self._tails = FileTails({journal: starts.get(journal, 0) for journal in journals})
+        self.counts: Counter[str] = Counter()
+
+    def poll(self) -> Counter[str]:
+        self.counts.update(m.decode() for m in _STATUS.findall(self._tails.read()))
         return self.counts
 
 

@@ -35,6 +35,7 @@ from pipeline.job import Job
 from pipeline.journal import JournalWriter
 from pipeline.outcomes import Code
 from pipeline.outputs import OutputFiles
+from pipeline.progress import FileTails
 from pipeline.session import SessionResult, run_async, send_session
 from pipeline.tokens import Tokens
 
@@ -231,13 +232,14 @@ class LogRelay:
     them above itself); ``with`` starts it and, on leaving, copies what is left."""
 
     def __init__(self, paths: list[Path], interval_s: float = 0.2) -> None:
-        self._offsets = dict.fromkeys(paths, 0)
+        self._tails = FileTails(dict.fromkeys(paths, 0))
+        self._any = bool(paths)
         self._interval_s = interval_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="log-relay", daemon=True)
 
     def __enter__(self) -> LogRelay:
-        if self._offsets:
+        if self._any:
             self._thread.start()
         return self
 
@@ -252,18 +254,10 @@ class LogRelay:
             self.copy()
 
     def copy(self) -> None:
-        for path, offset in self._offsets.items():
-            try:
-                with path.open("rb") as handle:
-                    handle.seek(offset)
-                    chunk = handle.read()
-            except FileNotFoundError:
-                continue
-            complete = chunk[: chunk.rfind(b"\n") + 1]
-            if complete:
-                self._offsets[path] = offset + len(complete)
-                sys.stderr.write(complete.decode("utf-8", errors="replace"))
-                sys.stderr.flush()
+        lines = self._tails.read()
+        if lines:
+            sys.stderr.write(lines.decode("utf-8", errors="replace"))
+            sys.stderr.flush()
 
 
 def _start_offset(journal: Path, resume_at: int | None) -> int:
