@@ -3,6 +3,7 @@ CPU shares, the bottleneck; and the results tables the harness prints."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import statistics
@@ -61,6 +62,19 @@ def times_by_location(requests: Iterable[Request]) -> dict[str, list[float]]:
     for times in out.values():
         times.sort()
     return out
+
+
+def first_window_waits(requests: Iterable[Request], burst: int, latency_s: float) -> list[int]:
+    """Per location, how many times its first ``burst`` requests paused for an answer.
+
+    A pause is a gap between two arrivals of at least three quarters of the round trip: the
+    location's first request going alone is one; a first burst sent in halves would be
+    two. What learning the budget costs, in round trips, whatever the concurrency spreads.
+    """
+    return [
+        sum(1 for a, b in itertools.pairwise(times[:burst]) if b - a >= 0.75 * latency_s)
+        for times in times_by_location(requests).values()
+    ]
 
 
 def span(times: Sequence[float]) -> float:

@@ -407,10 +407,19 @@ class LocationLimiter:
     flight, one request goes alone as soon as a permit is free, and its answer says what is
     left. A location alone never becomes contended, and bursts as ever.
 
-    **The first burst** is half of what the first answer says is left: two runs that start
-    at once each read the same figure, and each spending all of it would be twice the
-    window. The next answer says whether anyone else spends the budget; alone, the other
-    half goes then (one round trip later, once per location).
+    **Our other runs.** While ``n`` runs of ours on this machine send to the location
+    (``observe(sharers=n)``, from ``peers.Peers``), each takes a fixed ``1/n`` of the
+    announced max as its server window: ``n`` shares fit in the window, so no answer of
+    theirs is ever a 429 and none of them needs to be contended. From the headers alone two
+    runs do worse: the one that holds the whole window at its turn never sees the other's
+    requests (a 429 is not counted), and the other draws a 429 at every try. The share
+    follows the count both ways: a run that ends gives its share back at the next answer.
+
+    **The first burst** is all that the first answer says is left, unless the location is
+    contended by then: then half of it, because two runs that start at once each read the
+    same figure, and each spending all of it would be twice the window (the next answers
+    size the rest). So a location alone pays one round trip to learn its budget, its first
+    request's.
     """
 
     def __init__(
@@ -439,6 +448,7 @@ class LocationLimiter:
         # alone to ask again before this (each such request would be a 429).
         self._quiet_until = _NEVER
         self._first_burst = False  # the first burst's budget holds until the next answer
+        self._announced: int | None = None  # the server's max as last announced
 
     def _headroom(self) -> int:
         """Requests left unspent while contended: the other client's next few arrive while
@@ -458,6 +468,11 @@ class LocationLimiter:
     @property
     def in_flight(self) -> int:
         return self._server.in_flight
+
+    @property
+    def answers(self) -> int:
+        """Answers observed so far (0: the next one sizes the first burst)."""
+        return self._answers
 
     @property
     def server_limit(self) -> Limit:
@@ -520,13 +535,18 @@ class LocationLimiter:
         remaining: int | None,
         sent_at: float | None = None,
         refused: bool = False,
+        sharers: int = 1,
     ) -> None:
         """Follow the server's rate headers (its window only, both ways; see the class).
         ``sent_at``: when the answered request was sent, by this limiter's clock;
         ``refused``: the answer was a 429 (alone, the limiter never draws one: another
-        client spends the budget)."""
+        client spends the budget); ``sharers``: how many runs of ours send to the location
+        now, this one included (each takes its share of the announced max)."""
+        if max_requests is not None and max_requests > 0:
+            self._announced = max_requests
+        share = None if self._announced is None else max(1, self._announced // max(1, sharers))
         rested = self._server.observe(
-            max_requests=max_requests,
+            max_requests=share,
             interval_ms=interval_ms,
             remaining=remaining,
             follow=True,
@@ -536,7 +556,7 @@ class LocationLimiter:
         self._answers += 1
         if rested or refused:
             self._contended_until = now + CONTENDED_WINDOWS * self._server.interval_s
-        if self._answers == 1 and remaining is not None:
+        if self._answers == 1 and remaining is not None and now < self._contended_until:
             self._first_burst = True
             self._budget = (remaining - self._server.in_flight) // 2
             self._budget_sent_at = now if sent_at is None else sent_at

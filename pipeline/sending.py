@@ -59,6 +59,22 @@ SEARCH_WAITS_S = (0.25, 0.5, 1.0, 2.0, 3.0)
 ASSUMED_RATE = Rate(constants.DEFAULT_RATE_MAX, constants.DEFAULT_RATE_INTERVAL_S)
 
 
+class SharedLocations(Protocol):
+    """How many runs of ours send to a location now (``peers.Peers``)."""
+
+    def sharers(self, location_id: str, *, fresh: bool = False) -> int: ...
+
+    def done(self, location_id: str) -> None: ...
+
+
+class _Alone:
+    def sharers(self, location_id: str, *, fresh: bool = False) -> int:
+        return 1
+
+    def done(self, location_id: str) -> None:
+        pass
+
+
 class ConversationsAPI(Protocol):
     async def create_conversation(self, location_id: str, contact_id: str) -> Answer: ...
 
@@ -146,6 +162,7 @@ class Sender:
         clock: Callable[[], float] = time.monotonic,
         gauge: Gauge | None = None,
         daily_reserve: int = 0,
+        peers: SharedLocations | None = None,
     ) -> None:
         """``rate``: the user's own per-location ceiling, enforced beside the limit each
         location's answers announce (None: follow the announced limit alone).
@@ -165,7 +182,9 @@ class Sender:
         sizes it to the latency as answers come in.
 
         ``clock``: the limiters' time (tests pass their event loop's virtual clock).
-        ``gauge``: where to show the requests in flight and the limit (the progress bar)."""
+        ``gauge``: where to show the requests in flight and the limit (the progress bar).
+        ``peers``: which locations our other runs on this machine send to as well (their
+        budget is split from the first answer on; see ``limiter.LocationLimiter``)."""
         self._client = client
         self._rate = rate
         if isinstance(concurrency, InFlightLimit):
@@ -179,6 +198,7 @@ class Sender:
             self._concurrency = concurrency
         self._policy = policy
         self._daily_reserve = daily_reserve
+        self._peers: SharedLocations = peers or _Alone()
         self._sink = sink
         self._grace_s = grace_s
         self._clock = clock
@@ -283,6 +303,7 @@ class Sender:
                 else:
                     self._finish(row, skipped(self.stopped_by(location) or Code.INTERRUPTED))
                     row = None
+            self._peers.done(location.location_id)  # our other runs may take our share back
         except asyncio.CancelledError:  # the run stopped: the rows left are unsent
             if self._record_unstarted:
                 code = self.stop_code or Code.INTERRUPTED
@@ -496,17 +517,22 @@ class Sender:
         rate = answer.rate
         if answer.http_status == 429:
             self.throttled += 1
+        limiter = location.limiter
+        # The first answer sizes the first burst: a peer that registered by now counts.
+        sharers = self._peers.sharers(location.location_id, fresh=not limiter.answers)
         if rate.daily_remaining is not None:
             self.daily_remaining[location.location_id] = rate.daily_remaining
-            # Our other requests on their way may not be counted in this figure yet.
-            ours = location.limiter.in_flight
-            location.daily_allowance = rate.daily_remaining - self._daily_reserve - ours
-        location.limiter.observe(
+            # Our other requests on their way may not be counted in this figure yet; our
+            # other runs sending to the location may each spend their share of it.
+            left = rate.daily_remaining - self._daily_reserve - limiter.in_flight
+            location.daily_allowance = left // sharers
+        limiter.observe(
             max_requests=rate.max_requests,
             interval_ms=rate.interval_ms,
             remaining=rate.remaining,
             sent_at=sent_at,
             refused=answer.http_status == 429,
+            sharers=sharers,
         )
         verdict: Verdict = self._guards.observe(location.location_id, answer)
         for name in verdict.decided:

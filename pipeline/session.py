@@ -8,9 +8,10 @@ with the journal intact, and every row handed in is journalled exactly once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
-from collections.abc import Coroutine, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -30,6 +31,7 @@ from pipeline.inflight import (
 from pipeline.job import Job
 from pipeline.journal import JournalWriter
 from pipeline.outcomes import Code
+from pipeline.peers import Peers
 from pipeline.retrying import RetryPolicy
 from pipeline.sending import LocationBatch, Sender
 from pipeline.tokens import Tokens
@@ -115,14 +117,19 @@ async def send_session(
         api_version=job.config.api_version,
         timeout=job.config.timeout,
     )
-    async with ConversationsClient(
-        base_url=job.config.base_url,
-        signer=signer,
-        api_version=job.config.api_version,
-        timeout=job.config.timeout,
-        concurrency=connections,  # the pool holds as many connections as may be in flight
-        http_stack=job.config.http_stack,
-    ) as client:
+    locations = sendable["location_id"].unique().to_list()
+    peers = Peers(job.config.base_url, locations)
+    async with (
+        ConversationsClient(
+            base_url=job.config.base_url,
+            signer=signer,
+            api_version=job.config.api_version,
+            timeout=job.config.timeout,
+            concurrency=connections,  # the pool holds as many connections as may be in flight
+            http_stack=job.config.http_stack,
+        ) as client,
+        _entered(peers),
+    ):
         sender = Sender(
             client,
             rate=job.rate,
@@ -133,6 +140,7 @@ async def send_session(
             daily_reserve=job.config.daily_reserve,
             record_unstarted=parent_pid is not None,  # a worker; see Sender
             gauge=gauge,
+            peers=peers,
         )
 
         def on_signal(signum: int) -> None:
@@ -173,6 +181,13 @@ async def send_session(
         getattr(signer, "refreshes", 0),
         getattr(signer, "mints", 0),
     )
+
+
+@contextlib.asynccontextmanager
+async def _entered(peers: Peers) -> AsyncIterator[None]:
+    """The run's lease for as long as it sends (``peers``)."""
+    with peers:
+        yield
 
 
 def in_flight_limit(concurrency: int | Literal["auto"]) -> int | InFlightLimit:

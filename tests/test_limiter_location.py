@@ -61,13 +61,15 @@ def simulate(
     check: Callable[[LocationLimiter], None] | None = None,
     others: list[float] = (),  # type: ignore[assignment]
     first_alone: bool = False,
+    sharers: int = 1,
 ) -> Run:
     """A greedy client: starts a request whenever a permit is free, until ``horizon``.
 
     ``check`` is called after every answer and every cancel. ``others``: the arrivals of
     another client's requests (seconds from the start), which the server counts too; a
     request arriving at a full window is refused (a 429, not counted). ``first_alone``:
-    the first request goes alone, as the sender sends a location's first."""
+    the first request goes alone, as the sender sends a location's first. ``sharers``:
+    runs of ours sending to the location (``peers.Peers`` says how many)."""
     rng = random.Random(seed)
     origin = clock.now
     run = Run()
@@ -119,6 +121,7 @@ def simulate(
                 interval_ms=phase.interval_ms,
                 remaining=max(0, phase.max_requests - in_window),
                 sent_at=sent_at,  # as the sender passes it
+                sharers=sharers,
             )
             if check:
                 check(limiter)
@@ -414,3 +417,41 @@ def test_a_client_alone_is_never_contended_and_bursts_in_full() -> None:
     run = simulate(limiter, clock, [Phase(100, 10_000)], horizon=35.0, first_alone=True)
     assert not limiter.contended and run.refused == 0
     assert counts(run.starts, 10.0, 10.2) == 100
+
+
+def test_alone_the_first_burst_follows_the_first_answer_at_once() -> None:
+    """A location alone pays one round trip to learn its budget, its first request's: the
+    rest of the window goes the moment that answer is in, not half of it then half later."""
+    clock = FakeClock()
+    limiter = LocationLimiter((100, 10.0), clock=clock)
+    run = simulate(limiter, clock, [Phase(100, 10_000)], horizon=5.0, first_alone=True)
+    assert run.starts[0] == 0.0
+    assert counts(run.starts, 0.04, 0.06) == 99  # at the first answer (latency 0.05)
+    assert len(run.starts) == 100 and run.refused == 0
+
+
+def test_two_runs_of_ours_each_take_half_of_the_window_and_draw_no_429() -> None:
+    """Two runs on one location that know of each other (``peers``): each keeps to half of
+    the announced max, so together they fill the window and never overfill it."""
+    clock = FakeClock()
+    one = LocationLimiter((100, 10.0), clock=clock)
+    two = LocationLimiter((100, 10.0), clock=clock)
+    # The other run's arrivals, as its own limiter schedules them (run first, alone).
+    other = simulate(two, clock, [Phase(100, 10_000)], horizon=60.0, first_alone=True,
+                     sharers=2)  # fmt: skip
+    clock.now = 0.0
+    run = simulate(one, clock, [Phase(100, 10_000)], horizon=60.0, first_alone=True,
+                   others=other.arrivals, sharers=2)  # fmt: skip
+    assert busiest(sorted(other.arrivals), 10.0) <= 50
+    assert busiest(sorted(run.arrivals), 10.0) <= 50
+    assert run.refused == 0 and not one.contended
+    assert len(run.starts) >= 0.95 * 50 * 6  # its half: ~300 in 60 s
+
+
+def test_a_run_that_ends_gives_its_share_back() -> None:
+    clock = FakeClock()
+    limiter = LocationLimiter((100, 10.0), clock=clock)
+    limiter.observe(max_requests=100, interval_ms=10_000, remaining=99, sharers=2)
+    assert limiter.server_limit == Limit(50, 10.0)
+    limiter.observe(max_requests=None, interval_ms=None, remaining=None, sharers=1)
+    assert limiter.server_limit == Limit(100, 10.0)  # from the last announced max
