@@ -12,8 +12,9 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -259,12 +260,21 @@ def _job_and_tokens(
     from pipeline.shards import resolve_shard
 
     shard = resolve_shard(config.shard, config.shard_count, os.environ)
+    merge_into = None
+    if config.merge:
+        if shard is None:
+            raise UsageError(
+                "--merge: this is not a task of an array job (no --shard, and no index in "
+                "the environment); merge parts with pipeline merge PARTS -o OUTPUT"
+            )
+        merge_into = output
     if shard is not None and output != os.devnull:
         output = shard.part_name(output)
     job = Job(
         config=config,
         source=str(input_path),
         shard=shard,
+        merge_into=merge_into,
         files=OutputFiles.of(output, config.state_dir),
         dry_run=options.get("dry_run", False),
         overwrite=options.get("overwrite", False),
@@ -561,11 +571,20 @@ def _read_token(token_file: Path | None, token_env: str) -> str | None:
     return token
 
 
+def _temp_dir_for_polars(environ: MutableMapping[str, str]) -> None:
+    """Polars finds its temporary folder through $HOME or $USER, and panics with neither
+    (a container whose user has no passwd entry, a bare cron or systemd environment): name
+    it, so such a run reads and writes its files like any other."""
+    if not environ.get("HOME") and not environ.get("USER"):
+        environ.setdefault("POLARS_TEMP_DIR", tempfile.gettempdir())
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: every failure is one line on stderr, never a traceback
     (unless ``--debug``), and every message passes the same secret scrubbing as the logs."""
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
+    _temp_dir_for_polars(os.environ)
     try:
         cli.main(args=args, prog_name="pipeline", standalone_mode=False, obj={"argv": args})
     except UsageError as exc:

@@ -133,6 +133,18 @@ class RunConfig(BaseSettings):
         description="The number of tasks, where the engine's environment gives only the "
         "index (Kubernetes, AWS Batch).",
     )
+    merge: bool = Field(
+        False,
+        description="With a shard: once this task's part is written and all N parts are "
+        "there, check them and write OUTPUT from them (the last task to finish does it).",
+    )
+    checkpoint_interval: float = Field(
+        5.0,
+        gt=0,
+        le=3600,
+        description="Seconds between copies of the journal of an output in object storage "
+        "to a checkpoint beside it, which a restarted task takes up.",
+    )
     state_dir: Path = Field(
         Path(".pipeline-state"),
         description="Local folder for the journal and lock of an output in object storage.",

@@ -27,7 +27,7 @@ RUN_SECTIONS: Sections = (
                             "daily_reserve")),
     ("Logging and progress", ("log_format", "log_file", "progress", "debug")),
     ("Scheduled runs", ("known", "notify", "notify_on", "metrics_file", "pushgateway")),
-    ("Array jobs", ("shard", "shard_count")),
+    ("Array jobs", ("shard", "shard_count", "merge", "checkpoint_interval")),
     ("Advanced", ("config_file", "id_pattern", "id_max_length", "backoff_base", "workers",
                   "http_stack", "progress_interval", "state_dir", "allow_insecure_http",
                   "help")),

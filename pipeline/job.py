@@ -32,6 +32,7 @@ class Job:
     # call installs no handler it cannot own, and Ctrl-C interrupts it as Python does.
     handle_signals: bool = False
     shard: Shard | None = None  # one task of an array job: its part of the locations
+    merge_into: str | None = None  # --merge: the whole output, written once all parts are in
 
     @property
     def rate(self) -> Rate | None:

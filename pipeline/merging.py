@@ -12,21 +12,27 @@ from __future__ import annotations
 
 import glob
 from dataclasses import replace
+from fnmatch import fnmatch
 from pathlib import Path
 
 import polars as pl
+import structlog
 
 from pipeline.errors import UsageError, first_line
 from pipeline.outputs import OutputFiles
 from pipeline.report import RunInfo
 from pipeline.results import write_atomically
 from pipeline.settings import is_uri
+from pipeline.shards import Shard
+
+log = structlog.get_logger("pipeline.merging")
 
 
 def part_paths(spec: str) -> list[str]:
-    """The parts PARTS names: a glob, a folder (its ``.part-*.parquet`` files) or a URI."""
+    """The parts PARTS names: a glob, a folder (its ``.part-*.parquet`` files) or a URI
+    (itself, a glob of object names, or a folder ending in ``/``)."""
     if is_uri(spec):
-        return [spec]
+        return _uri_parts(spec)
     path = Path(spec)
     if path.is_dir():
         found = sorted(str(p) for p in path.glob("*.part-*-of-*.parquet"))
@@ -35,6 +41,53 @@ def part_paths(spec: str) -> list[str]:
     if not found:
         raise UsageError(f"{spec}: no parts there")
     return found
+
+
+def _uri_parts(spec: str) -> list[str]:
+    """The objects a URI names: listed from its folder when it has a wildcard or is one."""
+    if not any(c in spec for c in "*?[") and not spec.endswith("/"):
+        return [spec]
+    folder, _, pattern = spec.rpartition("/")
+    pattern = pattern or "*.part-*-of-*.parquet"
+    names = _object_names(folder + "/")
+    found = sorted(f"{folder}/{name}" for name in names if fnmatch(name, pattern))
+    if not found:
+        raise UsageError(f"{spec}: no parts there")
+    return found
+
+
+def _object_names(folder: str) -> list[str]:
+    """The names of the objects directly in ``folder`` (a URI ending in ``/``)."""
+    import obstore
+    from obstore.store import from_url
+
+    try:
+        listed = obstore.list_with_delimiter(from_url(folder))
+    except Exception as exc:  # obstore's own errors: a bad URL, no access, no bucket
+        raise UsageError(f"{folder}: cannot be listed ({first_line(exc)})") from exc
+    return [str(item["path"]).rpartition("/")[2] for item in listed["objects"]]
+
+
+def part_exists(path: str) -> bool:
+    """Whether a part is there yet (asking the store for a URI)."""
+    if not is_uri(path):
+        return Path(path).is_file()
+    folder, _, name = path.rpartition("/")
+    return name in _object_names(folder + "/")
+
+
+def merge_if_complete(shard: Shard, output: str, *, state_dir: Path) -> RunInfo | None:
+    """``run --merge``: write OUTPUT from the parts once all of them are there; None while
+    some are missing (the task that writes the last one merges). Two tasks that finish at
+    once may both merge: both write the same file."""
+    parts = [replace(shard, index=k).part_name(output) for k in range(shard.count)]
+    missing = [k for k, part in enumerate(parts) if not part_exists(part)]
+    if missing:
+        log.info("parts still missing; the task that writes the last one merges", missing=missing)
+        return None
+    run = merge_parts(parts, output, state_dir=state_dir, spec=output)
+    log.info("merged the parts", parts=shard.count, output=output)
+    return run
 
 
 def _run_info(path: str) -> RunInfo:
@@ -49,8 +102,14 @@ def _run_info(path: str) -> RunInfo:
 
 
 def merge(spec: str, output: str, *, state_dir: Path) -> RunInfo:
-    """Check the parts and write the one results file, in input order; its run info."""
-    runs = {path: _run_info(path) for path in part_paths(spec)}
+    """Check the parts PARTS names and write the one results file, in input order."""
+    return merge_parts(part_paths(spec), output, state_dir=state_dir, spec=spec)
+
+
+def merge_parts(paths: list[str], output: str, *, state_dir: Path, spec: str) -> RunInfo:
+    """Check the parts and write the one results file, in input order; its run info.
+    ``spec``: how the parts were named, for the messages."""
+    runs = {path: _run_info(path) for path in paths}
     first_path, first = next(iter(runs.items()))
     count = int(str(first.shard).split("/")[1])
     seen: dict[int, str] = {}

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from pathlib import Path
 import polars as pl
 import structlog
 
+from pipeline.checkpoints import Checkpoints, for_output
 from pipeline.earlier import EarlierState, find_earlier, results_exist
 from pipeline.errors import UsageError, first_line
 from pipeline.inflight import DEFAULT_CEILING, Gauge
@@ -30,6 +32,7 @@ from pipeline.job import Job
 from pipeline.journal import JournalWriter, fingerprint, read_records
 from pipeline.known import known_outcomes
 from pipeline.locking import exclusive
+from pipeline.merging import merge_if_complete
 from pipeline.outcomes import Code
 from pipeline.outputs import OutputFiles
 from pipeline.planning import IdRules, PlanEstimate, check, estimate, find_duplicates, mark, to_send
@@ -139,8 +142,30 @@ def execute(
     check_output_folder(files)
     with exclusive(files):
         check_paths(job, files, resume=resume)
+        checkpoints = _take_up_checkpoint(job, files)
         with staging(files) as stage:
-            return _execute(job, tokens, files, stage, resume=resume, retry_from=retry_from)
+            return _execute(
+                job,
+                tokens,
+                files,
+                stage,
+                resume=resume,
+                retry_from=retry_from,
+                checkpoints=checkpoints,
+            )
+
+
+def _take_up_checkpoint(job: Job, files: OutputFiles) -> Checkpoints | None:
+    """For an output in object storage: claim the checkpoint beside it (fencing off any
+    older attempt of this task) and, with no journal on this disk, take up its journals,
+    which ``--resume`` then goes on from (``checkpoints``)."""
+    if job.dry_run:
+        return None
+    checkpoints = for_output(files, job.config.checkpoint_interval)
+    if checkpoints is not None:
+        checkpoints.claim()
+        checkpoints.restore()
+    return checkpoints
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +188,7 @@ def _execute(
     *,
     resume: bool,
     retry_from: str | Path | None,
+    checkpoints: Checkpoints | None = None,
 ) -> RunResult:
     """The phases of a run, in order, under the output's lock."""
     start = _Start()
@@ -176,12 +202,31 @@ def _execute(
         planned = job.shard.restrict(planned)
     earlier = _find_earlier(job, files, planned, resume=resume, retry_from=retry_from)
     pending, plan_estimate = _plan_sending(job, planned, earlier)
-    session, this_run = _send_pending(job, tokens, files, planned, pending, plan_estimate, earlier)
+    if checkpoints is not None:
+        checkpoints.start(on_superseded=_stop_self)
+    try:
+        session, this_run = _send_pending(
+            job, tokens, files, planned, pending, plan_estimate, earlier
+        )
+    finally:
+        if checkpoints is not None:
+            checkpoints.stop()  # the last copy; raises Superseded for a stale attempt
+    if checkpoints is not None:
+        checkpoints.check_fence()  # never write a part over a newer attempt's
     run = _write_results(job, files, planned, earlier, this_run, session, start, whole)
-    _clean_up(job, files)
+    _clean_up(job, files, checkpoints)
     del planned, pending, earlier, this_run  # the report reads the file; free the rest first
     report = _report(files, run)
+    # An interrupted task is started again by its engine, and the retry merges.
+    if job.merge_into is not None and job.shard is not None and session.signal is None:
+        merge_if_complete(job.shard, job.merge_into, state_dir=job.config.state_dir)
     return RunResult(report, session.signal, plan_estimate, session.stop_detail)
+
+
+def _stop_self() -> None:
+    """A newer attempt of this task took over: stop sending as on SIGTERM (the results are
+    then not written: see ``checkpoints.Superseded``)."""
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _find_earlier(
@@ -353,14 +398,26 @@ def _write_results(
     return run
 
 
-def _clean_up(job: Job, files: OutputFiles) -> None:
-    """Remove the journals, now that the results hold all they did: a journal left behind
-    would stop the next run until it is resumed. A dry run leaves them: it read none.
-    (The staging folder goes with ``staging``, however the run ends.)"""
+def _clean_up(job: Job, files: OutputFiles, checkpoints: Checkpoints | None = None) -> None:
+    """Remove the journals and their checkpoint, now that the results hold all they did: a
+    journal left behind would stop the next run until it is resumed. A dry run leaves them:
+    it read none. (The staging folder goes with ``staging``, however the run ends.)"""
     if job.dry_run:
         return
     for journal in {*files.existing_journals(), *files.journals(job.config.workers)}:
         journal.unlink(missing_ok=True)
+    if checkpoints is not None:
+        try:
+            checkpoints.clear()
+        except Exception as exc:  # the results are written; a later run clears it
+            log.warning("cannot remove the checkpoint", error=first_line(exc))
+        log.info(
+            "checkpoints",
+            epoch=checkpoints.epoch,
+            segments=checkpoints.segments,
+            bytes=checkpoints.bytes_up,
+            requests=checkpoints.requests,
+        )
 
 
 def _report(files: OutputFiles, run: RunInfo) -> Report:

@@ -1,0 +1,299 @@
+"""The journals of a run whose results go to object storage, kept there as well.
+
+A task of an array job runs on a machine that may vanish (a node drained, a spot instance
+taken back) and its next attempt starts on another one, with an empty disk. Its journal
+(``journal``) is what makes a crash lose nothing, so for an output in object storage it is
+copied next to the results, under ``.NAME.checkpoint/`` beside ``NAME``, every
+``--checkpoint-interval`` seconds and when the run stops. A run that finds that folder and
+no journal of its own on disk takes it up, and ``--resume`` goes on from there: what was
+sent after the last copy is sent again and resolves to ``exists`` with the right id.
+
+Each copy uploads only the bytes appended since the last one, as a new object (a *segment*),
+never the whole journal again: the traffic is the journal's own growth, not its square.
+
+**Fencing.** Every run that takes the folder up claims the next *epoch* first, by creating
+``epoch-EEEEEE`` only if it does not exist (a conditional PUT: two claimants of one epoch
+cannot both win). Its segments are named by its epoch, so nothing it writes can overwrite
+what another attempt wrote. An older attempt that is still running somewhere (a node cut
+off from the cluster, not dead) sees the newer claim at its next copy and stops: it neither
+sends more nor writes its part over the newer attempt's (``Superseded``).
+
+Segments of every epoch are restored, record lines in epoch order after one header line:
+a record is a row's outcome as it happened, true whichever attempt wrote it, and the last
+record of a row wins, so a stale attempt's late segment does no harm.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from pipeline.errors import UsageError, first_line
+from pipeline.outputs import OutputFiles
+
+log = structlog.get_logger("pipeline.checkpoints")
+
+DEFAULT_INTERVAL_S = 5.0
+_EPOCH = "epoch-"
+_SEGMENT = "segment-"
+_HEADER = b'{"journal"'
+
+
+class Superseded(UsageError):
+    """A newer attempt of this task took its checkpoint over: this one must stop writing."""
+
+
+def checkpoint_folder(uri: str) -> tuple[str, str]:
+    """The store's root (the results' folder) and the prefix of ``.NAME.checkpoint/``."""
+    folder, _, name = uri.rstrip("/").rpartition("/")
+    return folder + "/", f".{name}.checkpoint/"
+
+
+def _open_store(root: str) -> Any:
+    from obstore.store import from_url
+
+    try:
+        return from_url(root)
+    except Exception as exc:  # obstore raises its own types for a bad URL or config
+        raise UsageError(f"{root}: cannot open the object store ({first_line(exc)})") from exc
+
+
+@dataclass(slots=True)
+class _Journal:
+    """One local journal's upload state: bytes already in the store, segments written."""
+
+    path: Path
+    uploaded: int = 0
+
+
+@dataclass(slots=True)
+class Checkpoints:
+    """The checkpoint folder of one remote output, and the thread that keeps it current."""
+
+    files: OutputFiles
+    interval_s: float = DEFAULT_INTERVAL_S
+    store: Any = None
+    epoch: int = 0
+    superseded: bool = False
+    segments: int = 0  # written by this attempt
+    bytes_up: int = 0
+    requests: int = 0  # to the store, by this attempt: claims, lists, puts, gets, deletes
+    _prefix: str = ""
+    _journals: dict[Path, _Journal] = field(default_factory=dict)
+    _seq: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _on_superseded: Callable[[], None] | None = None
+
+    def __post_init__(self) -> None:
+        if self.files.uri is None:
+            raise ValueError("checkpoints are for an output in object storage")
+        root, self._prefix = checkpoint_folder(self.files.uri)
+        if self.store is None:
+            self.store = _open_store(root)
+
+    # -- taking the folder up -----------------------------------------------------------
+
+    def claim(self) -> int:
+        """Claim the next epoch (conditional create; retried past a claimant that won)."""
+        import obstore
+
+        latest = max(self._epochs(), default=0)
+        for epoch in range(latest + 1, latest + 100):
+            note = {"host": socket.gethostname(), "pid": os.getpid(), "at": _now()}
+            try:
+                self.requests += 1
+                obstore.put(
+                    self.store,
+                    f"{self._prefix}{_EPOCH}{epoch:06d}",
+                    json.dumps(note).encode(),
+                    mode="create",
+                )
+            except obstore.exceptions.AlreadyExistsError:
+                continue
+            self.epoch = epoch
+            log.info("checkpoint epoch claimed", epoch=epoch, where=self._where())
+            return epoch
+        raise UsageError(f"{self._where()}: cannot claim a checkpoint epoch")
+
+    def restore(self) -> int:
+        """Rebuild the local journals from the segments when there are none on disk; the
+        number of record lines restored (0: nothing to take up, or the disk had its own)."""
+        if self.files.existing_journals():
+            for path in self.files.existing_journals():
+                self._journals[path] = _Journal(path, path.stat().st_size)
+            return 0
+        import obstore
+
+        by_journal: dict[str, list[tuple[int, int, str]]] = {}
+        for name in self._names(_SEGMENT):
+            epoch, seq, suffix = _parse_segment(name)
+            by_journal.setdefault(suffix, []).append((epoch, seq, name))
+        restored = 0
+        for suffix, segments in sorted(by_journal.items()):
+            header: bytes | None = None
+            records: list[bytes] = []
+            for _, _, name in sorted(segments):
+                self.requests += 1
+                body = bytes(obstore.get(self.store, f"{self._prefix}{name}").bytes())
+                for line in body.splitlines(keepends=True):
+                    if line.startswith(_HEADER):
+                        header = header or line
+                    elif line.strip():
+                        records.append(line)
+            if header is None:
+                log.warning("checkpoint has records but no header; not taken up", journal=suffix)
+                continue
+            path = self.files.anchor.with_name(f"{self.files.anchor.name}.{suffix}")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("wb") as handle:
+                handle.write(header)
+                handle.writelines(records)
+                handle.flush()
+                os.fsync(handle.fileno())
+            self._journals[path] = _Journal(path, path.stat().st_size)
+            restored += len(records)
+        if restored:
+            log.info("took up the checkpoint", records=restored, where=self._where())
+        return restored
+
+    # -- keeping it current ---------------------------------------------------------------
+
+    def start(self, on_superseded: Callable[[], None]) -> None:
+        """Copy new journal lines every ``interval_s`` in a thread; ``on_superseded`` is
+        called (from that thread) once a newer attempt has claimed the folder."""
+        self._on_superseded = on_superseded
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="checkpoints", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread and make the last copy (what the journals hold now). Raises
+        ``Superseded`` only: a store that fails now costs the copy, not the run, whose
+        results are about to hold everything anyway."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        try:
+            self.upload()
+        except Superseded:
+            raise
+        except Exception as exc:
+            log.warning("the last checkpoint upload failed", error=first_line(exc))
+
+    def upload(self) -> int:
+        """Copy what the journals gained since the last copy; the bytes copied. Raises
+        ``Superseded`` when a newer attempt claimed the folder (nothing is copied then)."""
+        with self._lock:
+            pending = self._pending()
+            if not pending:
+                return 0
+            self.check_fence()
+            import obstore
+
+            sent = 0
+            for journal, body in pending:
+                self._seq += 1
+                suffix = journal.path.name[len(self.files.anchor.name) + 1 :]
+                name = f"{_SEGMENT}{self.epoch:06d}-{self._seq:08d}-{suffix}"
+                self.requests += 1
+                obstore.put(self.store, f"{self._prefix}{name}", body, mode="create")
+                journal.uploaded += len(body)
+                sent += len(body)
+                self.segments += 1
+            self.bytes_up += sent
+            return sent
+
+    def check_fence(self) -> None:
+        """Raise ``Superseded`` if an attempt with a later epoch claimed the folder."""
+        self.requests += 1
+        newer = max(self._epochs(), default=0)
+        if newer > self.epoch:
+            self.superseded = True
+            raise Superseded(
+                f"{self.files.uri}: a newer attempt of this task (epoch {newer}) took its "
+                f"checkpoint over; this one (epoch {self.epoch}) stops without writing"
+            )
+
+    def clear(self) -> None:
+        """Remove the folder: the results now hold everything its segments did."""
+        import obstore
+
+        names = [f"{self._prefix}{name}" for name in self._names("")]
+        if names:
+            self.requests += 1
+            obstore.delete(self.store, names)
+
+    # -- the mechanism --------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.upload()
+            except Superseded as exc:
+                log.error("superseded", reason=str(exc))
+                if self._on_superseded is not None:
+                    self._on_superseded()
+                return
+            except Exception as exc:  # a store that fails now may answer next time
+                log.warning("checkpoint upload failed; will try again", error=first_line(exc))
+
+    def _pending(self) -> list[tuple[_Journal, bytes]]:
+        """Each journal's complete lines not yet copied (a torn tail waits for its end)."""
+        for path in self.files.existing_journals():
+            self._journals.setdefault(path, _Journal(path))
+        pending = []
+        for journal in self._journals.values():
+            with contextlib.suppress(FileNotFoundError), journal.path.open("rb") as handle:
+                handle.seek(journal.uploaded)
+                body = handle.read()
+                body = body[: body.rfind(b"\n") + 1]
+                if body:
+                    pending.append((journal, body))
+        return pending
+
+    def _names(self, start: str) -> list[str]:
+        """The names in the checkpoint folder that begin with ``start`` (a store lists by
+        whole path segments, so the folder is listed and the names are matched here)."""
+        import obstore
+
+        self.requests += 1
+        listed = obstore.list(self.store, prefix=self._prefix.rstrip("/")).collect()
+        names = (str(item["path"]).rpartition("/")[2] for item in listed)
+        return [name for name in names if name.startswith(start)]
+
+    def _epochs(self) -> list[int]:
+        return [int(name[len(_EPOCH) :]) for name in self._names(_EPOCH)]
+
+    def _where(self) -> str:
+        root, prefix = checkpoint_folder(str(self.files.uri))
+        return root + prefix
+
+
+def _parse_segment(name: str) -> tuple[int, int, str]:
+    """``segment-EEEEEE-SSSSSSSS-SUFFIX`` -> (epoch, seq, suffix)."""
+    _, epoch, seq, suffix = name.split("-", 3)
+    return int(epoch), int(seq), suffix
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def for_output(files: OutputFiles, interval_s: float) -> Checkpoints | None:
+    """The checkpoints of a remote output (None for a local one: its disk is its journal's)."""
+    if files.uri is None:
+        return None
+    return Checkpoints(files, interval_s=interval_s)
