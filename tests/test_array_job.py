@@ -48,7 +48,13 @@ def aws(s3: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]: 
 
 
 def task(
-    k: int, work: Path, env: dict[str, str], sandbox: SandboxThread, source: str, output: str
+    k: int,
+    work: Path,
+    env: dict[str, str],
+    sandbox: SandboxThread,
+    source: str,
+    output: str,
+    count: int = TASKS,
 ) -> subprocess.Popen[str]:
     """Task ``k`` as Kubernetes starts it: its index in JOB_COMPLETION_INDEX, the count in
     GHL_SHARD_COUNT, a working folder of its own, the same command for every task."""
@@ -65,7 +71,7 @@ def task(
             "GHL_TOKEN": TOKEN,
             "PATH": "/usr/bin:/bin",
             "JOB_COMPLETION_INDEX": str(k),
-            "GHL_SHARD_COUNT": str(TASKS),
+            "GHL_SHARD_COUNT": str(count),
         },
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -231,3 +237,27 @@ def test_merge_without_a_shard_is_refused_in_one_line(tmp_path: Path) -> None:
     done = run_cli("run", str(src), "-o", str(tmp_path / "r.parquet"), "--merge", "--dry-run")
     assert done.code == 2
     assert done.stderr.strip().count("\n") == 0 and "--merge" in done.stderr
+
+
+def test_an_attempt_that_a_newer_one_took_over_stops_without_writing_its_part(
+    aws: dict[str, str], sandbox: SandboxThread, tmp_path: Path
+) -> None:
+    """A node cut off from the cluster keeps its pod running while the engine starts the
+    index again elsewhere: the old attempt sees the newer claim at its next copy, stops
+    sending, and leaves the part to the newer attempt."""
+    sandbox.update_config(rate_max=5, rate_interval_ms=1000)
+    source = tmp_path / "input.csv"
+    source.write_text("contactId,locationId\n" + "".join(f"c{i},L1\n" for i in range(60)))
+    output = f"s3://{BUCKET}/runs/job-2/results.parquet"
+    old = task(0, tmp_path / "old-node", aws, sandbox, str(source), output, count=1)
+    part = f"s3://{BUCKET}/runs/job-2/results.part-00000-of-00001.parquet"
+    folder = "runs/job-2/.results.part-00000-of-00001.parquet.checkpoint/"
+    wait_until(lambda: any("segment-" in key for key in keys(aws, folder)))
+    newer = Checkpoints(OutputFiles.of(part, tmp_path / "new-node"), interval_s=60)
+    assert newer.claim() == 2
+    _, stderr = old.communicate(timeout=60)
+    assert old.returncode == 2, stderr[-3000:]
+    assert "a newer attempt of this task (epoch 2) took its checkpoint over" in stderr
+    assert not [key for key in keys(aws, "runs/job-2/") if "results.part" in key.split("/")[-1]]
+    sent = len([r for r in sandbox.state.requests() if r.location_id == "L1"])
+    assert sent < 60  # it stopped sending, well before its rows were done
