@@ -129,10 +129,13 @@ class Checkpoints:
 
     def restore(self) -> int:
         """Rebuild the local journals from the segments when there are none on disk; the
-        number of record lines restored (0: nothing to take up, or the disk had its own)."""
+        number of record lines restored (0: nothing to take up, or the disk had its own).
+
+        Journals already on this disk (the task started again on the same machine) are the
+        fuller copy and are kept; their first copy uploads them whole, since how much of
+        them reached the store before the crash is not known (a record copied twice is
+        harmless: the last record of a row wins, and they are the same)."""
         if self.files.existing_journals():
-            for path in self.files.existing_journals():
-                self._journals[path] = _Journal(path, path.stat().st_size)
             return 0
         import obstore
 

@@ -261,3 +261,21 @@ def test_an_attempt_that_a_newer_one_took_over_stops_without_writing_its_part(
     assert not [key for key in keys(aws, "runs/job-2/") if "results.part" in key.split("/")[-1]]
     sent = len([r for r in sandbox.state.requests() if r.location_id == "L1"])
     assert sent < 60  # it stopped sending, well before its rows were done
+
+
+def test_a_journal_left_on_this_disk_is_kept_and_copied_whole(
+    aws: dict[str, Any], tmp_path: Path
+) -> None:
+    """Started again on the same machine: the local journal is the fuller copy; its first
+    copy carries all of it, since the crash may have come before the last copy."""
+    files = files_for(tmp_path, "same-disk")
+    journal = JournalWriter(files.journal, fingerprint="f" * 32)
+    journal.add(outcome(0))
+    journal.close()
+    again = Checkpoints(files, interval_s=60)
+    again.claim()
+    assert again.restore() == 0
+    assert again.upload() == files.journal.stat().st_size
+    elsewhere = Checkpoints(files_for(tmp_path / "other", "same-disk"), interval_s=60)
+    elsewhere.claim()
+    assert elsewhere.restore() == 1
