@@ -8,7 +8,8 @@ from that log (``GET /_sandbox/state``: receipt time ``t`` on the system-wide mo
 clock, ``locationId``, ``status`` of every API request), so they describe what the API saw,
 not what the client believes it did.
 
-Six benchmarks, each bounded in time (the sixth only with ``--large`` or ``--only latency``):
+Eight benchmarks, each bounded in time (the sixth and eighth only with ``--large`` or
+``--only``; the seventh only with ``--only known``):
 
 1. **Limit utilization**: L locations x 300 rows against a sandbox limited to 100 requests
    per 10 s per location with 80 ms latency. Per location span (last receipt - first
@@ -32,6 +33,12 @@ Six benchmarks, each bounded in time (the sixth only with ``--large`` or ``--onl
    (the adaptive in-flight limit) beside a hand-tuned ``--concurrency 2000``: the span of
    creates, 429s, rows created, the pipeline's peak in flight and mean latency, and the
    default's span over the tuned one (target <= 1.10).
+7. **Known pairs** (issue 15): a nightly dry run of 1,000,000 rows against 10,000,000 and
+   20,000,000 pairs of earlier results (``--known``), beside the same run without them.
+8. **One task of an array job** (issue 18): ``--shard 0/4`` owning 100, then 600 locations,
+   input and output on S3 (moto), 100 per 10 s per location at 80 ms, default settings:
+   rows/s against the limit, 429s, peak RSS, CPU, and the checkpoint's segments, bytes and
+   store requests (per hour and per 1,000 rows), also at ``--checkpoint-interval 1``.
 
 Exit status: 0 when every figure with a target meets it, 1 when one misses, 2 when a
 benchmark could not run at all.

@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.array import CASES as ARRAY_CASES
+from bench.array import bench_array
 from bench.capacity import bench_capacity
 from bench.harness import Options, log
 from bench.known import bench_known
@@ -28,8 +30,9 @@ from bench.scale import bench_scale
 from bench.startup import bench_startup
 from bench.wide import bench_wide_csv
 
-BENCHMARKS = ("limit", "capacity", "scale", "wide", "startup", "latency", "known")
-LARGE_ONLY = frozenset({"latency"})  # too slow for the quick default set (~2-3 min)
+BENCHMARKS = ("limit", "capacity", "scale", "wide", "startup", "latency", "known", "array")
+# Too slow for the quick default set (latency ~2-3 min, array ~2 min).
+LARGE_ONLY = frozenset({"latency", "array"})
 
 
 def chosen_benchmarks(only: Sequence[str] | None, *, large: bool) -> frozenset[str]:
@@ -82,6 +85,9 @@ def run_benchmarks(options: Options) -> list[Table]:
     if "latency" in options.only:
         for case in CASES:
             plan.append(("latency", functools.partial(bench_latency, options, case)))
+    if "array" in options.only:
+        for array_case in ARRAY_CASES:
+            plan.append(("array", functools.partial(bench_array, options, array_case)))
     tables = []
     for name, bench in plan:
         started = time.monotonic()

@@ -12,7 +12,7 @@ Each copy uploads only the bytes appended since the last one, as a new object (a
 never the whole journal again: the traffic is the journal's own growth, not its square.
 
 **Fencing.** Every run that takes the folder up claims the next *epoch* first, by creating
-``epoch-EEEEEE`` only if it does not exist (a conditional PUT: two claimants of one epoch
+``epochs/epoch-EEEEEE`` only if it does not exist (a conditional PUT: two claimants of one epoch
 cannot both win). Its segments are named by its epoch, so nothing it writes can overwrite
 what another attempt wrote. An older attempt that is still running somewhere (a node cut
 off from the cluster, not dead) sees the newer claim at its next copy and stops: it neither
@@ -44,6 +44,10 @@ from pipeline.outputs import OutputFiles
 log = structlog.get_logger("pipeline.checkpoints")
 
 DEFAULT_INTERVAL_S = 5.0
+# Two subfolders, so that the epoch check at every copy lists the few claims, never the
+# segments, whose number grows with the task's hours (a store lists by whole path segments).
+_EPOCHS = "epochs/"
+_SEGMENTS = "segments/"
 _EPOCH = "epoch-"
 _SEGMENT = "segment-"
 _HEADER = b'{"journal"'
@@ -116,7 +120,7 @@ class Checkpoints:
                 self.requests += 1
                 obstore.put(
                     self.store,
-                    f"{self._prefix}{_EPOCH}{epoch:06d}",
+                    f"{self._prefix}{_EPOCHS}{_EPOCH}{epoch:06d}",
                     json.dumps(note).encode(),
                     mode="create",
                 )
@@ -140,7 +144,9 @@ class Checkpoints:
         import obstore
 
         by_journal: dict[str, list[tuple[int, int, str]]] = {}
-        for name in self._names(_SEGMENT):
+        for name in self._names(_SEGMENTS):
+            if not name.startswith(_SEGMENT):
+                continue
             epoch, seq, suffix = _parse_segment(name)
             by_journal.setdefault(suffix, []).append((epoch, seq, name))
         restored = 0
@@ -149,7 +155,7 @@ class Checkpoints:
             records: list[bytes] = []
             for _, _, name in sorted(segments):
                 self.requests += 1
-                body = bytes(obstore.get(self.store, f"{self._prefix}{name}").bytes())
+                body = bytes(obstore.get(self.store, f"{self._prefix}{_SEGMENTS}{name}").bytes())
                 for line in body.splitlines(keepends=True):
                     if line.startswith(_HEADER):
                         header = header or line
@@ -212,7 +218,7 @@ class Checkpoints:
                 suffix = journal.path.name[len(self.files.anchor.name) + 1 :]
                 name = f"{_SEGMENT}{self.epoch:06d}-{self._seq:08d}-{suffix}"
                 self.requests += 1
-                obstore.put(self.store, f"{self._prefix}{name}", body, mode="create")
+                obstore.put(self.store, f"{self._prefix}{_SEGMENTS}{name}", body, mode="create")
                 journal.uploaded += len(body)
                 sent += len(body)
                 self.segments += 1
@@ -221,7 +227,6 @@ class Checkpoints:
 
     def check_fence(self) -> None:
         """Raise ``Superseded`` if an attempt with a later epoch claimed the folder."""
-        self.requests += 1
         newer = max(self._epochs(), default=0)
         if newer > self.epoch:
             self.superseded = True
@@ -234,7 +239,11 @@ class Checkpoints:
         """Remove the folder: the results now hold everything its segments did."""
         import obstore
 
-        names = [f"{self._prefix}{name}" for name in self._names("")]
+        names = [
+            f"{self._prefix}{sub}{name}"
+            for sub in (_SEGMENTS, _EPOCHS)
+            for name in self._names(sub)
+        ]
         if names:
             self.requests += 1
             obstore.delete(self.store, names)
@@ -267,18 +276,17 @@ class Checkpoints:
                     pending.append((journal, body))
         return pending
 
-    def _names(self, start: str) -> list[str]:
-        """The names in the checkpoint folder that begin with ``start`` (a store lists by
-        whole path segments, so the folder is listed and the names are matched here)."""
+    def _names(self, folder: str) -> list[str]:
+        """The names of the objects in one subfolder of the checkpoint."""
         import obstore
 
         self.requests += 1
-        listed = obstore.list(self.store, prefix=self._prefix.rstrip("/")).collect()
-        names = (str(item["path"]).rpartition("/")[2] for item in listed)
-        return [name for name in names if name.startswith(start)]
+        listed = obstore.list(self.store, prefix=f"{self._prefix}{folder}".rstrip("/")).collect()
+        return [str(item["path"]).rpartition("/")[2] for item in listed]
 
     def _epochs(self) -> list[int]:
-        return [int(name[len(_EPOCH) :]) for name in self._names(_EPOCH)]
+        names = self._names(_EPOCHS)
+        return [int(name[len(_EPOCH) :]) for name in names if name.startswith(_EPOCH)]
 
     def _where(self) -> str:
         root, prefix = checkpoint_folder(str(self.files.uri))
