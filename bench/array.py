@@ -46,6 +46,7 @@ from bench.processes import (
     SandboxProcess,
     child_env,
     require_loopback,
+    stop_process,
 )
 
 RATE_MAX, INTERVAL_S, LATENCY_MS = 100, 10.0, 80.0  # HighLevel's limit per location
@@ -151,12 +152,7 @@ class MotoProcess:
         proc = self.proc
         if proc is None or proc.poll() is not None:
             return
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc, 10)
 
     @property
     def pid(self) -> int:

@@ -366,12 +366,7 @@ class SandboxProcess:
         proc = self.proc
         if proc is None or proc.poll() is not None:
             return
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
+        stop_process(proc, 15)
         if proc.stdout is not None:
             proc.stdout.close()
 
@@ -421,3 +416,13 @@ def pipeline_has_option(option: str) -> bool:
 
 if __name__ == "__main__":
     sys.exit(rusage_main(sys.argv[1:]))
+
+
+def stop_process(proc: subprocess.Popen[Any], timeout: float) -> None:
+    """SIGTERM, then SIGKILL if it is still there after ``timeout`` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=timeout)
