@@ -139,6 +139,8 @@ def execute(
     if (tokens is None or not tokens.any_token) and not job.dry_run:
         raise UsageError("no API token: set GHL_TOKEN (or name another variable with --token-env)")
     files = job.files
+    if job.shard is not None:  # the log's first line: which part, and who said so
+        log.info("this task sends one part", shard=job.shard.label, told_by=job.shard.source)
     check_output_folder(files)
     with exclusive(files):
         check_paths(job, files, resume=resume)
@@ -192,8 +194,6 @@ def _execute(
 ) -> RunResult:
     """The phases of a run, in order, under the output's lock."""
     start = _Start()
-    if job.shard is not None:
-        log.info("this task sends one part", shard=job.shard.label, told_by=job.shard.source)
     planned = load_plan(job, stage)
     whole: tuple[str, int] | None = None
     if job.shard is not None:  # one task of an array job: its part of the locations

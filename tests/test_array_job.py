@@ -106,6 +106,8 @@ def test_an_array_job_with_a_task_killed_and_restarted_elsewhere_ends_every_row_
         _, logs[k] = proc.communicate(timeout=180)
         assert proc.returncode == 0, (k, logs[k][-3000:])
     events = [json.loads(line) for line in logs[victim].splitlines() if line.startswith("{")]
+    assert events[0]["event"] == "this task sends one part"  # the log's first line says which
+    assert events[0]["shard"] == f"{victim}/{TASKS}"
     took = [e for e in events if e["event"] == "took up the checkpoint"]
     assert took and took[0]["records"] > 0, [e["event"] for e in events]
     assert [e["epoch"] for e in events if e["event"] == "checkpoint epoch claimed"] == [2]
