@@ -21,6 +21,7 @@ from pathlib import Path
 import polars as pl
 import structlog
 
+from pipeline import objects
 from pipeline.errors import UsageError, first_line
 from pipeline.outcomes import Code, Status
 from pipeline.planning import to_send
@@ -37,8 +38,17 @@ MESSAGE = "an earlier run's results hold this pair's conversation id; not sent"
 
 def known_paths(spec: str) -> list[str]:
     """The results files ``--known`` names: a file, a glob, a folder (its ``.parquet``
-    files) or a URI (with its glob, read as polars reads it). A glob or a folder that holds
-    none yet is the first night of a nightly job: nothing is known, and that is no error."""
+    files), a URI, a glob of URIs (read as polars reads it), or a folder in object storage
+    (a URI ending in ``/``: every ``.parquet`` under it, none in a hidden folder, such as a
+    task's checkpoint). A glob or a folder that holds none yet is the first night of a
+    nightly job: nothing is known, and that is no error."""
+    if is_uri(spec) and spec.endswith("/"):
+        found = objects.parquet_under(spec)
+        if not found:
+            log.info("no earlier results yet", known=spec)
+        for name in found:
+            _check_results(name)
+        return found
     if is_uri(spec):
         return [spec]
     path = Path(spec)

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import glob
 from dataclasses import replace
-from fnmatch import fnmatch
 from pathlib import Path
 
 import polars as pl
 import structlog
 
+from pipeline import objects
 from pipeline.errors import UsageError, first_line
 from pipeline.outputs import OutputFiles
 from pipeline.report import RunInfo
@@ -27,15 +27,16 @@ from pipeline.shards import Shard
 
 log = structlog.get_logger("pipeline.merging")
 
+_PARTS = "*.part-*-of-*.parquet"  # the parts in a folder
+
 
 def part_paths(spec: str) -> list[str]:
     """The parts PARTS names: a glob, a folder (its ``.part-*.parquet`` files) or a URI
     (itself, a glob of object names, or a folder ending in ``/``)."""
     if is_uri(spec):
-        return _uri_parts(spec)
-    path = Path(spec)
-    if path.is_dir():
-        found = sorted(str(p) for p in path.glob("*.part-*-of-*.parquet"))
+        found = objects.matching(spec, _PARTS)
+    elif Path(spec).is_dir():
+        found = sorted(str(p) for p in Path(spec).glob(_PARTS))
     else:
         found = sorted(glob.glob(spec))  # noqa: PTH207
     if not found:
@@ -43,37 +44,9 @@ def part_paths(spec: str) -> list[str]:
     return found
 
 
-def _uri_parts(spec: str) -> list[str]:
-    """The objects a URI names: listed from its folder when it has a wildcard or is one."""
-    if not any(c in spec for c in "*?[") and not spec.endswith("/"):
-        return [spec]
-    folder, _, pattern = spec.rpartition("/")
-    pattern = pattern or "*.part-*-of-*.parquet"
-    names = _object_names(folder + "/")
-    found = sorted(f"{folder}/{name}" for name in names if fnmatch(name, pattern))
-    if not found:
-        raise UsageError(f"{spec}: no parts there")
-    return found
-
-
-def _object_names(folder: str) -> list[str]:
-    """The names of the objects directly in ``folder`` (a URI ending in ``/``)."""
-    import obstore
-    from obstore.store import from_url
-
-    try:
-        listed = obstore.list_with_delimiter(from_url(folder))
-    except Exception as exc:  # obstore's own errors: a bad URL, no access, no bucket
-        raise UsageError(f"{folder}: cannot be listed ({first_line(exc)})") from exc
-    return [str(item["path"]).rpartition("/")[2] for item in listed["objects"]]
-
-
 def part_exists(path: str) -> bool:
     """Whether a part is there yet (asking the store for a URI)."""
-    if not is_uri(path):
-        return Path(path).is_file()
-    folder, _, name = path.rpartition("/")
-    return name in _object_names(folder + "/")
+    return objects.exists(path) if is_uri(path) else Path(path).is_file()
 
 
 def merge_if_complete(shard: Shard, output: str, *, state_dir: Path) -> RunInfo | None:

@@ -281,3 +281,39 @@ def test_a_journal_left_on_this_disk_is_kept_and_copied_whole(
     elsewhere = Checkpoints(files_for(tmp_path / "other", "same-disk"), interval_s=60)
     elsewhere.claim()
     assert elsewhere.restore() == 1
+
+
+def test_a_folder_in_a_bucket_names_its_results_not_the_checkpoints_beside_them(
+    aws: dict[str, str], tmp_path: Path
+) -> None:
+    """``--known s3://bucket/runs/`` and ``pipeline merge s3://bucket/runs/job/``: a task's
+    checkpoint folder lies beside its part, and is neither a part nor earlier results."""
+    client = boto3_client(aws)
+    known = pl.DataFrame(
+        {"location_id": ["L1"], "contact_id": ["c1"], "conversation_id": ["conv-1"]}
+    )
+    local = tmp_path / "night.parquet"
+    known.write_parquet(local)
+    client.upload_file(str(local), BUCKET, "nights/n1/results.part-00000-of-00001.parquet")
+    for key in (
+        "nights/n1/.results.part-00000-of-00001.parquet.checkpoint/segments/segment-x.parquet",
+        "nights/n1/.results.part-00000-of-00001.parquet.checkpoint/epochs/epoch-000001",
+        "nights/n1/notes.txt",
+    ):
+        client.put_object(Bucket=BUCKET, Key=key, Body=b"not results")
+    from pipeline.known import known_paths
+    from pipeline.merging import part_paths
+
+    part = f"s3://{BUCKET}/nights/n1/results.part-00000-of-00001.parquet"
+    assert known_paths(f"s3://{BUCKET}/nights/") == [part]
+    assert known_paths(f"s3://{BUCKET}/no-nights-yet/") == []  # the first night
+    assert part_paths(f"s3://{BUCKET}/nights/n1/") == [part]
+    src = tmp_path / "in.csv"
+    src.write_text("contactId,locationId\nc1,L1\nc2,L1\n")
+    done = run_cli(
+        "run", str(src), "-o", str(tmp_path / "r.parquet"), "--dry-run",
+        "--known", f"s3://{BUCKET}/nights/", env=aws,
+    )  # fmt: skip
+    assert done.code == 0, done.stderr
+    results = pl.read_parquet(tmp_path / "r.parquet")
+    assert results["error_code"].to_list() == ["known_from_earlier_run", "dry_run"]
