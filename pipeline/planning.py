@@ -195,6 +195,7 @@ class PlanEstimate:
     estimated_s: float  # with every location in parallel at its own limit
     over_daily_quota: list[tuple[str, int]]  # locations whose rows exceed one day's quota
     latency_s: float = 0.0  # the round trip the estimate assumes
+    pace: float | None = None  # the requests a second it assumes this machine sends at most
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -210,6 +211,7 @@ class PlanEstimate:
             f"estimated duration: {format_duration(self.estimated_s)} at the per-location "
             f"limit, assuming {self.latency_s * 1000:.0f} ms a request (pipeline check "
             "measures it)"
+            + (f" and at most {self.pace:,.0f} requests/s from this machine" if self.pace else "")
         )
         for loc, over in self.over_daily_quota:
             lines.append(f"  {loc}: {over} rows over the daily quota; they wait for the next day")
@@ -219,6 +221,10 @@ class PlanEstimate:
 # A request's round trip for the dry run's estimate, which cannot measure it (pipeline
 # check does): HighLevel from a European or American host is typically 80-150 ms.
 ASSUMED_LATENCY_S = 0.1
+# Requests a second one sending process carries at most, as measured on a 2-core machine
+# with the sandbox on the same cores (BENCHMARKS.md: 1,540-2,000 in "Typical imports",
+# 1,982 in benchmark 8). A faster machine sends more; the estimate errs long, not short.
+CLIENT_PACE = 1_800.0
 
 
 def send_seconds(rows: int, limits: Sequence[tuple[int, float]], latency_s: float = 0.0) -> float:
@@ -240,12 +246,15 @@ def estimate(
     daily_quota: int,
     latency_s: float = ASSUMED_LATENCY_S,
     max_in_flight: int | None = None,
+    pace: float | None = None,
 ) -> PlanEstimate:
     """Each location sends its rows as fast as every one of ``limits`` (N requests per T
     seconds, all holding at once) allows, all locations at once (``send_seconds``, at
     ``latency_s`` a request); a location's rows beyond ``daily_quota`` wait for the next day.
     ``max_in_flight`` bounds the whole run too: by Little's law it cannot take less than
-    requests x latency / requests in flight."""
+    requests x latency / requests in flight. So does ``pace``, the requests a second this
+    tool sends at most (``CLIENT_PACE``): past a few hundred locations, the machine sets the
+    time, not the limits."""
     per_location = (
         sendable.group_by("location_id")
         .len()
@@ -261,6 +270,8 @@ def estimate(
     requests = int(per_location["len"].sum())
     if max_in_flight:
         longest = max(longest or 0.0, requests * latency_s / max_in_flight)
+    if pace:
+        longest = max(longest or 0.0, requests / pace)
     over = per_location.filter(pl.col("len") > daily_quota).with_columns(
         pl.col("len") - daily_quota
     )
@@ -282,6 +293,7 @@ def estimate(
         estimated_s=float(longest or 0.0),
         latency_s=latency_s,
         over_daily_quota=list(over.iter_rows()),
+        pace=pace,
     )
 
 

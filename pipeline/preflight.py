@@ -42,7 +42,13 @@ from pipeline.auth import signer_for
 from pipeline.client import Answer, ConversationsClient
 from pipeline.job import Job
 from pipeline.outcomes import RETRYABLE, Code, Status
-from pipeline.planning import ASSUMED_LATENCY_S, format_duration, send_seconds, to_send
+from pipeline.planning import (
+    ASSUMED_LATENCY_S,
+    CLIENT_PACE,
+    format_duration,
+    send_seconds,
+    to_send,
+)
 from pipeline.settings import Rate
 from pipeline.tokens import Tokens
 
@@ -364,8 +370,10 @@ class CheckReport:
 
     @property
     def estimated_s(self) -> float:
-        """The run's sending time: locations go in parallel, so the longest one."""
-        return max((location.estimated_s for location in self.locations), default=0.0)
+        """The run's sending time: locations go in parallel, so the longest one, but no
+        faster than this tool's pace (``planning.CLIENT_PACE``) carries all their rows."""
+        longest = max((location.estimated_s for location in self.locations), default=0.0)
+        return max(longest, sum(location.rows for location in self.locations) / CLIENT_PACE)
 
     @property
     def days(self) -> int:

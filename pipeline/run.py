@@ -35,7 +35,16 @@ from pipeline.locking import exclusive
 from pipeline.merging import merge_if_complete
 from pipeline.outcomes import Code
 from pipeline.outputs import OutputFiles
-from pipeline.planning import IdRules, PlanEstimate, check, estimate, find_duplicates, mark, to_send
+from pipeline.planning import (
+    CLIENT_PACE,
+    IdRules,
+    PlanEstimate,
+    check,
+    estimate,
+    find_duplicates,
+    mark,
+    to_send,
+)
 from pipeline.progress import JournalTail, ProgressReporter
 from pipeline.reading import Columns, read_input
 from pipeline.report import Report, RunInfo, build_report
@@ -267,6 +276,7 @@ def _plan_sending(
         max_in_flight=(
             DEFAULT_CEILING if job.config.concurrency == "auto" else job.config.concurrency
         ),
+        pace=CLIENT_PACE * min(job.config.workers, os.cpu_count() or 1),
     )
     log.info(
         "planned",

@@ -428,3 +428,14 @@ def test_usage_errors_exit_2(sandbox: SandboxThread, tmp_path: Path) -> None:
     missing = check(sandbox, tmp_path / "nope.csv")
     assert missing.code == 2 and len(missing.stderr.strip().splitlines()) == 1
     assert sandbox.state.requests() == []
+
+
+def test_many_small_locations_are_estimated_at_this_tools_pace(
+    sandbox: SandboxThread, tmp_path: Path
+) -> None:
+    """400 locations of 30 rows: the limits allow it all in one burst each, but 12,000
+    requests take this tool ~7 s at 1,800 a second, and the estimate says so."""
+    src = write_csv(tmp_path / "in.csv", rows_for({f"L{k:03d}": 30 for k in range(400)}))
+    document = as_json(check(sandbox, src, "--format", "json"))
+    assert max(loc["estimated_s"] for loc in document["locations"]) < 1.0
+    assert document["summary"]["estimated_s"] == pytest.approx(12_000 / 1_800, rel=0.01)

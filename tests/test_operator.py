@@ -58,6 +58,12 @@ def test_estimate_follows_the_per_location_limit_and_daily_quota() -> None:
         max_in_flight=2,
     )
     assert narrow.estimated_s == pytest.approx(290 * 0.6 / 2)
+    # This machine's pace bounds it as well: 290 requests at 10 a second need 29 s.
+    paced = estimate(
+        planned, to_send(planned), limits=[(100, 10.0)], daily_quota=200, latency_s=0.0, pace=10
+    )
+    assert paced.estimated_s == pytest.approx(29.0)
+    assert "at most 10 requests/s from this machine" in paced.render()
 
 
 def test_dry_run_prints_the_plan(tmp_path: Path) -> None:
