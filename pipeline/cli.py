@@ -426,15 +426,20 @@ def report(
 def merge(parts: str, output: str, overwrite: bool) -> None:
     """Check that PARTS (a glob, a folder, or a URI) are every part of one split run, each
     once, holding every input row once, and write them as one results file in input order."""
+    import polars as pl
+
+    from pipeline.earlier import results_exist
     from pipeline.merging import merge as merge_parts
-    from pipeline.report import build_report, read_results, render
+    from pipeline.report import build_report, render
 
     require_parquet_name(output)
-    if not overwrite and Path(output).exists():
+    state_dir = Path(".pipeline-state")
+    if not overwrite and results_exist(OutputFiles.of(output, state_dir)):
         raise UsageError(f"{output}: the output exists; add --overwrite to replace it")
-    merge_parts(parts, output, state_dir=Path(".pipeline-state"))
-    frame, run = read_results(output)
-    click.echo(render(build_report(frame, run), "table", title=output))
+    run = merge_parts(parts, output, state_dir=state_dir)
+    # The summary streams from the file just written: a merge of millions of rows holds
+    # one range of them at a time, and so does this.
+    click.echo(render(build_report(pl.scan_parquet(output), run), "table", title=output))
 
 
 SANDBOX_PORT = 8099  # fixed, so the README's commands and a person's notes stay valid

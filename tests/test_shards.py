@@ -9,6 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from pipeline import merging
 from pipeline.errors import UsageError
 from pipeline.sandbox import SandboxThread
 from pipeline.shards import owner, parse_shard, resolve_shard
@@ -77,7 +78,7 @@ def run_shards(sandbox: SandboxThread, src: Path, out: Path, count: int, *extra:
 
 
 def test_three_tasks_and_a_merge_account_for_every_row(
-    sandbox: SandboxThread, tmp_path: Path
+    sandbox: SandboxThread, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rows = [(f"c{i}", LOCATIONS[i % 12]) for i in range(360)]
     rows += [("bad id", "Loc01"), ("c9", "bad loc"), ("c0", "Loc00")]  # invalid x2, duplicate
@@ -107,6 +108,12 @@ def test_three_tasks_and_a_merge_account_for_every_row(
         created[("Loc00", "c0")]
     ]
     assert "363 rows" in done.stdout
+    # Sorted a range at a time (ranges of 50 rows here, not 500,000): the same file.
+    monkeypatch.setattr(merging, "CHUNK_ROWS", 50)
+    ranged = tmp_path / "out" / "ranged.parquet"
+    merging.merge(glob, str(ranged), state_dir=tmp_path / "state")
+    assert pl.read_parquet(ranged).equals(results)
+    assert not list((tmp_path / "out").glob(".merge-*"))  # its sorted ranges are gone
 
 
 def test_merge_refuses_parts_that_do_not_make_one_run(
