@@ -141,7 +141,6 @@ class Checkpoints:
         harmless: the last record of a row wins, and they are the same)."""
         if self.files.existing_journals():
             return 0
-        import obstore
 
         by_journal: dict[str, list[tuple[int, int, str]]] = {}
         for name in self._names(_SEGMENTS):
@@ -151,31 +150,50 @@ class Checkpoints:
             by_journal.setdefault(suffix, []).append((epoch, seq, name))
         restored = 0
         for suffix, segments in sorted(by_journal.items()):
-            header: bytes | None = None
-            records: list[bytes] = []
-            for _, _, name in sorted(segments):
-                self.requests += 1
-                body = bytes(obstore.get(self.store, f"{self._prefix}{_SEGMENTS}{name}").bytes())
-                for line in body.splitlines(keepends=True):
-                    if line.startswith(_HEADER):
-                        header = header or line
-                    elif line.strip():
-                        records.append(line)
-            if header is None:
+            path = self.files.anchor.with_name(f"{self.files.anchor.name}.{suffix}")
+            count = self._rebuild(path, [name for _, _, name in sorted(segments)])
+            if count is None:
                 log.warning("checkpoint has records but no header; not taken up", journal=suffix)
                 continue
-            path = self.files.anchor.with_name(f"{self.files.anchor.name}.{suffix}")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("wb") as handle:
-                handle.write(header)
-                handle.writelines(records)
-                handle.flush()
-                os.fsync(handle.fileno())
             self._journals[path] = _Journal(path, path.stat().st_size)
-            restored += len(records)
+            restored += count
         if restored:
             log.info("took up the checkpoint", records=restored, where=self._where())
         return restored
+
+    def _rebuild(self, path: Path, names: list[str]) -> int | None:
+        """Write one journal from its segments, in order, one segment in memory at a time:
+        the first header line, then every record line. The record lines written, or None
+        (nothing written) when no segment holds a header."""
+        header = next((h for h in map(self._header_of, names) if h is not None), None)
+        if header is None:
+            return None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        count = 0
+        with path.open("wb") as handle:
+            handle.write(header)
+            for name in names:
+                lines = [
+                    line
+                    for line in self._segment(name).splitlines(keepends=True)
+                    if line.strip() and not line.startswith(_HEADER)
+                ]
+                handle.writelines(lines)
+                count += len(lines)
+            handle.flush()
+            os.fsync(handle.fileno())
+        return count
+
+    def _header_of(self, name: str) -> bytes | None:
+        """The segment's journal header line, if it begins a journal (it is then first)."""
+        first = self._segment(name).split(b"\n", 1)[0] + b"\n"
+        return first if first.startswith(_HEADER) else None
+
+    def _segment(self, name: str) -> bytes:
+        import obstore
+
+        self.requests += 1
+        return bytes(obstore.get(self.store, f"{self._prefix}{_SEGMENTS}{name}").bytes())
 
     # -- keeping it current ---------------------------------------------------------------
 
