@@ -317,3 +317,52 @@ def test_a_folder_in_a_bucket_names_its_results_not_the_checkpoints_beside_them(
     assert done.code == 0, done.stderr
     results = pl.read_parquet(tmp_path / "r.parquet")
     assert results["error_code"].to_list() == ["known_from_earlier_run", "dry_run"]
+
+
+def test_a_run_with_workers_checkpoints_each_workers_journal_and_takes_them_up(
+    aws: dict[str, str], sandbox: SandboxThread, tmp_path: Path
+) -> None:
+    """``--workers 2`` writes two journals: both are copied, and a run started again on an
+    empty disk rebuilds both and resumes."""
+    sandbox.update_config(rate_max=RATE_MAX, rate_interval_ms=RATE_MS)
+    source = tmp_path / "input.csv"
+    source.write_text("contactId,locationId\n" + "".join(f"c{i},L{i % 8}\n" for i in range(320)))
+    output = f"s3://{BUCKET}/runs/workers/results.parquet"
+    folder = "runs/workers/.results.parquet.checkpoint/segments/"
+
+    def start(work: Path) -> subprocess.Popen[str]:
+        work.mkdir()
+        return subprocess.Popen(
+            [
+                *(sys.executable, "-m", "pipeline", "run", str(source), "-o", output),
+                *("--resume", "--workers", "2", "--checkpoint-interval", "0.3"),
+                *("--base-url", sandbox.base_url, "--log-format", "json"),
+            ],
+            cwd=work,
+            env={**aws, "GHL_TOKEN": TOKEN, "PATH": "/usr/bin:/bin"},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def segments() -> list[str]:
+        return [key.rsplit("-", 1)[1] for key in keys(aws, folder)]
+
+    first = start(tmp_path / "one")
+    # Mid-run: each worker's journal copied at least twice (its header, then records).
+    wait_until(lambda: all(segments().count(f"journal.w{k}") >= 2 for k in (0, 1)))
+    first.send_signal(signal.SIGKILL)
+    first.communicate(timeout=10)
+    again = start(tmp_path / "two")
+    _, stderr = again.communicate(timeout=120)
+    assert again.returncode == 0, stderr[-3000:]
+    events = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    took = [e["records"] for e in events if e["event"] == "took up the checkpoint"]
+    assert took and took[0] > 0, [e["event"] for e in events]
+    results = pl.read_parquet(output)
+    assert results["row_index"].to_list() == list(range(320))
+    assert set(results["status"]) <= {"created", "exists"}
+    made = sandbox.state.conversations()
+    assert len(made) == 320
+    for row in results.iter_rows(named=True):
+        assert row["conversation_id"] == made[(row["location_id"], row["contact_id"])]
