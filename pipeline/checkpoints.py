@@ -131,6 +131,10 @@ class Checkpoints:
             return epoch
         raise UsageError(f"{self._where()}: cannot claim a checkpoint epoch")
 
+    def holds_journals(self) -> bool:
+        """Whether an earlier attempt copied any journal here."""
+        return any(name.startswith(_SEGMENT) for name in self._names(_SEGMENTS))
+
     def restore(self) -> int:
         """Rebuild the local journals from the segments when there are none on disk; the
         number of record lines restored (0: nothing to take up, or the disk had its own).
@@ -305,6 +309,11 @@ class Checkpoints:
     def _epochs(self) -> list[int]:
         names = self._names(_EPOCHS)
         return [int(name[len(_EPOCH) :]) for name in names if name.startswith(_EPOCH)]
+
+    @property
+    def where(self) -> str:
+        """The checkpoint folder's URI."""
+        return self._where()
 
     def _where(self) -> str:
         root, prefix = checkpoint_folder(str(self.files.uri))

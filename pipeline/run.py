@@ -153,7 +153,7 @@ def execute(
     check_output_folder(files)
     with exclusive(files):
         check_paths(job, files, resume=resume)
-        checkpoints = _take_up_checkpoint(job, files)
+        checkpoints = _take_up_checkpoint(job, files, resume=resume)
         with staging(files) as stage:
             return _execute(
                 job,
@@ -166,16 +166,25 @@ def execute(
             )
 
 
-def _take_up_checkpoint(job: Job, files: OutputFiles) -> Checkpoints | None:
+def _take_up_checkpoint(job: Job, files: OutputFiles, *, resume: bool) -> Checkpoints | None:
     """For an output in object storage: claim the checkpoint beside it (fencing off any
     older attempt of this task) and, with no journal on this disk, take up its journals,
-    which ``--resume`` then goes on from (``checkpoints``)."""
+    which ``--resume`` then goes on from (``checkpoints``). Without ``--resume``, a
+    checkpoint that holds an unfinished run's journal stops the run before it claims
+    anything: starting over would send its rows again, and the claim would stop that run
+    if it is still going somewhere."""
     if job.dry_run:
         return None
     checkpoints = for_output(files, job.config.checkpoint_interval)
-    if checkpoints is not None:
-        checkpoints.claim()
-        checkpoints.restore()
+    if checkpoints is None:
+        return None
+    if not resume and checkpoints.holds_journals():
+        raise UsageError(
+            f"{checkpoints.where}: an unfinished run left its journal's checkpoint there; add "
+            "--resume to continue it (or remove that folder to start over)"
+        )
+    checkpoints.claim()
+    checkpoints.restore()
     return checkpoints
 
 

@@ -366,3 +366,37 @@ def test_a_run_with_workers_checkpoints_each_workers_journal_and_takes_them_up(
     assert len(made) == 320
     for row in results.iter_rows(named=True):
         assert row["conversation_id"] == made[(row["location_id"], row["contact_id"])]
+
+
+def test_a_checkpoint_left_by_a_killed_run_is_taken_up_only_with_resume(
+    aws: dict[str, str], sandbox: SandboxThread, tmp_path: Path
+) -> None:
+    sandbox.update_config(rate_max=5, rate_interval_ms=1000)
+    source = tmp_path / "input.csv"
+    source.write_text("contactId,locationId\n" + "".join(f"c{i},L1\n" for i in range(40)))
+    output = f"s3://{BUCKET}/runs/again/results.parquet"
+    args = ["run", str(source), "-o", output, "--checkpoint-interval", "0.3"]
+    killed = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", *args, "--base-url", sandbox.base_url],
+        cwd=tmp_path,
+        env={**aws, "GHL_TOKEN": TOKEN, "PATH": "/usr/bin:/bin"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    folder = "runs/again/.results.parquet.checkpoint/segments/"
+    wait_until(lambda: len(keys(aws, folder)) >= 2)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(timeout=10)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**aws, "GHL_STATE_DIR": str(elsewhere)}
+    done = run_cli(*args, "--base-url", sandbox.base_url, env=env)
+    assert done.code == 2
+    assert done.stderr == (
+        f"pipeline: error: s3://{BUCKET}/runs/again/.results.parquet.checkpoint/: an "
+        "unfinished run left its journal's checkpoint there; add --resume to continue it (or "
+        "remove that folder to start over)\n"
+    )
+    done = run_cli(*args, "--base-url", sandbox.base_url, "--resume", env=env)
+    assert done.code == 0, done.stderr[-3000:]
+    assert len(sandbox.state.conversations()) == 40
