@@ -94,6 +94,7 @@ class Peers:
         self._lease: Path | None = None
         self._fd: int | None = None
         self._read_at = -float("inf")
+        self._trusted = False  # the folder is ours: what is in it may be read
         self._theirs: Counter[bytes] = Counter()  # our keys -> live leases of others that list it
         # A live lease's (name, size, mtime) -> its keys: read once while it is unchanged.
         self._known: dict[tuple[str, int, int], frozenset[bytes]] = {}
@@ -114,6 +115,8 @@ class Peers:
 
     def sharers(self, location_id: str, *, fresh: bool = False) -> int:
         """How many live runs of ours on this machine send to the location, this one too."""
+        if not self._trusted:
+            return 1
         now = self._clock()
         if now - self._read_at >= (FRESH_S if fresh else REFRESH_S):
             self._read_at = now
@@ -146,6 +149,11 @@ class Peers:
         if not self._mine:
             return
         self._folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = self._folder.stat()
+        if info.st_uid != os.getuid() or info.st_mode & 0o022:
+            # In a shared /tmp, a folder of that name made by someone else could feed us
+            # leases that halve our share: only our own, private folder is trusted.
+            raise PermissionError(f"{self._folder} is not this user's private folder")
         fd, temp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=self._folder)
         self._fd = fd
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -153,6 +161,7 @@ class Peers:
         lease = self._folder / f"{os.getpid()}-{Path(temp).stem.lstrip('.')}{_SUFFIX}"
         Path(temp).rename(lease)
         self._lease = lease
+        self._trusted = True
 
     def _close(self) -> None:
         if self._lease is not None:

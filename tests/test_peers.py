@@ -114,3 +114,13 @@ def test_a_location_done_is_taken_off_the_lease_and_its_share_given_back(tmp_pat
         two.done("L9")  # never listed: nothing
         clock.now += REFRESH_S
         assert one.sharers("L1") == 1 and one.sharers("L2") == 2
+
+
+def test_a_folder_others_may_write_is_not_trusted(tmp_path: Path) -> None:
+    """In a shared /tmp, someone else's folder of that name could feed us leases."""
+    shared = tmp_path / "leases"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with Peers(API, ["L1"], folder=shared) as one, Peers(API, ["L1"], folder=shared) as two:
+        assert one.sharers("L1") == two.sharers("L1") == 1
+    assert not list(shared.iterdir())
