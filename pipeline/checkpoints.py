@@ -39,6 +39,7 @@ from typing import Any
 import structlog
 
 from pipeline.errors import UsageError, first_line
+from pipeline.locking import EXIT_LOCKED
 from pipeline.outputs import OutputFiles
 
 log = structlog.get_logger("pipeline.checkpoints")
@@ -54,7 +55,11 @@ _HEADER = b'{"journal"'
 
 
 class Superseded(UsageError):
-    """A newer attempt of this task took its checkpoint over: this one must stop writing."""
+    """A newer attempt of this task took its checkpoint over: this one must stop writing.
+    Exit 75, as for an output another run holds (``locking``): another attempt of this
+    task is writing it, and this one did nothing more."""
+
+    exit_code = EXIT_LOCKED
 
 
 def checkpoint_folder(uri: str) -> tuple[str, str]:

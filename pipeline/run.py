@@ -237,7 +237,10 @@ def _execute(
     report = _report(files, run)
     # An interrupted task is started again by its engine, and the retry merges.
     if job.merge_into is not None and job.shard is not None and session.signal is None:
-        merge_if_complete(job.shard, job.merge_into, state_dir=job.config.state_dir)
+        try:
+            merge_if_complete(job.shard, job.merge_into, state_dir=job.config.state_dir)
+        except UsageError as exc:  # this task's part is written: its exit code stands
+            log.error("the parts cannot be merged", reason=str(exc), output=job.merge_into)
     return RunResult(report, session.signal, plan_estimate, session.stop_detail)
 
 

@@ -258,7 +258,7 @@ def test_an_attempt_that_a_newer_one_took_over_stops_without_writing_its_part(
     newer = Checkpoints(OutputFiles.of(part, tmp_path / "new-node"), interval_s=60)
     assert newer.claim() == 2
     _, stderr = old.communicate(timeout=60)
-    assert old.returncode == 2, stderr[-3000:]
+    assert old.returncode == 75, stderr[-3000:]  # another attempt writes this output
     assert "a newer attempt of this task (epoch 2) took its checkpoint over" in stderr
     assert not [key for key in keys(aws, "runs/job-2/") if "results.part" in key.split("/")[-1]]
     sent = len([r for r in sandbox.state.requests() if r.location_id == "L1"])

@@ -196,3 +196,23 @@ def test_merge_refuses_parts_of_different_counts_and_rows_in_two_parts(
     assert done.code == 2
     first = int(pl.read_parquet(two[0])["row_index"][0])
     assert done.stderr == f"pipeline: error: {overlap}: row {first} is in more than one part\n"
+
+
+def test_run_merge_merges_when_the_last_part_is_in_and_says_why_it_cannot(
+    sandbox: SandboxThread, tmp_path: Path
+) -> None:
+    """``--merge``: the task that finds every part writes OUTPUT; a part of another input
+    is named in the log, and the task's own exit code stands (its part is written)."""
+    out = tmp_path / "out" / "results.parquet"
+    src = write_csv(tmp_path / "in.csv", [(f"c{i}", LOCATIONS[i % 12]) for i in range(48)])
+    run_shards(sandbox, src, out, 2, "--merge")
+    assert pl.read_parquet(out)["row_index"].to_list() == list(range(48))
+    other = write_csv(tmp_path / "other.csv", [(f"d{i}", LOCATIONS[i % 12]) for i in range(30)])
+    out.unlink()
+    done = run_cli(
+        "run", str(other), "-o", str(out), *fast_limits(sandbox), "--merge", "--shard", "0/2",
+        "--overwrite",
+    )  # fmt: skip
+    assert done.code == 0, done.stderr[-3000:]
+    assert "the parts cannot be merged" in done.stderr and "another input" in done.stderr
+    assert not out.exists()
