@@ -19,11 +19,13 @@ import re
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-
-import polars as pl
+from typing import TYPE_CHECKING
 
 from pipeline.errors import UsageError
 from pipeline.outcomes import Status
+
+if TYPE_CHECKING:  # polars costs ~130 ms to import; --help and usage errors need none of it
+    import polars as pl
 
 # Each engine's index variable, and its count variable where it has one.
 ENGINES: tuple[tuple[str, str, str | None, str | None], ...] = (
@@ -56,6 +58,8 @@ class Shard:
     def restrict(self, planned: pl.LazyFrame) -> pl.LazyFrame:
         """The planned rows of this part: those of the locations it owns, and (shard 0)
         the invalid rows, which no task sends."""
+        import polars as pl
+
         locations = (
             planned.filter(pl.col("status").is_null() | (pl.col("status") != Status.INVALID.value))
             .select(pl.col("location_id").unique())
