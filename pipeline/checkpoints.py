@@ -132,9 +132,9 @@ class Checkpoints:
             except obstore.exceptions.AlreadyExistsError:
                 continue
             self.epoch = epoch
-            log.info("checkpoint epoch claimed", epoch=epoch, where=self._where())
+            log.info("checkpoint epoch claimed", epoch=epoch, where=self.where)
             return epoch
-        raise UsageError(f"{self._where()}: cannot claim a checkpoint epoch")
+        raise UsageError(f"{self.where}: cannot claim a checkpoint epoch")
 
     def holds_journals(self) -> bool:
         """Whether an earlier attempt copied any journal here."""
@@ -167,7 +167,7 @@ class Checkpoints:
             self._journals[path] = _Journal(path, path.stat().st_size)
             restored += count
         if restored:
-            log.info("took up the checkpoint", records=restored, where=self._where())
+            log.info("took up the checkpoint", records=restored, where=self.where)
         return restored
 
     def _rebuild(self, path: Path, names: list[str]) -> int | None:
@@ -318,9 +318,6 @@ class Checkpoints:
     @property
     def where(self) -> str:
         """The checkpoint folder's URI."""
-        return self._where()
-
-    def _where(self) -> str:
         root, prefix = checkpoint_folder(str(self.files.uri))
         return root + prefix
 

@@ -85,7 +85,7 @@ from tomlkit.items import AbstractTable
 
 from pipeline import logs
 from pipeline.errors import UsageError, one_line
-from pipeline.locking import EXIT_LOCKED
+from pipeline.locking import EXIT_LOCKED, names_open_file
 
 UserType = Literal["Location", "Company"]
 Format = Literal["toml", "json"]
@@ -802,7 +802,7 @@ class CredentialsStore:
                         raise self._locked(f"pid {owner or 'unknown'}") from None
                     time.sleep(min(pause, left))
                     pause = min(pause * 2, 0.02)
-            if _names(self.lock_path, fd):
+            if names_open_file(self.lock_path, fd):
                 return fd
             os.close(fd)  # its holder removed it as it finished: lock the path anew
 
@@ -833,16 +833,6 @@ class Transaction:
         if not self._open:
             raise RuntimeError("this credentials transaction has ended")
         self.state = self.store.save(state)
-
-
-def _names(path: Path, fd: int) -> bool:
-    """Whether ``path`` still names the file open at ``fd``."""
-    try:
-        on_disk = path.stat()
-    except FileNotFoundError:
-        return False
-    held = os.fstat(fd)
-    return (on_disk.st_dev, on_disk.st_ino) == (held.st_dev, held.st_ino)
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -42,17 +42,12 @@ def known_paths(spec: str) -> list[str]:
     (a URI ending in ``/``: every ``.parquet`` under it, none in a hidden folder, such as a
     task's checkpoint). A glob or a folder that holds none yet is the first night of a
     nightly job: nothing is known, and that is no error."""
-    if is_uri(spec) and spec.endswith("/"):
-        found = objects.parquet_under(spec)
-        if not found:
-            log.info("no earlier results yet", known=spec)
-        for name in found:
-            _check_results(name)
-        return found
-    if is_uri(spec):
+    if is_uri(spec) and not spec.endswith("/"):
         return [spec]
     path = Path(spec)
-    if path.is_dir():
+    if is_uri(spec):
+        found = objects.parquet_under(spec)
+    elif path.is_dir():
         found = sorted(
             str(p) for p in path.iterdir() if p.suffix == ".parquet" and not p.name.startswith(".")
         )

@@ -63,12 +63,12 @@ def _take(files: OutputFiles) -> int:
                 f"{files.anchor}: another run (pid {owner}) is writing this output; "
                 "wait for it to finish, or choose another -o"
             ) from None
-        if _names(files.lock, fd):
+        if names_open_file(files.lock, fd):
             return fd
         os.close(fd)  # the run that held it removed it as it ended: lock the path anew
 
 
-def _names(path: Path, fd: int) -> bool:
+def names_open_file(path: Path, fd: int) -> bool:
     """Whether ``path`` still names the file open at ``fd``."""
     try:
         on_disk = path.stat()

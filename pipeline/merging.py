@@ -46,17 +46,16 @@ def part_paths(spec: str) -> list[str]:
     return found
 
 
-def part_exists(path: str) -> bool:
-    """Whether a part is there yet (asking the store for a URI)."""
-    return objects.exists(path) if is_uri(path) else Path(path).is_file()
-
-
 def merge_if_complete(shard: Shard, output: str, *, state_dir: Path) -> RunInfo | None:
     """``run --merge``: write OUTPUT from the parts once all of them are there; None while
     some are missing (the task that writes the last one merges). Two tasks that finish at
     once may both merge: both write the same file."""
     parts = [replace(shard, index=k).part_name(output) for k in range(shard.count)]
-    missing = [k for k, part in enumerate(parts) if not part_exists(part)]
+    if is_uri(output):  # one listing of the folder, not one request a part
+        there = set(objects.names(output.rpartition("/")[0] + "/"))
+        missing = [k for k, part in enumerate(parts) if part.rpartition("/")[2] not in there]
+    else:
+        missing = [k for k, part in enumerate(parts) if not Path(part).is_file()]
     if missing:
         log.info("parts still missing; the task that writes the last one merges", missing=missing)
         return None

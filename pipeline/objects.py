@@ -57,9 +57,3 @@ def parquet_under(folder: str) -> list[str]:
         for path in names(folder, recursive=True)
         if path.endswith(".parquet") and not any(p.startswith(".") for p in path.split("/"))
     ]
-
-
-def exists(uri: str) -> bool:
-    """Whether the object is there (one listing of its folder)."""
-    folder, _, name = uri.rpartition("/")
-    return name in names(folder + "/")

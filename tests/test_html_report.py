@@ -42,7 +42,7 @@ from pipeline.htmlreport import (
 from pipeline.report import RunInfo
 from pipeline.sandbox import SandboxThread
 from tests.conftest import REPO, TOKEN, run_cli, write_csv
-from tests.test_end_to_end import fast_limits
+from tests.test_end_to_end import RESULT_COLUMNS, fast_limits
 
 ARTIFACTS = REPO / "tests" / "artifacts"
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -65,19 +65,7 @@ def results(rows: list[dict[str, Any]], *, finished: bool = True) -> pl.DataFram
     }
     frame = pl.DataFrame(
         [{"row_index": i, **base, **row} for i, row in enumerate(rows)],
-        schema={
-            "row_index": pl.Int64,
-            "contact_id": pl.String,
-            "location_id": pl.String,
-            "status": pl.String,
-            "conversation_id": pl.String,
-            "error_code": pl.String,
-            "http_status": pl.Int32,
-            "error_message": pl.String,
-            "attempts": pl.Int32,
-            "trace_id": pl.String,
-            "finished_at": pl.Datetime("us", "UTC"),
-        },
+        schema=RESULT_COLUMNS,
     )
     return frame if finished else frame.drop("finished_at")
 
