@@ -556,6 +556,8 @@ def _header(report: Report, title: str, dry_run: bool) -> str:
         latency = (
             f"{run.mean_latency_ms:g} ms mean latency" if run.mean_latency_ms is not None else ""
         )
+        if latency and run.p50_latency_ms is not None and run.p99_latency_ms is not None:
+            latency += f" (p50 {run.p50_latency_ms:g}, p99 {run.p99_latency_ms:g})"
         peak = f"at most {run.peak_in_flight:,} in flight" if run.peak_in_flight else ""
         cards.append(
             _card(

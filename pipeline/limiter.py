@@ -362,7 +362,7 @@ class WindowLimiter:
         from ``now`` (the ``keep`` rested longest stay free); returns how many rest."""
         free: list[tuple[float, int]] = []
         total = 0
-        while self._idle and self._idle[0][0] + self._interval <= free_at:
+        while self._idle and self._idle[0][0] + self._interval <= free_at + _TOLERANCE_S:
             run = heapq.heappop(self._idle)
             free.append(run)
             total += run[1]
@@ -441,6 +441,11 @@ class LocationLimiter:
         self._blocked_until = _NEVER
         self._changed = asyncio.Event()
         self._contended_until = _NEVER  # another client spends the budget until then
+        # When an answer first showed requests not ours in the window (``_sighted``), and
+        # whether the request that asks if they persist is on its way (its send time).
+        self._sighted_at = _NEVER
+        self._asking_since: float | None = None
+        self._known_since = math.inf  # the first answer's time: limits known from then on
         self._budget = 0  # while contended: requests that may start before the next answer
         self._budget_sent_at = _NEVER  # when the request whose answer set it was sent
         self._answers = 0
@@ -502,6 +507,9 @@ class LocationLimiter:
             wait = max(wait, window_wait)
         if wait > 0.0:
             return wait
+        asking = self._must_ask(now)
+        if asking and self._asking_since is not None:
+            return None  # one request asks whether the other client persists
         contended = now < self._contended_until or self._first_burst
         if contended and self._budget <= 0:
             if self._server.in_flight:
@@ -512,6 +520,8 @@ class LocationLimiter:
             window._take(now)
         if contended:
             self._budget -= 1
+        if asking:
+            self._asking_since = now
         return 0.0
 
     def release(self) -> None:
@@ -523,6 +533,7 @@ class LocationLimiter:
 
     def cancel(self) -> None:
         """Permits were taken but no request was sent: every window has its permit back."""
+        self._asking_since = None  # it may have been the one asking: let another ask
         for window in self._windows:
             window._give_back(window._cancel_rest_start())
         self._changed.set()
@@ -554,9 +565,22 @@ class LocationLimiter:
         )
         now = self._clock()
         self._answers += 1
+        sent = now if sent_at is None else sent_at
+        if self._answers == 1:
+            self._known_since = now
+        # A 429 to a request sent before any answer announced the limit is our own guess's
+        # (the assumed limit was too high), not a sign of another client.
+        refused = refused and sent >= self._known_since
         if rested or refused:
-            self._contended_until = now + CONTENDED_WINDOWS * self._server.interval_s
-        if self._answers == 1 and remaining is not None and now < self._contended_until:
+            self._sighted(now, sent, refused=refused)
+        elif (
+            remaining is not None and self._asking_since is not None and sent >= self._asking_since
+        ):
+            self._sighted_at = _NEVER  # asked, and nobody else is there: full bursts again
+        if self._asking_since is not None and sent >= self._asking_since:
+            self._asking_since = None
+        cautious = now < self._contended_until or (rested > 0 and self._answers == 1)
+        if self._answers == 1 and remaining is not None and cautious:
             self._first_burst = True
             self._budget = (remaining - self._server.in_flight) // 2
             self._budget_sent_at = now if sent_at is None else sent_at
@@ -578,6 +602,39 @@ class LocationLimiter:
             if remaining <= self._headroom() or refused:
                 self._quiet_until = now + QUIET_FRACTION * self._server.interval_s
         self._changed.set()  # a higher max may have freed permits for a waiter
+
+    def _sighted(self, now: float, sent_at: float, *, refused: bool) -> None:
+        """Requests not ours were in the server's window when it counted ours.
+
+        The permits they took are rested either way (``WindowLimiter.observe``); what is
+        decided here is whether someone *goes on* spending the budget, which is what makes
+        a location contended. Rows sent before the run (a ``pipeline check``, a killed
+        run's last burst, another tool's one-off) show once and leave the window within an
+        interval: treating them as a client for three windows turned a run after a check
+        into single requests two seconds apart. So the location is contended on a 429, or
+        on a second sighting in a request sent more than an interval after the first
+        (whatever the first saw has left the window by then); while it is contended, each
+        sighting extends it. Between the two, the first request of the next window goes
+        alone (``_must_ask``) and its answer decides: a burst into a window that another
+        client still fills would be a burst of 429s."""
+        interval = self._server.interval_s
+        contended = now < self._contended_until
+        if self._sighted_at + 2 * interval < sent_at:  # none lately: a new first sighting
+            self._sighted_at = now
+        persists = sent_at >= self._sighted_at + interval - _TOLERANCE_S
+        if refused or contended or persists:
+            self._contended_until = now + CONTENDED_WINDOWS * interval
+
+    def _must_ask(self, now: float) -> bool:
+        """Whether a request now must go alone to ask if the other client seen in the
+        last window persists (see ``_sighted``)."""
+        if self._sighted_at == _NEVER or now < self._contended_until:
+            return False
+        interval = self._server.interval_s
+        if now >= self._sighted_at + 2 * interval:  # nothing seen for a whole window
+            self._sighted_at = _NEVER
+            return False
+        return now >= self._sighted_at + interval - _TOLERANCE_S
 
     def block_for(self, seconds: float) -> None:
         """Hand out no permit for ``seconds`` (the server said to back off)."""

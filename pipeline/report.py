@@ -40,6 +40,8 @@ class RunInfo:
     workers: int
     peak_in_flight: int | None = None  # requests in flight at once, at most (all workers)
     mean_latency_ms: float | None = None  # from sending a request to its answer
+    p50_latency_ms: float | None = None  # ... the median of those times
+    p99_latency_ms: float | None = None  # ... and their 99th percentile
     throttled: int = 0  # 429 answers
     # One task's part of a split run (--shard): "K/N", the whole input's fingerprint and
     # row count, which pipeline merge checks the parts against.
@@ -205,6 +207,13 @@ def _run_line(run: RunInfo) -> str:
         + (
             f", at most {run.peak_in_flight} in flight, {run.mean_latency_ms:g} ms each on average"
             if run.peak_in_flight and run.mean_latency_ms is not None
+            else ""
+        )
+        + (
+            f" (p50 {run.p50_latency_ms:g} ms, p99 {run.p99_latency_ms:g} ms)"
+            if run.peak_in_flight
+            and run.p50_latency_ms is not None
+            and run.p99_latency_ms is not None
             else ""
         )
         + (", dry run" if run.dry_run else "")

@@ -395,6 +395,7 @@ def _write_results(
     unsent = Code.DRY_RUN if job.dry_run else (session.stop_code or Code.INTERRUPTED)
     everything = pl.concat([earlier.outcomes, this_run]).unique(subset="row_index", keep="last")
     results = assemble(planned, everything, unsent=unsent)
+    mean_ms, p50_ms, p99_ms = session.latencies.milliseconds()
     run = RunInfo(
         started_at=start.at,
         elapsed_s=start.elapsed_s(),
@@ -410,11 +411,9 @@ def _write_results(
         token_refreshes=session.token_refreshes,
         tokens_minted=session.tokens_minted,
         daily_remaining=session.daily_remaining,
-        mean_latency_ms=(
-            round(1000 * session.latency_total_s / session.requests, 1)
-            if session.requests
-            else None
-        ),
+        mean_latency_ms=mean_ms,
+        p50_latency_ms=p50_ms,
+        p99_latency_ms=p99_ms,
     )
     write_atomically(results, files, metadata=run.to_metadata())
     return run

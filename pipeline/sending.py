@@ -45,7 +45,8 @@ import structlog
 from pipeline import constants
 from pipeline.client import Answer
 from pipeline.guards import Guards, Verdict
-from pipeline.inflight import Gauge, InFlightLimit
+from pipeline.inflight import Gauge, InFlightLimit, watch_loop_lag
+from pipeline.latencies import Latencies
 from pipeline.limiter import LocationLimiter, PrioritySlots
 from pipeline.outcomes import RETRYABLE, Code, RowOutcome, Status
 from pipeline.retrying import FindExisting, Retry, RetryPolicy, Settle, skipped
@@ -214,7 +215,7 @@ class Sender:
         self.requests = 0  # HTTP requests made, creates and searches
         self.peak_in_flight = 0
         self._gauge = gauge or Gauge()
-        self.latency_total_s = 0.0  # summed over every request, for the mean
+        self.latencies = Latencies()  # every request's time, for the mean, p50 and p99
         self.throttled = 0  # 429 answers
         # Each location's X-RateLimit-Daily-Remaining, as its last answer said (metrics).
         self.daily_remaining: dict[str, int] = {}
@@ -235,13 +236,20 @@ class Sender:
         return self._guards.stopped_by(location.location_id)
 
     async def run(self, batches: Iterable[LocationBatch]) -> None:
-        self._dispatchers = [asyncio.create_task(self._dispatch(batch)) for batch in batches]
-        ended = await asyncio.gather(*self._dispatchers, return_exceptions=True)
-        for outcome in ended:
-            if isinstance(outcome, Exception):  # a bug: its rows end as the run's stop says
-                log.error("a location's dispatcher failed", exc_info=outcome)
-        while self._rows:
-            await asyncio.wait(list(self._rows))
+        lag = None
+        if self._inflight is not None:
+            lag = asyncio.create_task(watch_loop_lag(self._inflight))
+        try:
+            self._dispatchers = [asyncio.create_task(self._dispatch(b)) for b in batches]
+            ended = await asyncio.gather(*self._dispatchers, return_exceptions=True)
+            for outcome in ended:
+                if isinstance(outcome, Exception):  # a bug: its rows end as the run's stop says
+                    log.error("a location's dispatcher failed", exc_info=outcome)
+            while self._rows:
+                await asyncio.wait(list(self._rows))
+        finally:
+            if lag is not None:
+                lag.cancel()
 
     def stop(self, code: Code, detail: str | None = None) -> None:
         """Start no new row; end rows waiting between attempts; give requests in flight a grace."""
@@ -457,7 +465,7 @@ class Sender:
             self._slots.release()
             self.requests += sent
         latency = self._clock() - sent_at
-        self.latency_total_s += latency
+        self.latencies.add(latency)
         if self._inflight is not None:
             failed = answer.http_status is None
             self._inflight.on_answer(latency, in_flight=in_flight, failed=failed)

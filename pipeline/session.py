@@ -30,6 +30,7 @@ from pipeline.inflight import (
 )
 from pipeline.job import Job
 from pipeline.journal import JournalWriter
+from pipeline.latencies import Latencies
 from pipeline.outcomes import Code
 from pipeline.peers import Peers
 from pipeline.retrying import RetryPolicy
@@ -48,7 +49,7 @@ class SessionResult:
     signal: int | None  # the signal that stopped it, if one did
     stop_detail: str | None = None  # the reason in a line, when it stopped itself
     peak_in_flight: int = 0
-    latency_total_s: float = 0.0  # over every request, for the mean
+    latencies: Latencies = field(default_factory=Latencies)  # every request's time
     throttled: int = 0  # 429 answers
     daily_remaining: dict[str, int] = field(default_factory=dict)  # by location, last seen
     token_refreshes: int = 0  # OAuth
@@ -175,7 +176,7 @@ async def send_session(
         received[0] if received else None,
         detail,
         sender.peak_in_flight,
-        sender.latency_total_s,
+        sender.latencies,
         sender.throttled,
         sender.daily_remaining,
         getattr(signer, "refreshes", 0),

@@ -33,6 +33,7 @@ import structlog
 from pipeline import logs
 from pipeline.job import Job
 from pipeline.journal import JournalWriter
+from pipeline.latencies import Latencies
 from pipeline.outcomes import Code
 from pipeline.outputs import OutputFiles
 from pipeline.progress import FileTails
@@ -113,7 +114,7 @@ def _work(work: WorkerJob, ready: threading.Barrier) -> None:
         "signal": result.signal,
         "stop_detail": result.stop_detail,
         "peak_in_flight": result.peak_in_flight,
-        "latency_total_s": result.latency_total_s,
+        "latencies": result.latencies.to_dict(),
         "throttled": result.throttled,
         "token_refreshes": result.token_refreshes,
         "tokens_minted": result.tokens_minted,
@@ -189,7 +190,8 @@ def run_workers(
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         requests, stop_code, detail = 0, None, None
-        peak, latency, throttled, refreshes, minted = 0, 0.0, 0, 0, 0
+        peak, throttled, refreshes, minted = 0, 0, 0, 0
+        latencies = Latencies()
         daily_remaining: dict[str, int] = {}
         for work, ended in zip(works, processes, strict=True):
             if not work.report_path.exists():
@@ -201,7 +203,7 @@ def run_workers(
             report = json.loads(work.report_path.read_text(encoding="utf-8"))
             requests += int(report["requests"])
             peak += int(report.get("peak_in_flight", 0))  # the workers' peaks, added: at most
-            latency += float(report.get("latency_total_s", 0.0))
+            latencies.merge(Latencies.from_dict(report.get("latencies", {})))
             throttled += int(report.get("throttled", 0))
             refreshes += int(report.get("token_refreshes", 0))
             minted += int(report.get("tokens_minted", 0))
@@ -217,7 +219,7 @@ def run_workers(
         signal_,
         detail,
         peak,
-        latency,
+        latencies,
         throttled,
         daily_remaining,
         refreshes,

@@ -111,7 +111,8 @@ def simulate(
             phase = phase_at(arrival)
             interval = phase.interval_ms / 1000.0
             in_window = bisect_right(counted, arrival) - bisect_right(counted, arrival - interval)
-            if in_window > phase.max_requests:  # full when it arrived: refused, not counted
+            refused_now = in_window > phase.max_requests
+            if refused_now:  # full when it arrived: refused, not counted
                 run.refused += 1
                 run.refused_at.append(arrival)
                 counted.pop(bisect_right(counted, arrival) - 1)
@@ -121,6 +122,7 @@ def simulate(
                 interval_ms=phase.interval_ms,
                 remaining=max(0, phase.max_requests - in_window),
                 sent_at=sent_at,  # as the sender passes it
+                refused=refused_now,
                 sharers=sharers,
             )
             if check:
@@ -455,3 +457,30 @@ def test_a_run_that_ends_gives_its_share_back() -> None:
     assert limiter.server_limit == Limit(50, 10.0)
     limiter.observe(max_requests=None, interval_ms=None, remaining=None, sharers=1)
     assert limiter.server_limit == Limit(100, 10.0)  # from the last announced max
+
+
+def test_requests_from_before_the_run_cost_their_permits_and_nothing_more() -> None:
+    """A ``pipeline check`` just before the run left one request in the window: the run
+    spends one permit less in its first window, asks once at the next turn, and bursts in
+    full from then on; it never becomes contended (single requests seconds apart)."""
+    clock = FakeClock()
+    limiter = LocationLimiter((100, 10.0), clock=clock)
+    seen: list[bool] = []
+    run = simulate(limiter, clock, [Phase(100, 10_000)], horizon=60.0, others=[-2.0],
+                   first_alone=True, check=lambda lim: seen.append(lim.contended))  # fmt: skip
+    assert run.refused == 0 and not any(seen)
+    assert counts(run.starts, -1.0, 0.5) == 99  # the first window: all but the check's
+    assert counts(run.starts, 10.0, 10.3) >= 99  # one asks at the turn, the rest follow
+    assert counts(run.starts, 20.0, 20.2) == 100  # and then as if alone
+    assert len(run.starts) >= 595
+
+
+def test_a_client_that_stops_leaves_the_location_to_full_bursts_again() -> None:
+    clock = FakeClock()
+    limiter = LocationLimiter((100, 10.0), clock=clock)
+    other = [k * 0.2 for k in range(-50, 100)]  # 50 per 10 s until 20 s, then gone
+    run = simulate(limiter, clock, [Phase(100, 10_000)], horizon=90.0, others=other,
+                   first_alone=True)  # fmt: skip
+    assert run.refused <= 0.02 * len(run.starts), (run.refused, len(run.starts))
+    assert not limiter.contended
+    assert busiest(run.starts, 10.0, since=70.0) == 100  # whole windows again
