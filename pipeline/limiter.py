@@ -413,7 +413,10 @@ class LocationLimiter:
     theirs is ever a 429 and none of them needs to be contended. From the headers alone two
     runs do worse: the one that holds the whole window at its turn never sees the other's
     requests (a 429 is not counted), and the other draws a 429 at every try. The share
-    follows the count both ways: a run that ends gives its share back at the next answer.
+    follows the count both ways, between answers too (``share``, from the sender's
+    periodic look at the leases): a new peer's share is taken at once, and a run that
+    ended gives its share back an interval later, once its last requests have left the
+    window (taken at once, they met ours as a burst of 429s).
 
     **The first burst** is all that the first answer says is left, unless the location is
     contended by then: then half of it, because two runs that start at once each read the
@@ -454,6 +457,8 @@ class LocationLimiter:
         self._quiet_until = _NEVER
         self._first_burst = False  # the first burst's budget holds until the next answer
         self._announced: int | None = None  # the server's max as last announced
+        self._sharers = 1  # runs of ours sending to the location, as last told
+        self._fewer_since: float | None = None  # when we were first told of fewer
 
     def _headroom(self) -> int:
         """Requests left unspent while contended: the other client's next few arrive while
@@ -555,7 +560,8 @@ class LocationLimiter:
         now, this one included (each takes its share of the announced max)."""
         if max_requests is not None and max_requests > 0:
             self._announced = max_requests
-        share = None if self._announced is None else max(1, self._announced // max(1, sharers))
+        self._sharers = self._sharers_now(sharers)
+        share = None if self._announced is None else max(1, self._announced // self._sharers)
         rested = self._server.observe(
             max_requests=share,
             interval_ms=interval_ms,
@@ -602,6 +608,32 @@ class LocationLimiter:
             if remaining <= self._headroom() or refused:
                 self._quiet_until = now + QUIET_FRACTION * self._server.interval_s
         self._changed.set()  # a higher max may have freed permits for a waiter
+
+    def share(self, sharers: int) -> None:
+        """``sharers`` runs of ours send to the location now (``peers``): keep to our
+        share of the announced max from now on, between answers too."""
+        sharers = self._sharers_now(sharers)
+        if sharers == self._sharers or self._announced is None:
+            return
+        self._sharers = sharers
+        self._server.adopt(max(1, self._announced // sharers))
+        self._changed.set()
+
+    def _sharers_now(self, told: int) -> int:
+        """The sharers to keep to: fewer than before only an interval after we were first
+        told so. A run that ended has its last requests in the window for up to an
+        interval: taking its share back at once would send ours into them as 429s."""
+        told = max(1, told)
+        if told >= self._sharers:
+            self._fewer_since = None
+            return told
+        now = self._clock()
+        if self._fewer_since is None:
+            self._fewer_since = now
+        if now - self._fewer_since < self._server.interval_s:
+            return self._sharers
+        self._fewer_since = None
+        return told
 
     def _sighted(self, now: float, sent_at: float, *, refused: bool) -> None:
         """Requests not ours were in the server's window when it counted ours.

@@ -15,6 +15,11 @@ of each (API, location) it still has rows for, locked (``flock``) for as long as
 lives. While ``n`` live leases list a location, each of those runs keeps to ``1/n`` of its
 announced limit and of its daily quota (``LocationLimiter.observe(sharers=n)``): the shares
 fit, so no run of ours draws a 429 from another, and none needs to probe for what is left.
+The sender looks at the folder every ``REFRESH_S`` and applies the shares at once, and a
+run that finds a location already leased waits ``JOIN_WAIT_S`` before its first request
+there, so a burst the others made before they knew of it has left the window when its own
+budget comes free. That makes the bound on 429s a property of the rules, not of timing:
+at most the newcomer's first request, if it meets a window the others filled.
 A location nobody else lists bursts into its whole window at once, so its first request
 alone is the only round trip spent to learn the budget. A run that has started every row
 of a location takes it off its lease (``done``), and the others take its share back.
@@ -47,9 +52,13 @@ log = structlog.get_logger("pipeline.peers")
 
 _DIGEST = 8  # bytes of a location's hash
 _SUFFIX = ".lease"
-# How old the view of the folder may be for an answer that is not a location's first: a
-# peer that starts later is seen within this, long before a window turns.
-REFRESH_S = 1.0
+# How old the view of the folder may be: the sender reads it this often and applies the
+# shares at once (``Sender._follow_peers``), so a peer that starts later is seen within it.
+REFRESH_S = 0.25
+# A run that finds a location already leased waits this long after registering before its
+# first request there: by then every other run has read our lease and keeps to its share,
+# so no burst of theirs from before they knew of us can meet ours in a window.
+JOIN_WAIT_S = 2 * REFRESH_S + 0.1
 # A location's first answer sizes its first burst: the view may be only this old, so that a
 # peer that registered before the answer came is never missed.
 FRESH_S = 0.02
@@ -94,6 +103,7 @@ class Peers:
         self._lease: Path | None = None
         self._fd: int | None = None
         self._read_at = -float("inf")
+        self.registered_at = -float("inf")  # our lease is readable from then on
         self._trusted = False  # the folder is ours: what is in it may be read
         self._theirs: Counter[bytes] = Counter()  # our keys -> live leases of others that list it
         # A live lease's (name, size, mtime) -> its keys: read once while it is unchanged.
@@ -124,6 +134,13 @@ class Peers:
         if not self._theirs:
             return 1
         return 1 + self._theirs.get(location_key(self._base_url, location_id), 0)
+
+    def join_wait_s(self, location_id: str) -> float:
+        """How long to wait before the first request at a location that another run of
+        ours already sends to (0 when no other run does): see ``JOIN_WAIT_S``."""
+        if self.sharers(location_id, fresh=True) < 2:
+            return 0.0
+        return max(0.0, self.registered_at + JOIN_WAIT_S - self._clock())
 
     def done(self, location_id: str) -> None:
         """This run starts no more rows at the location: take it off the lease."""
@@ -162,6 +179,7 @@ class Peers:
         Path(temp).rename(lease)
         self._lease = lease
         self._trusted = True
+        self.registered_at = self._clock()
 
     def _close(self) -> None:
         if self._lease is not None:

@@ -49,6 +49,7 @@ from pipeline.inflight import Gauge, InFlightLimit, watch_loop_lag
 from pipeline.latencies import Latencies
 from pipeline.limiter import LocationLimiter, PrioritySlots
 from pipeline.outcomes import RETRYABLE, Code, RowOutcome, Status
+from pipeline.peers import REFRESH_S
 from pipeline.retrying import FindExisting, Retry, RetryPolicy, Settle, skipped
 from pipeline.settings import Rate
 
@@ -67,10 +68,15 @@ class SharedLocations(Protocol):
 
     def done(self, location_id: str) -> None: ...
 
+    def join_wait_s(self, location_id: str) -> float: ...
+
 
 class _Alone:
     def sharers(self, location_id: str, *, fresh: bool = False) -> int:
         return 1
+
+    def join_wait_s(self, location_id: str) -> float:
+        return 0.0
 
     def done(self, location_id: str) -> None:
         pass
@@ -236,9 +242,9 @@ class Sender:
         return self._guards.stopped_by(location.location_id)
 
     async def run(self, batches: Iterable[LocationBatch]) -> None:
-        lag = None
+        helpers = [asyncio.create_task(self._follow_peers())]
         if self._inflight is not None:
-            lag = asyncio.create_task(watch_loop_lag(self._inflight))
+            helpers.append(asyncio.create_task(watch_loop_lag(self._inflight)))
         try:
             self._dispatchers = [asyncio.create_task(self._dispatch(b)) for b in batches]
             ended = await asyncio.gather(*self._dispatchers, return_exceptions=True)
@@ -248,8 +254,20 @@ class Sender:
             while self._rows:
                 await asyncio.wait(list(self._rows))
         finally:
-            if lag is not None:
-                lag.cancel()
+            for helper in helpers:
+                helper.cancel()
+
+    async def _follow_peers(self) -> None:
+        """Apply our other runs' leases to the locations as they change, between answers
+        too: a run that learnt of a new peer only from its next answer could spend a whole
+        window's burst first, and the newcomer's requests would meet it as 429s."""
+        if isinstance(self._peers, _Alone):
+            return
+        while True:
+            await asyncio.sleep(REFRESH_S)
+            for name, location in self._locations.items():
+                if location.limiter.answers:
+                    location.limiter.share(self._peers.sharers(name))
 
     def stop(self, code: Code, detail: str | None = None) -> None:
         """Start no new row; end rows waiting between attempts; give requests in flight a grace."""
@@ -283,6 +301,9 @@ class Sender:
         """
         location = self.location(batch.location_id)
         pending = asyncio.Semaphore(self._concurrency)
+        join_wait = self._peers.join_wait_s(batch.location_id)
+        if join_wait > 0:
+            await asyncio.sleep(join_wait)
         rows = iter(batch.rows)
         row: _Row | None = None  # a row taken from ``rows`` and not yet started or finished
         try:

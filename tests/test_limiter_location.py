@@ -456,7 +456,12 @@ def test_a_run_that_ends_gives_its_share_back() -> None:
     limiter.observe(max_requests=100, interval_ms=10_000, remaining=99, sharers=2)
     assert limiter.server_limit == Limit(50, 10.0)
     limiter.observe(max_requests=None, interval_ms=None, remaining=None, sharers=1)
+    assert limiter.server_limit == Limit(50, 10.0)  # its last requests are still in the window
+    clock.now += 10.0
+    limiter.share(1)
     assert limiter.server_limit == Limit(100, 10.0)  # from the last announced max
+    limiter.share(2)  # a new peer takes its share at once
+    assert limiter.server_limit == Limit(50, 10.0)
 
 
 def test_requests_from_before_the_run_cost_their_permits_and_nothing_more() -> None:
