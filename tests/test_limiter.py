@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from pipeline.limiter import WindowLimiter
+from pipeline.window import WindowLimiter
 
 
 class FakeClock:

@@ -27,7 +27,7 @@ from unittest.mock import patch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import limiter as limiter_module
+from pipeline import window as window_module
 from pipeline.limiter import LocationLimiter, WindowLimiter
 from tests.test_limiter_location import FakeClock, Phase, Run, busiest, simulate
 
@@ -114,7 +114,7 @@ def test_every_limit_in_force_holds(
         server.append(Phase(max_requests, interval_ms, until))
     clock = FakeClock()
     # Merge free runs at every few runs (not only past 256) so that merging is exercised too.
-    with patch.object(limiter_module, "_COMPACT_MIN", 4):
+    with patch.object(window_module, "_COMPACT_MIN", 4):
         limiter = LocationLimiter(
             (assumed[0], assumed[1] / 1000.0),
             None if ceiling is None else (ceiling[0], ceiling[1] / 1000.0),
