@@ -12,20 +12,27 @@ p99 five times the median), and an earlier rule that read "slower than twice the
 answer lately" as congestion held the limit at its floor for whole runs (27 requests a
 second where 60 locations allowed 600).
 
-- **Slow start**: while nothing has gone wrong, every answer that came back while the limit
-  was in use adds one, so the limit doubles each round trip: 64 to 2,048 in five.
-- **Avoidance** after a confirmed congestion: each answer while the limit is in use adds
-  0.1, about +10% a round trip (a round trip brings about ``limit`` answers).
+- **Slow start**: while the latency is as low as it gets (the last cohort's median within
+  ``FLAT`` of the baseline), every answer that came back while the limit was in use adds
+  one, so the limit doubles each round trip: 64 to 2,048 in five.
+- **Avoidance** while the median stands above that (nearing a knee), above the level where
+  latency last proved to follow our load, or ever after a failure: each answer while the
+  limit is in use adds 0.1, about +10% a round trip (a round trip brings about ``limit``
+  answers). Three cohorts in a row as fast as ever above that level forget it (the
+  handshakes of a run's first connections look like a knee for a moment), and slow start
+  resumes.
 - **Failures**: a request that got no answer at all (timeout, connection refused or reset,
   no file descriptor left) cuts the limit by ``backoff``, at most once per round trip.
-- **Latency that follows our load**: answers are taken in blocks of ``block``; a block's
-  median (one slow answer moves it not at all) is compared with the *baseline*, the lowest
-  block median since the baseline was last set. A block median over ``tolerance`` times the
-  baseline while the limit was in use is only a suspicion, because a server that slows down
+- **Latency that follows our load**: requests are taken in *cohorts* of ``cohort`` sent one
+  after another, and a cohort is judged once nearly all of it has ended (``_Cohort`` says
+  why not in the order answers arrive). Its median (one slow answer moves it not at all) is
+  compared with the *baseline*, the lowest cohort median since the baseline was last set.
+  A median over ``tolerance`` times the baseline while the limit was in use is only a
+  suspicion, because a server that slows down
   on its own raises the latency just the same, and with a steady demand raises the requests
   in flight with it (Little's law). So the suspicion is tested the one way that tells the
-  two apart: cut the limit by ``backoff`` and look at the answers to requests sent *after*
-  the cut. If their median fell (by a tenth, or back under the tolerance), the latency
+  two apart: cut the limit by ``backoff`` and look at the first cohort sent *after* the
+  cut. If their median fell (by a tenth, or back under the tolerance), the latency
   followed our load: the cut stands and avoidance begins. If it did not, the server or the
   path slowed regardless of us: the cut is undone, the baseline moves to the new latency,
   and slow start resumes, so the limit reaches demand x the new latency within a few round
@@ -52,10 +59,13 @@ from dataclasses import dataclass, field
 DEFAULT_INITIAL = 64
 DEFAULT_FLOOR = 16
 DEFAULT_CEILING = 4096
-DEFAULT_BLOCK = 64  # answers a median is taken over: a median of 64 log-normal(0.7) answers
-#                     varies by about 11% (1 sigma), so a rise of 2x is no accident
-PROBE_PATIENCE = 8  # round trips a verdict waits for a full block, then judges on fewer
-PROBE_FEWEST = 8  # ... but on no fewer answers than this
+DEFAULT_COHORT = 64  # requests a median is taken over: a median of 64 log-normal(0.7)
+#                      times varies by about 11% (1 sigma), so a rise of 2x is no accident
+COMPLETE = 0.95  # a cohort is judged once this share of it has ended (the slowest 5% of a
+#                  log-normal tail would hold the verdict for five medians)
+FEWEST = 16  # answers a cohort's median needs (the rest failed or never came)
+KEPT_COHORTS = 256  # cohorts waiting for their answers, at most (older ones are dropped)
+FLAT = 1.25  # a cohort's median within this of the baseline: latency as low as it gets
 FELL = 0.9  # after a cut, a median at most this share of the one that prompted it fell
 LAG_HOLD_S = 0.05  # the event loop this late (smoothed): growth holds
 LAG_SAMPLE_S = 0.05  # how often the loop's lag is sampled
@@ -72,13 +82,30 @@ class Gauge:
 
 
 @dataclass(slots=True)
-class _Probe:
-    """A cut made on a suspicion, awaiting its verdict."""
+class _Cohort:
+    """Requests sent one after another, judged together once nearly all have ended.
 
-    cut_at: float  # answers to requests sent after this tell
+    Why by send order: answers taken in the order they *arrive* are biased fast whenever
+    the sending rate grows (slow start, or after a cut): the first answers to come back
+    are the quickest of a larger crowd. A baseline made of them sat well under the real
+    median, and log-normal latency (no congestion at all) then looked like a 2x rise.
+    """
+
+    first_sent_at: float
+    sent: int = 0
+    in_use: int = 0  # sent while the limit was in use
+    ended: int = 0
+    times: list[float] = field(default_factory=list)  # of those that got an answer
+
+
+@dataclass(slots=True)
+class _Probe:
+    """A cut made on a suspicion, awaiting its verdict from the first cohort sent after."""
+
+    cut_at: float
     limit_before: float
-    median_before: float  # the block median that prompted the cut
-    after: list[float] = field(default_factory=list)
+    median_before: float  # the cohort median that prompted the cut
+    sent_under: float  # the limit that cohort was sent under
 
 
 class InFlightLimit:
@@ -90,28 +117,33 @@ class InFlightLimit:
         ceiling: int = DEFAULT_CEILING,
         tolerance: float = 2.0,
         backoff: float = 0.75,
-        block: int = DEFAULT_BLOCK,
+        cohort: int = DEFAULT_COHORT,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not 1 <= floor <= ceiling:
             raise ValueError("need 1 <= floor <= ceiling")
-        if block < 1 or not 0 < backoff < 1 or not tolerance > 1:
-            raise ValueError("need block >= 1, 0 < backoff < 1, tolerance > 1")
+        if cohort < 1 or not 0 < backoff < 1 or not tolerance > 1:
+            raise ValueError("need cohort >= 1, 0 < backoff < 1, tolerance > 1")
         self.floor = floor
         self.ceiling = ceiling
         self._limit = float(min(max(initial, floor), ceiling))
         self._tolerance = tolerance
         self._backoff = backoff
-        self._block_size = block
+        self._cohort_size = cohort
         self._clock = clock
         self._slow_start = True
-        self._block: list[float] = []  # latencies of the block being filled
-        self._block_in_use = 0  # answers of that block that came back with the limit in use
-        self._baseline = math.inf  # the lowest block median since the baseline was set
-        self._median = math.inf  # the last block's median
+        self._cohorts: dict[int, _Cohort] = {}
+        self._filling = 0  # the cohort that new requests join
+        self._baseline = math.inf  # the lowest cohort median since the baseline was set
+        self._median = math.inf  # the last cohort's median
+        # Where latency was last proved to follow our load: growth is gentle from there on,
+        # until cohorts there show the latency as low as it gets (then it was a passing
+        # thing, such as the handshakes of a run's first connections).
+        self._threshold = math.inf
+        self._flat_cohorts = 0  # cohorts in a row with the latency as low as it gets
         self._probe: _Probe | None = None
         self._last_cut = -math.inf
-        # (time, limit) at recent block ends: what the limit was when a block was sent.
+        # (time, limit) at recent verdicts: what the limit was when a cohort was sent.
         self._history: deque[tuple[float, float]] = deque(maxlen=256)
         self._lag_s = 0.0
         self.cuts = 0  # for the summary and the tests: how often the limit was cut
@@ -123,7 +155,7 @@ class InFlightLimit:
 
     @property
     def baseline_s(self) -> float:
-        """The latency taken as normal: the lowest block median (inf before one)."""
+        """The latency taken as normal: the lowest cohort median (inf before one)."""
         return self._baseline
 
     @property
@@ -134,78 +166,98 @@ class InFlightLimit:
         """One sample of how late the event loop ran a timer (``watch_loop_lag``)."""
         self._lag_s += _LAG_SMOOTHING * (max(0.0, lag_s) - self._lag_s)
 
-    def on_answer(self, latency_s: float, *, in_flight: int, failed: bool) -> None:
+    def on_send(self, in_flight: int) -> int:
+        """A request leaves, ``in_flight`` with it; returns its cohort, for ``on_answer``."""
+        number = self._filling
+        cohort = self._cohorts.get(number)
+        if cohort is None:
+            cohort = self._cohorts[number] = _Cohort(self._clock())
+            if len(self._cohorts) > KEPT_COHORTS:  # answers that never came: forget them
+                del self._cohorts[min(self._cohorts)]
+        cohort.sent += 1
+        cohort.in_use += in_flight >= 0.8 * self._limit
+        if cohort.sent >= self._cohort_size:
+            self._filling += 1
+        return number
+
+    def on_answer(
+        self, latency_s: float, *, in_flight: int, failed: bool, cohort: int | None = None
+    ) -> None:
         """One request ended: ``latency_s`` after it was sent; ``failed``: no HTTP answer
         (a timeout or a connection failure); ``in_flight``: requests in flight when it
-        ended, itself included (growth needs the limit to have been in use)."""
+        ended, itself included (growth needs the limit to have been in use); ``cohort``:
+        what ``on_send`` returned for it (without one, its time is no evidence)."""
         now = self._clock()
         if failed:
             self._probe = None  # certain evidence: no need to test a suspicion
             self._cut(now, latency_s)
             self._slow_start = False
+        found = self._cohorts.get(cohort) if cohort is not None else None
+        if found is not None:
+            found.ended += 1
+            if not failed:
+                found.times.append(latency_s)
+            if found.sent >= self._cohort_size and found.ended >= COMPLETE * found.sent:
+                del self._cohorts[cohort]  # type: ignore[arg-type]
+                self._judge(found, now)
+        if failed or self._probe is not None or self._lag_s > LAG_HOLD_S:
             return
-        in_use = in_flight >= 0.8 * self._limit
-        if self._probe is not None:
-            self._test(self._probe, now, latency_s)
-        else:
-            self._block.append(latency_s)
-            self._block_in_use += in_use
-            if len(self._block) >= self._block_size:
-                self._close_block()
-        if self._probe is None and in_use and self._lag_s <= LAG_HOLD_S:
-            step = 1.0 if self._slow_start else 0.1  # a round trip holds ~limit answers
+        if in_flight >= 0.8 * self._limit:
+            # A round trip holds ~limit answers: +1 an answer doubles it, +0.1 adds 10%.
+            flat = self._flat_cohorts > 0 or self._baseline == math.inf  # none judged yet
+            fast = self._slow_start and flat and self._limit < self._threshold
+            step = 1.0 if fast else 0.1
             self._limit = min(float(self.ceiling), self._limit + step)
 
     # -- the evidence -----------------------------------------------------------------
 
-    def _close_block(self) -> None:
-        median = statistics.median(self._block)
-        in_use = 2 * self._block_in_use >= len(self._block)
-        self._block.clear()
-        self._block_in_use = 0
+    def _judge(self, cohort: _Cohort, now: float) -> None:
+        if len(cohort.times) < FEWEST:
+            return
+        median = statistics.median(cohort.times)
         self._median = median
-        now = self._clock()
+        probe = self._probe
+        if probe is not None:
+            if cohort.first_sent_at >= probe.cut_at:
+                self._verdict(probe, median)
+            return
+        in_use = 2 * cohort.in_use >= cohort.sent
         if in_use and median > self._tolerance * self._baseline:
-            # Cut from the limit the slow answers were sent under, a round trip ago: in slow
-            # start it has doubled since, and cutting from today's would test nothing.
-            sent_under = self._limit_at(now - median)
-            self._probe = _Probe(now, self._limit, median)
-            self._cut(now, median, start=min(sent_under, self._limit))
+            # Cut from the limit the cohort was sent under: in slow start it has doubled
+            # since, and cutting from today's would test nothing.
+            sent_under = min(self._limit_at(cohort.first_sent_at), self._limit)
+            self._probe = _Probe(now, self._limit, median, sent_under)
+            self._cut(now, median, start=sent_under)
+            self._flat_cohorts = 0
         else:
             self._baseline = min(self._baseline, median)
+            flat = median <= FLAT * self._baseline
+            self._flat_cohorts = self._flat_cohorts + 1 if flat else 0
+            if self._flat_cohorts >= 3 and self._limit >= self._threshold:
+                self._threshold = math.inf
         self._history.append((now, self._limit))
 
-    def _limit_at(self, when: float) -> float:
-        """The limit in force at ``when``, as the history of block ends remembers it."""
-        found = self._history[0][1] if self._history else self._limit
-        for at, limit in self._history:
-            if at > when:
-                break
-            found = limit
-        return found
-
-    def _test(self, probe: _Probe, now: float, latency_s: float) -> None:
-        """Collect the answers to requests sent after the probe's cut; judge on a block."""
-        if now - latency_s >= probe.cut_at:  # sent before the cut: it tells nothing
-            probe.after.append(latency_s)
-        if len(probe.after) < self._block_size:
-            if now - probe.cut_at < PROBE_PATIENCE * probe.median_before:
-                return
-            if len(probe.after) < PROBE_FEWEST:  # too few sent since to tell: the load is
-                self._probe = None  # low, the limit holds nothing back; the cut stands
-                self._slow_start = False
-                return
-        median = statistics.median(probe.after)
+    def _verdict(self, probe: _Probe, median: float) -> None:
+        """The first cohort sent after the cut says whether the latency followed our load."""
         self._probe = None
-        self._median = median
         if median <= FELL * probe.median_before or median <= self._tolerance * self._baseline:
-            self._slow_start = False  # ours: the cut stands
+            self._threshold = probe.sent_under  # ours: the cut stands, growth is gentle there
             return
         # Not ours: the server or the path slowed whatever we sent.
         self.rebases += 1
         self._baseline = median
         self._limit = max(self._limit, probe.limit_before)
         self._slow_start = True
+        self._threshold = math.inf
+
+    def _limit_at(self, when: float) -> float:
+        """The limit in force at ``when``, as the history of verdicts remembers it."""
+        found = self._history[0][1] if self._history else self._limit
+        for at, limit in self._history:
+            if at > when:
+                break
+            found = limit
+        return found
 
     def _cut(self, now: float, round_trip_s: float, *, start: float | None = None) -> None:
         """Cut ``start`` (the limit now) by ``backoff``, at most once per round trip

@@ -475,6 +475,7 @@ class Sender:
         row.in_request = True
         sent_at = self._clock()
         sent = True
+        cohort = self._inflight.on_send(self._slots.in_use) if self._inflight else None
         try:
             answer = await call(location.location_id, row.contact_id)
             sent = answer.sent
@@ -489,8 +490,19 @@ class Sender:
         self.latencies.add(latency)
         if self._inflight is not None:
             failed = answer.http_status is None
-            self._inflight.on_answer(latency, in_flight=in_flight, failed=failed)
-            self._slots.resize(self._inflight.limit)
+            limit = self._inflight
+            moves = limit.cuts + limit.rebases
+            limit.on_answer(latency, in_flight=in_flight, failed=failed, cohort=cohort)
+            self._slots.resize(limit.limit)
+            if limit.cuts + limit.rebases != moves:  # rare: a line for whoever tunes it
+                log.debug(
+                    "in-flight limit moved",
+                    limit=limit.limit,
+                    cuts=limit.cuts,
+                    rebases=limit.rebases,
+                    baseline_ms=round(1000 * limit.baseline_s, 1),
+                    failed=failed,
+                )
         self._gauge.in_flight, self._gauge.limit = in_flight, self._slots.capacity
         row.last = answer
         self._observe(location, answer, sent_at)

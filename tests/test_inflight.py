@@ -35,16 +35,17 @@ def simulate(
     ``latency_at(in_flight when sent)``. Returns (time, limit) samples and answers made."""
     now = 0.0
     limit = InFlightLimit(ceiling=ceiling, clock=lambda: now)
-    ending: list[tuple[float, float, bool]] = []  # (answer at, latency, failed)
+    ending: list[tuple[float, float, bool, int]] = []  # (answer at, latency, failed, cohort)
     samples: list[tuple[float, int]] = []
     answered = 0
     while now < seconds:
         while len(ending) < limit.limit:
             in_flight = len(ending) + 1
             latency = latency_at(in_flight)
-            heapq.heappush(ending, (now + latency, latency, fails_at(in_flight)))
-        now, latency, failed = heapq.heappop(ending)
-        limit.on_answer(latency, in_flight=len(ending) + 1, failed=failed)
+            cohort = limit.on_send(in_flight)
+            heapq.heappush(ending, (now + latency, latency, fails_at(in_flight), cohort))
+        now, latency, failed, cohort = heapq.heappop(ending)
+        limit.on_answer(latency, in_flight=len(ending) + 1, failed=failed, cohort=cohort)
         answered += 0 if failed else 1
         samples.append((now, limit.limit))
     return samples, answered
@@ -98,13 +99,13 @@ def serve(draw: Draw, *, demand: float, seconds: float, seed: int = 1) -> Served
     rng = random.Random(seed)
     limit = InFlightLimit(clock=lambda: now)
     queue: deque[float] = deque()
-    ending: list[tuple[float, float]] = []  # (answer at, latency)
+    ending: list[tuple[float, float, int]] = []  # (answer at, latency, cohort)
     served = Served([], [], [], limit)
     next_arrival = 0.0
     while now < seconds:
         if ending and ending[0][0] <= next_arrival:
-            now, latency = heapq.heappop(ending)
-            limit.on_answer(latency, in_flight=len(ending) + 1, failed=False)
+            now, latency, cohort = heapq.heappop(ending)
+            limit.on_answer(latency, in_flight=len(ending) + 1, failed=False, cohort=cohort)
             served.samples.append((now, limit.limit))
             served.answered.append(now)
         else:
@@ -114,7 +115,8 @@ def serve(draw: Draw, *, demand: float, seconds: float, seed: int = 1) -> Served
         while queue and len(ending) < limit.limit:
             served.waits.append(now - queue.popleft())
             latency = draw(now, len(ending) + 1, rng)
-            heapq.heappush(ending, (now + latency, latency))
+            cohort = limit.on_send(len(ending) + 1)
+            heapq.heappush(ending, (now + latency, latency, cohort))
     return served
 
 
@@ -173,12 +175,14 @@ def test_rising_latency_settles_near_the_knee(base_s: float, knee_at: int, jitte
 
     samples, answered = simulate(curve, seconds=base_s * 400)
     late = settled(samples, base_s * 200)
-    # Congestion is a block median over twice the baseline, which this curve reaches at
+    # Congestion is a cohort median over twice the baseline, which this curve reaches at
     # twice the knee; a cut to 3/4 and growth of ~10% a round trip keep it below.
     assert 0.5 * knee_at <= statistics.median(late) <= 2.2 * knee_at
-    assert statistics.pstdev(late) / statistics.mean(late) < 0.35  # no wild oscillation
+    # No wild oscillation: a sawtooth between a cut and the level that prompted it (wider
+    # with jitter, which blurs the knee).
+    assert statistics.pstdev(late) / statistics.mean(late) < (0.2 if jitter == 0 else 0.4)
     best = knee_at / base_s * base_s * 400  # the most answers the curve allows in the time
-    assert answered > 0.6 * best
+    assert answered > 0.9 * best
 
 
 def test_failing_connections_shrink_it_to_what_the_link_carries() -> None:
