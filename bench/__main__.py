@@ -31,7 +31,7 @@ from bench.startup import bench_startup
 from bench.wide import bench_wide_csv
 
 BENCHMARKS = ("limit", "capacity", "scale", "wide", "startup", "latency", "known", "array")
-# Too slow for the quick default set (latency ~2-3 min, array ~2 min).
+# Too slow for the quick default set (latency ~5 min, array ~2-3 min).
 LARGE_ONLY = frozenset({"latency", "array"})
 
 

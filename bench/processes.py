@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bench.metrics import Request, cpu_share, parse_requests
+from bench.network import Network
 
 REPO = Path(__file__).resolve().parent.parent
 TOKEN = "sandbox-token"  # noqa: S105 - the sandbox's public demo token
@@ -314,10 +315,20 @@ def rusage_main(argv: Sequence[str]) -> int:
 
 
 class SandboxProcess:
-    """``python -m pipeline.sandbox`` in its own process, and its admin endpoints."""
+    """``python -m pipeline.sandbox`` in its own process, and its admin endpoints.
+
+    ``latency_ms`` alone is constant; with ``spread`` it is uniform within +-spread of it, with
+    ``sigma`` log-normal around it (see ``bench.network.Network``)."""
 
     def __init__(
-        self, workdir: Path, *, rate: str, latency_ms: float, config: Mapping[str, Any]
+        self,
+        workdir: Path,
+        *,
+        rate: str,
+        latency_ms: float,
+        config: Mapping[str, Any],
+        spread: float | None = None,
+        sigma: float | None = None,
     ) -> None:
         self._argv = [
             sys.executable,
@@ -329,8 +340,7 @@ class SandboxProcess:
             "0",
             "--rate",
             rate,
-            "--latency-ms",
-            f"{latency_ms:g}",
+            *Network(latency_ms, spread, sigma).sandbox_flags(),
             "--config-json",
             json.dumps(dict(config)),
         ]
@@ -338,6 +348,16 @@ class SandboxProcess:
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         self.proc: subprocess.Popen[str] | None = None
         self.base_url = ""
+
+    @classmethod
+    def playing(
+        cls, workdir: Path, network: Network, *, rate: str, config: Mapping[str, Any]
+    ) -> SandboxProcess:
+        """A sandbox whose latency is ``network``'s."""
+        n = network
+        return cls(
+            workdir, rate=rate, latency_ms=n.ms, spread=n.spread, sigma=n.sigma, config=config
+        )
 
     def __enter__(self) -> SandboxProcess:
         with self._stderr_path.open("wb") as err:

@@ -450,12 +450,16 @@ SANDBOX_PORT = 8099  # fixed, so the README's commands and a person's notes stay
     sections=(
         ("Serving", ("host", "port")),
         ("Tokens", ("tokens",)),
-        ("Behaviour", ("rate", "daily_limit", "latency_ms", "config_json", "help")),
+        ("Behaviour", ("rate", "daily_limit", "config_json", "help")),
+        ("Latency", ("latency_ms", "latency_spread", "latency_sigma", "seed")),
     ),
     examples=(
         ("serve in the background, then paste the export line it prints",
          "pipeline sandbox &"),
-        ("a free port and a real network's latency", "pipeline sandbox --port 0 --latency-ms 80"),
+        ("a free port and a real network's latency: median 80 ms, 1% over 400 ms",
+         "pipeline sandbox --port 0 --latency-ms 80 --latency-sigma 0.7"),
+        ("answers in 40 to 120 ms, evenly spread",
+         "pipeline sandbox --latency-ms 80 --latency-spread 50%"),
         ("another token, allowed to create but not to search",
          "pipeline sandbox --token my-token --config-json "
          "'{\"token_scopes\": {\"my-token\": [\"conversations.write\"]}}'"),
@@ -499,13 +503,32 @@ SANDBOX_PORT = 8099  # fixed, so the README's commands and a person's notes stay
 @click.option(
     "--latency-ms",
     type=click.FloatRange(0),
-    help="Delay before each answer, as a network adds [default: 0].",
+    metavar="MS",
+    help="Each request's latency, half on its way in and half on the way back "
+    "[default: 0]: the same every time, or the mean or median of the two below.",
+)
+@click.option(
+    "--latency-spread",
+    metavar="PCT",
+    help="Vary it uniformly within +-PCT of --latency-ms: 50% (or 0.5) is 40-120 ms around 80.",
+)
+@click.option(
+    "--latency-sigma",
+    type=click.FloatRange(0),
+    metavar="SIGMA",
+    help="Vary it log-normally, median --latency-ms: a long tail as real networks have. "
+    "0.5: 1% of answers over 3.2 x the median; 0.7: over 5 x.",
+)
+@click.option(
+    "--seed",
+    type=int,
+    help="Seed of the latencies and injected faults, for a run to replay [default: 0].",
 )
 @click.option(
     "--config-json",
     metavar="JSON",
     help="Any other setting, as a JSON object: token_scopes, location_tokens, faults "
-    "(fault_500, fault_drop, ...), search_lag_s. The flags above win over it.",
+    "(fault_500, fault_drop, ...), search_lag_s, latency_inbound_share. The flags win over it.",
 )
 def sandbox(
     port: int,
@@ -514,6 +537,9 @@ def sandbox(
     rate: str | None,
     daily_limit: int | None,
     latency_ms: float | None,
+    latency_spread: str | None,
+    latency_sigma: float | None,
+    seed: int | None,
     config_json: str | None,
 ) -> None:
     """Serve a local imitation of HighLevel's API on loopback, until Ctrl-C.
@@ -535,6 +561,9 @@ def sandbox(
             config_json=config_json,
             rate=rate,
             latency_ms=latency_ms,
+            latency_spread=latency_spread,
+            latency_sigma=latency_sigma,
+            seed=seed,
             daily_limit=daily_limit,
             extra_tokens=[DEFAULT_TOKEN, *tokens] if tokens else None,
         )

@@ -5,6 +5,10 @@ the pipeline share nothing, exactly as with the real API), runs
 ``pipeline run INPUT -o OUTPUT --base-url <sandbox>`` with the sandbox's token, stops the
 sandbox and passes on the run's summary. The sample input has invalid and duplicate rows on
 purpose, so the run's exit code 1 ("some rows were not created") is the expected outcome.
+
+The sandbox answers as a real network does, not in a fixed time: a log-normal latency with a
+median of 80 ms and sigma 0.5 (1% of answers over 250 ms, some arriving out of order), so the
+demo shows the pipeline as it behaves against the live API rather than a best case.
 """
 
 from __future__ import annotations
@@ -17,11 +21,16 @@ import sys
 from pipeline.sandbox import DEFAULT_TOKEN
 
 _LISTENING = re.compile(r"listening on (http://\S+)")
+# The sandbox's network: median and sigma of a log-normal latency (see pipeline.sandbox.latency).
+LATENCY_MS, LATENCY_SIGMA = 80, 0.5
 
 
 def main(argv: list[str]) -> int:
     sandbox = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.sandbox", "--port", "0", "--latency-ms", "40"],
+        [
+            *(sys.executable, "-m", "pipeline.sandbox", "--port", "0"),
+            *("--latency-ms", str(LATENCY_MS), "--latency-sigma", str(LATENCY_SIGMA)),
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -34,7 +43,8 @@ def main(argv: list[str]) -> int:
             return 2
         base_url = match.group(1)
         print(
-            f"sandbox API at {base_url} (100 requests per 10 s per location, like HighLevel)",
+            f"sandbox API at {base_url} (100 requests per 10 s per location, like HighLevel; "
+            f"latency log-normal, median {LATENCY_MS} ms, sigma {LATENCY_SIGMA})",
             flush=True,
         )
         env = {**os.environ, "GHL_TOKEN": DEFAULT_TOKEN}

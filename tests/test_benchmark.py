@@ -16,8 +16,15 @@ from bench.__main__ import chosen_benchmarks, main
 from bench.bare import bare_argv
 from bench.capacity import Sample
 from bench.inputs import even_frame, location_id, scale_frame, write_export_csv, write_frame
-from bench.latency import CASES, RATIO_TARGET, Case, parse_summary, span_ratio_verdict
-from bench.limit import SPAN_RATIO_TARGET
+from bench.latency import (
+    CASES,
+    RATIO_TARGET,
+    Case,
+    parse_summary,
+    rows_right,
+    span_ratio_verdict,
+)
+from bench.limit import LIMIT_USED_TARGET, SPAN_RATIO_TARGET, limit_used
 from bench.metrics import (
     Request,
     Table,
@@ -34,6 +41,7 @@ from bench.metrics import (
     send_rate,
     status_counts,
 )
+from bench.network import Network
 from bench.processes import REPO, Child, child_env, require_loopback, run_child
 
 
@@ -312,6 +320,14 @@ def test_parse_summary_reads_the_pipeline_s_last_line() -> None:
     assert summary is not None
     assert (summary.requests, summary.elapsed_s) == (30000, 17.71)
     assert (summary.peak_in_flight, summary.mean_latency_ms) == (575, 102.4)
+    assert summary.latency_text == "102.4 ms each"
+    with_percentiles = parse_summary(
+        "984 requests in 10.96s (89.8 requests/s), at most 281 in flight, "
+        "106.3 ms each on average (p50 95.5 ms, p99 295.2 ms)\n"
+    )
+    assert with_percentiles is not None
+    assert (with_percentiles.p50_latency_ms, with_percentiles.p99_latency_ms) == (95.5, 295.2)
+    assert with_percentiles.latency_text == "106.3 ms each (p50 95.5, p99 295.2)"
     assert parse_summary("15 requests in 0.07s (217.4 requests/s)\n") is None  # no peak
     assert parse_summary("") is None
 
@@ -321,9 +337,58 @@ def test_latency_ratio_and_ideal() -> None:
     assert span_ratio_verdict(11.2, 10.0)[1] is False
     assert span_ratio_verdict(1.0, 0.0)[1] is False
     assert RATIO_TARGET == 1.10
-    assert Case(200, 80.0).ideal_s == pytest.approx(10.08)  # 10 s + one round trip
-    assert Case(1_000, 5.0, 20).ideal_s == 0.0  # one window: the machine sets the span
-    assert [c.rows for c in CASES] == [30_000, 9_000, 20_000]
+    assert Case(200, Network(80.0)).ideal_s == pytest.approx(10.08)  # 10 s + one round trip
+    # a log-normal round trip's mean is above its median
+    assert Case(200, Network(80.0, sigma=0.7)).ideal_s == pytest.approx(10.0 + 0.08 * 1.2776)
+    assert Case(1_000, Network(5.0), 20).ideal_s == 0.0  # one window: the machine sets the span
+    assert [c.rows for c in CASES] == [30_000, 30_000, 9_000, 9_000, 20_000]
+    # issue 23: 80 ms and 600 ms, each uniform +-50% and log-normal sigma 0.7
+    varied = {(c.locations, c.network) for c in CASES}
+    for locations, ms in ((200, 80.0), (60, 600.0)):
+        assert (locations, Network(ms, spread=0.5)) in varied
+        assert (locations, Network(ms, sigma=0.7)) in varied
+
+
+def test_rows_right_are_those_naming_the_server_s_conversation(tmp_path: Path) -> None:
+    results = tmp_path / "results.parquet"
+    pl.DataFrame(
+        {
+            "location_id": ["L1", "L1", "L2", "L2", "L3"],
+            "contact_id": ["a", "b", "a", "b", "a"],
+            "status": ["created", "exists", "created", "failed", "created"],
+            "conversation_id": ["c1", "c2", "wrong", None, "c5"],
+        }
+    ).write_parquet(results)
+    held = [
+        {"locationId": "L1", "contactId": "a", "id": "c1"},
+        {"locationId": "L1", "contactId": "b", "id": "c2"},  # found again after a lost answer
+        {"locationId": "L2", "contactId": "a", "id": "c3"},
+        {"locationId": "L2", "contactId": "b", "id": "c4"},
+    ]
+    assert rows_right(results, held) == 2  # c5 names no conversation the server holds
+
+
+def test_a_network_names_its_latency_and_the_flags_that_play_it() -> None:
+    uniform, lognormal, constant = Network(80.0, spread=0.5), Network(600, sigma=0.7), Network(0)
+    assert uniform.label == "80 ms latency, uniform ±50%"
+    assert lognormal.label == "600 ms median latency, log-normal sigma 0.7"
+    assert constant.label == "0 ms latency, constant"
+    assert uniform.sandbox_flags() == ["--latency-ms", "80", "--latency-spread", "0.5"]
+    assert lognormal.sandbox_flags() == ["--latency-ms", "600", "--latency-sigma", "0.7"]
+    assert constant.sandbox_flags() == ["--latency-ms", "0"]
+    assert (uniform.slug, lognormal.slug, constant.slug) == ("80ms-u50", "600ms-ln0.7", "0ms")
+    assert (uniform.low_ms, uniform.mean_ms) == (40.0, 80.0)
+    assert lognormal.low_ms == pytest.approx(600 * 0.196, rel=0.01)  # its 1st percentile
+    with pytest.raises(ValueError):
+        Network(80.0, spread=0.5, sigma=0.7)
+
+
+def test_limit_used_is_one_for_the_ideal_schedule() -> None:
+    assert limit_used([20.0, 20.0], 300, 100, 10.0) == pytest.approx(1.0)
+    # a round trip of 80 ms per window turn: 300 rows in 30.16 s of a 10/s limit
+    assert limit_used([20.16], 300, 100, 10.0) == pytest.approx(300 / 301.6)
+    assert limit_used([20.16], 300, 100, 10.0) >= LIMIT_USED_TARGET
+    assert limit_used([21.0], 300, 100, 10.0) < LIMIT_USED_TARGET  # a second late misses
 
 
 def test_others_cpu_is_what_the_machine_spent_elsewhere() -> None:

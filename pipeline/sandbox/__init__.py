@@ -6,11 +6,12 @@ tokens.
 
 It enforces the rules the client must cope with (auth, ``Version``, token scopes, validation,
 per-location burst and daily limits, "already exists" worded as the live API words it, search
-lag), puts a fresh ``traceId`` on every JSON answer, and injects the failures production
-throws at it (see ``faults``). Its request log names each request's token by
-``token_label`` (a digest), never by the token itself. It shares only ``pipeline.constants``
-with the client, so it checks the client against the API reference rather than against
-itself.
+lag), puts a fresh ``traceId`` on every JSON answer, injects the failures production
+throws at it (see ``faults``), and delays requests as a real network does, by a latency that
+may vary from one request to the next (see ``latency``). Its request log names each
+request's token by ``token_label`` (a digest), never by the token itself. It shares only
+``pipeline.constants`` with the client, so it checks the client against the API reference
+rather than against itself.
 """
 
 from pipeline.sandbox.app import Sandbox

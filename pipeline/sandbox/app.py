@@ -21,7 +21,10 @@ creation (``create_status``). A search meets the rate window and daily quota, th
 reads them from any answer. Every JSON answer ends with a fresh ``traceId`` (uuid4); only
 the injected 502 gateway page (HTML) and dropped connections carry none.
 Every API request is logged when its outcome is decided, with a label of its token (never
-the token); the configured latency is applied after that, just before answering.
+the token). Its latency (one draw, see ``latency.py``) is split around that: a share passes
+before the request arrives (its logged time ``t``, its rate-limit slot, its create), the rest
+before the answer leaves, so requests sent in one order may arrive in another, as on a real
+network.
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import random
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -54,6 +56,7 @@ from pipeline.sandbox.faults import (
     FaultPicker,
     break_body,
 )
+from pipeline.sandbox.latency import Network
 from pipeline.sandbox.limits import admit, peek
 from pipeline.sandbox.oauth import AccessGrant, OAuthStore
 from pipeline.sandbox.state import Conversation, SandboxState, TokenLabels
@@ -206,7 +209,7 @@ class Sandbox:
         self._scopes = self._config.granted_scopes
         self.state = SandboxState()
         self.faults = FaultPicker(self._config)
-        self._jitter = random.Random(self._config.seed)
+        self._network = Network(self._config.seed)
         self._trace = TraceIds()
         self._labels = TokenLabels()
         self._closing = asyncio.Event()
@@ -224,7 +227,7 @@ class Sandbox:
         """Change some fields at runtime; windows and conversations are kept.
 
         Raises ValueError for unknown fields or bad values. A new ``seed`` restarts the
-        fault sequence.
+        fault and latency sequences.
         """
         config = self._config.updated(**fields)
         self._config = config
@@ -234,16 +237,16 @@ class Sandbox:
         self.oauth.apply(config)
         if "seed" in fields:
             self.faults.reseed(config.seed)
-            self._jitter.seed(config.seed)
+            self._network.reseed(config.seed)
         return config
 
     def reset(self) -> None:
-        """Clear conversations, log and windows, and replay faults from the seed; OAuth
-        grants start again from the configured refresh tokens, minted tokens are forgotten."""
+        """Clear conversations, log and windows; replay faults and latencies from the seed; OAuth
+        grants restart from the configured refresh tokens, minted tokens are forgotten."""
         self.state.reset()
         self.oauth.reset(self._config)
         self.faults.reseed(self._config.seed)
-        self._jitter.seed(self._config.seed)
+        self._network.reseed(self._config.seed)
 
     def seed_conversations(self, pairs: Iterable[tuple[str, str]]) -> list[Conversation]:
         """Pre-existing conversations (already indexed, no rate accounting), for demos."""
@@ -274,12 +277,9 @@ class Sandbox:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closing.wait(), seconds)
 
-    async def _delay(self, config: SandboxConfig) -> None:
-        ms = config.latency_ms
-        if config.latency_jitter_ms:
-            ms += self._jitter.uniform(0.0, config.latency_jitter_ms)
-        if ms > 0:
-            await asyncio.sleep(ms / 1000.0)
+    async def arrive(self, request: web.Request) -> float:
+        """Hold a request for its way in; its arrival time, which every rule counts by."""
+        return await self._network.arrive(request, self._config.latency)
 
     def record(
         self,
@@ -310,11 +310,11 @@ class Sandbox:
         hold_s: float = 0.0,
     ) -> web.Response:
         """Log the request's outcome, wait ``hold_s`` (an answer held on purpose, after its
-        effect), apply the configured latency, then answer."""
+        effect), then the answer's way back (the rest of the latency ``arrive`` drew)."""
         self.record(request, token, now, location, status, fault)
         if hold_s > 0:
             await self.hold(hold_s)
-        await self._delay(config)
+        await self._network.depart(request, config.latency)
         return web.Response(status=status, body=body, headers=headers, content_type=content_type)
 
     def rate_headers(
@@ -398,7 +398,7 @@ class Sandbox:
 
     async def create_conversation(self, request: web.Request) -> web.Response:
         """``POST /conversations/``."""
-        now = time.monotonic()
+        now = await self.arrive(request)
         config = self._config
         token = bearer_token(request)
         location, contact, problems = parse_create_body(await request.read())
@@ -428,7 +428,7 @@ class Sandbox:
             )
         if fault is Fault.DROP:
             self.record(request, token, now, location, 0, fault)
-            await self._delay(config)
+            await self._network.depart(request, config.latency)
             if request.transport is not None:
                 request.transport.close()
             # Writing to the closed transport fails quietly inside aiohttp; nothing is sent.
@@ -472,7 +472,7 @@ class Sandbox:
 
     async def search_conversations(self, request: web.Request) -> web.Response:
         """``GET /conversations/search?locationId=…[&contactId=…][&limit=…]``."""
-        now = time.monotonic()
+        now = await self.arrive(request)
         config = self._config
         token = bearer_token(request)
         query = request.query

@@ -13,9 +13,11 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from pipeline.constants import DEFAULT_DAILY_LIMIT, DEFAULT_RATE_INTERVAL_S, DEFAULT_RATE_MAX
+from pipeline.sandbox.latency import CONSTANT, LOGNORMAL, UNIFORM, Latency, parse_spread
 
 DEFAULT_TOKEN = "sandbox-token"  # noqa: S105 - a public demo token, not a secret
 
@@ -53,6 +55,9 @@ _INT_FIELDS = ("rate_max", "rate_interval_ms", "daily_limit", "create_status", "
 _FLOAT_FIELDS = (
     "latency_ms",
     "latency_jitter_ms",
+    "latency_spread",
+    "latency_sigma",
+    "latency_inbound_share",
     "search_lag_s",
     "hang_s",
     "access_token_ttl_s",
@@ -128,6 +133,14 @@ class SandboxConfig:
     token minted. Minted access tokens live ``access_token_ttl_s``. ``oauth_token_delay_s``
     holds every ``/oauth/token`` answer after the refresh token has been rotated, so a
     crash test can kill a client while the new token is in flight.
+
+    Latency (see ``latency.py``): each API request draws one from ``latency_distribution``,
+    ``constant`` (``latency_ms``), ``uniform`` (mean ``latency_ms``, within ``latency_spread``
+    of it, a fraction) or ``lognormal`` (median ``latency_ms``, ``latency_sigma`` of its log),
+    plus ``uniform(0, latency_jitter_ms)``; ``latency_inbound_share`` of it passes before the
+    request is counted, the rest before the answer. The spread and sigma default to 0.5, so
+    naming a distribution alone gives a plausible network. ``seed`` seeds the latencies and
+    the faults.
     """
 
     tokens: list[str] = field(default_factory=_default_tokens)
@@ -139,6 +152,10 @@ class SandboxConfig:
     retry_after: bool = True
     latency_ms: float = 0.0
     latency_jitter_ms: float = 0.0
+    latency_distribution: str = CONSTANT
+    latency_spread: float = 0.5
+    latency_sigma: float = 0.5
+    latency_inbound_share: float = 0.5
     create_status: int = 201
     search_lag_s: float = 0.0
     fault_500: float = 0.0
@@ -217,6 +234,9 @@ class SandboxConfig:
             raise ValueError("fault probabilities are exclusive outcomes; their sum must be <= 1")
         if self.access_token_ttl_s <= 0:
             raise ValueError("access_token_ttl_s must be > 0")
+        if not isinstance(self.latency_distribution, str):
+            raise ValueError("latency_distribution must be a string")
+        _ = self.latency  # checks the latency fields together (ValueError)
 
     def _check_oauth(self) -> None:
         """The OAuth fields' shapes (``oauth_refresh_tokens`` is checked when copied)."""
@@ -235,6 +255,19 @@ class SandboxConfig:
             _nonempty_str(scope) for scope in self.oauth_scopes
         ):
             raise ValueError("oauth_scopes must be a list of non-empty strings")
+
+    @cached_property
+    def latency(self) -> Latency:
+        """The latency fields as one distribution, built once per config (a request draws
+        from it, so it is not rebuilt per request)."""
+        return Latency(
+            distribution=self.latency_distribution,
+            ms=self.latency_ms,
+            spread=self.latency_spread,
+            sigma=self.latency_sigma,
+            jitter_ms=self.latency_jitter_ms,
+            inbound_share=self.latency_inbound_share,
+        )
 
     @property
     def fault_total(self) -> float:
@@ -289,12 +322,22 @@ def config_from_options(
     config_json: str | None = None,
     rate: str | None = None,
     latency_ms: float | None = None,
+    latency_spread: str | None = None,
+    latency_sigma: float | None = None,
+    seed: int | None = None,
     daily_limit: int | None = None,
     extra_tokens: list[str] | None = None,
 ) -> SandboxConfig:
     """A config from ``pipeline sandbox``'s options: the flags override ``--config-json``,
     which overrides the defaults. ``extra_tokens`` are accepted beside the configured ones.
-    Any problem is a ``ValueError`` whose text names it."""
+    ``latency_spread`` (``"50%"`` or ``"0.5"``) picks the uniform distribution,
+    ``latency_sigma`` the log-normal one; both at once, or either without a latency to vary,
+    is refused rather than half applied. Any problem is a ``ValueError`` whose text names it."""
+    if latency_spread is not None and latency_sigma is not None:
+        raise ValueError(
+            "--latency-spread (uniform) and --latency-sigma (log-normal) are two "
+            "distributions; give one"
+        )
     fields: dict[str, Any] = {}
     if config_json:
         loaded = json.loads(config_json)  # json.JSONDecodeError is a ValueError
@@ -305,6 +348,14 @@ def config_from_options(
         fields["rate_max"], fields["rate_interval_ms"] = parse_rate(rate)
     if latency_ms is not None:
         fields["latency_ms"] = latency_ms
+    if latency_spread is not None:
+        fields["latency_distribution"] = UNIFORM
+        fields["latency_spread"] = parse_spread(latency_spread)
+    if latency_sigma is not None:
+        fields["latency_distribution"] = LOGNORMAL
+        fields["latency_sigma"] = latency_sigma
+    if seed is not None:
+        fields["seed"] = seed
     if daily_limit is not None:
         fields["daily_limit"] = daily_limit
     if extra_tokens:
@@ -312,7 +363,11 @@ def config_from_options(
         if not isinstance(tokens, list):
             raise ValueError("tokens must be a list of non-empty strings")
         fields["tokens"] = [*tokens, *(t for t in extra_tokens if t not in tokens)]
-    return SandboxConfig.from_dict(fields)
+    config = SandboxConfig.from_dict(fields)
+    if (latency_spread is not None or latency_sigma is not None) and config.latency_ms <= 0:
+        flag = "--latency-spread" if latency_spread is not None else "--latency-sigma"
+        raise ValueError(f"{flag} varies a latency around --latency-ms, which is 0; give both")
+    return config
 
 
 def parse_rate(text: str) -> tuple[int, int]:

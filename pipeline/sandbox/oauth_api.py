@@ -44,7 +44,6 @@ import binascii
 import hmac
 import json
 import math
-import time
 import urllib.parse
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -269,7 +268,7 @@ class OAuthApi:
     async def token(self, request: web.Request) -> web.Response:
         """``POST /oauth/token``: the refresh-token grant (see the module docstring)."""
         sb = self._sandbox
-        now = time.monotonic()
+        now = await sb.arrive(request)
         config = sb.config
         raw = await request.read()
         version = request.headers.get(H_VERSION, "").strip()
@@ -402,7 +401,7 @@ class OAuthApi:
 
     async def _location_token(self, request: web.Request, v3: bool) -> web.Response:
         sb = self._sandbox
-        now = time.monotonic()
+        now = await sb.arrive(request)
         config = sb.config
         token = bearer_token(request)
         refused, agency = await self._agency_gate(
@@ -470,7 +469,7 @@ class OAuthApi:
 
     async def _installed(self, request: web.Request, v3: bool) -> web.Response:
         sb = self._sandbox
-        now = time.monotonic()
+        now = await sb.arrive(request)
         config = sb.config
         token = bearer_token(request)
         refused, agency = await self._agency_gate(
