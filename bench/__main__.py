@@ -21,6 +21,7 @@ from typing import Any
 from bench.array import CASES as ARRAY_CASES
 from bench.array import bench_array
 from bench.capacity import bench_capacity
+from bench.checkrun import bench_check_then_run
 from bench.harness import Options, log
 from bench.known import bench_known
 from bench.latency import CASES, bench_latency
@@ -30,9 +31,19 @@ from bench.scale import bench_scale
 from bench.startup import bench_startup
 from bench.wide import bench_wide_csv
 
-BENCHMARKS = ("limit", "capacity", "scale", "wide", "startup", "latency", "known", "array")
+BENCHMARKS = (
+    "limit",
+    "capacity",
+    "scale",
+    "wide",
+    "startup",
+    "latency",
+    "known",
+    "array",
+    "checkrun",
+)
 # Too slow for the quick default set (latency ~5 min, array ~2-3 min).
-LARGE_ONLY = frozenset({"latency", "array"})
+LARGE_ONLY = frozenset({"latency", "array", "checkrun"})
 
 
 def chosen_benchmarks(only: Sequence[str] | None, *, large: bool) -> frozenset[str]:
@@ -85,6 +96,8 @@ def run_benchmarks(options: Options) -> list[Table]:
     if "latency" in options.only:
         for case in CASES:
             plan.append(("latency", functools.partial(bench_latency, options, case)))
+    if "checkrun" in options.only:
+        plan.append(("checkrun", lambda: bench_check_then_run(options)))
     if "array" in options.only:
         for array_case in ARRAY_CASES:
             plan.append(("array", functools.partial(bench_array, options, array_case)))
@@ -121,7 +134,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--only", action="append", choices=BENCHMARKS, help="run only these (repeatable)"
     )
     parser.add_argument(
-        "--concurrency", type=int, default=256, help="pipeline --concurrency in benchmark 1"
+        "--concurrency",
+        type=int,
+        default=None,
+        help="pipeline --concurrency in benchmark 1 (default: none, the pipeline's own: what "
+        "users get)",
     )
     parser.add_argument("--repeats", type=int, default=3, help="runs of each capacity variant")
     parser.add_argument(
@@ -137,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args(args_in)
-    if min(args.repeats, args.concurrency) < 1 or args.capacity_rows < 200:
+    if min(args.repeats, args.concurrency or 1) < 1 or args.capacity_rows < 200:
         parser.error("--repeats and --concurrency must be >= 1, --capacity-rows >= 200")
 
     # SIGTERM unwinds like Ctrl-C, so the sandbox and any child still running are stopped.

@@ -15,7 +15,7 @@ from bench.processes import Finished
 class Options:
     large: bool
     workdir: Path
-    concurrency: int  # the pipeline's --concurrency in the limit benchmark
+    concurrency: int | None  # the limit benchmark's --concurrency (None: the default, auto)
     repeats: int
     capacity_rows: int
     only: frozenset[str]

@@ -69,9 +69,8 @@ def bench_limit(
         log(f"limit: {rows} rows over {locations} locations (deadline {deadline:.0f} s)")
         sampler.watch("sandbox", sandbox.pid)
         # No --rate: the pipeline follows the limit the sandbox announces, as users run it.
-        argv = pipeline_argv(
-            input_path, output, sandbox.base_url, "--concurrency", str(options.concurrency),
-        )  # fmt: skip
+        tuned = ("--concurrency", str(options.concurrency)) if options.concurrency else ()
+        argv = pipeline_argv(input_path, output, sandbox.base_url, *tuned)
         child = Child(argv, child_env(TOKEN), work, "pipeline", deadline)
         sampler.watch("pipeline", child.pid, tree=True)
         run = child.wait()  # kills the child if interrupted
@@ -159,19 +158,21 @@ def bench_limit(
         f"pipeline {fmt_share(sampler.share('pipeline', metrics.first_t, metrics.last_t))}, "
         f"machine {fmt_share(sampler.share(MACHINE, metrics.first_t, metrics.last_t))}",
     )
+    settings = f"--concurrency {options.concurrency}" if options.concurrency else "(defaults)"
     table.notes.append(
-        f"pipeline run --concurrency {options.concurrency} (no --rate: as announced); "
+        f"pipeline run {settings} (no --rate: as announced); "
         f"{metrics.requests:,} API requests for {metrics.locations} locations, "
         f"answers by status {status_counts(requests)}; "
         f"span min {metrics.min_span_s:.2f} s"
     )
-    floor = locations * rate_max * network.mean_ms / 1000 / options.concurrency
-    table.notes.append(
-        f"the first bursts ({locations} x {rate_max} requests) at --concurrency "
-        f"{options.concurrency} and {network.mean_ms:g} ms mean latency need at least "
-        f"{floor:.2f} s; if the pipeline interleaves locations, every location's bursts "
-        "spread that much"
-    )
+    if options.concurrency:
+        floor = locations * rate_max * network.mean_ms / 1000 / options.concurrency
+        table.notes.append(
+            f"the first bursts ({locations} x {rate_max} requests) at --concurrency "
+            f"{options.concurrency} and {network.mean_ms:g} ms mean latency need at least "
+            f"{floor:.2f} s; if the pipeline interleaves locations, every location's bursts "
+            "spread that much"
+        )
     table.notes.append(
         f"the sandbox's network: {network.label} (pipeline sandbox "
         f"{' '.join(network.sandbox_flags())}); half of each request's latency passes before "
