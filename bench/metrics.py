@@ -366,5 +366,9 @@ def fmt_mib(n_bytes: float) -> str:
     return f"{n_bytes / 2**20:,.0f} MiB"
 
 
+def fmt_us(micros: float | None) -> str:
+    return "n/a" if micros is None or math.isnan(micros) else f"{micros:,.0f} µs"
+
+
 def fmt_share(share: float | None) -> str:
     return "n/a" if share is None else f"{share * 100:.0f}%"

@@ -25,7 +25,7 @@ from pipeline import constants
 from pipeline.auth import FixedTokens, Headers, NoToken, Signer
 from pipeline.errors import one_line
 from pipeline.logs import scrub
-from pipeline.outcomes import RETRYABLE, Code, Status
+from pipeline.outcomes import RETRYABLE, Code, Status, quick_init
 from pipeline.tokens import Tokens
 from pipeline.transport import (
     HttpStack,
@@ -39,6 +39,7 @@ MAX_MESSAGE_CHARS = 300
 MAX_TRACE_ID_CHARS = 100
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class RateInfo:
     """What the API said about its limits in one answer's headers (None where absent)."""
@@ -51,6 +52,7 @@ class RateInfo:
     retry_after_s: float | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Answer:
     """One HTTP attempt, classified."""
@@ -77,6 +79,8 @@ def _int_header(headers: Mapping[str, str], name: str) -> int | None:
     value = headers.get(name)
     if value is None:
         return None
+    if value.isdecimal() and len(value) <= 15:  # the usual: digits, as exact as a float
+        return int(value)
     try:
         return int(float(value))
     except ValueError:
@@ -94,13 +98,13 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
 
 
 def parse_rate_info(headers: Mapping[str, str]) -> RateInfo:
-    return RateInfo(
-        remaining=_int_header(headers, constants.H_REMAINING),
-        max_requests=_int_header(headers, constants.H_MAX),
-        interval_ms=_int_header(headers, constants.H_INTERVAL_MS),
-        daily_remaining=_int_header(headers, constants.H_DAILY_REMAINING),
-        daily_limit=_int_header(headers, constants.H_LIMIT_DAILY),
-        retry_after_s=_retry_after(headers),
+    return RateInfo(  # positionally: RateInfo's fields in order (keywords cost twice as much)
+        _int_header(headers, constants.H_REMAINING),
+        _int_header(headers, constants.H_MAX),
+        _int_header(headers, constants.H_INTERVAL_MS),
+        _int_header(headers, constants.H_DAILY_REMAINING),
+        _int_header(headers, constants.H_LIMIT_DAILY),
+        _retry_after(headers),
     )
 
 
@@ -193,7 +197,6 @@ def classify(
     rate = parse_rate_info(headers)
     data = _json(body)
     trace = _trace_id(data)
-    reason = httpx.codes.get_reason_phrase(status_code) or f"HTTP {status_code}"
     if 200 <= status_code < 300:
         conversation = data.get("conversation") if isinstance(data, dict) else None
         conv_id = conversation.get("id") if isinstance(conversation, dict) else None
@@ -219,6 +222,7 @@ def classify(
             message="400 answer with an unreadable body",
             rate=rate,
         )
+    reason = httpx.codes.get_reason_phrase(status_code) or f"HTTP {status_code}"
     message = _message(data, reason)
     trace = trace or _trace_id(None, message)
     if status_code == 400 and is_exists_message(message, contact_id):

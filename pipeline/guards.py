@@ -151,6 +151,8 @@ class Guards:
             )
         first = not location.decided
         location.decided = True
+        if not first and not token_decided:
+            return NOTHING  # the usual answer: nothing new to act on
         return Verdict(decided=(location_id,) if first else (), token_decided=token_decided)
 
     def _rejected(self, location_id: str, answer: Answer) -> Verdict:

@@ -13,12 +13,13 @@ from typing import TYPE_CHECKING
 
 from pipeline.backoff import Backoff
 from pipeline.client import Answer
-from pipeline.outcomes import RETRYABLE, SKIP_MESSAGES, Code, Status
+from pipeline.outcomes import RETRYABLE, SKIP_MESSAGES, Code, Status, quick_init
 
 if TYPE_CHECKING:  # the options model; imported only for its type
     from pipeline.config import RunConfig
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Retry:
     """Send the row again after ``delay_s``; ``pause_location``: the whole location waits
@@ -28,6 +29,7 @@ class Retry:
     pause_location: bool
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Settle:
     """The row ends with ``answer``."""

@@ -28,11 +28,13 @@ import httpx
 from yarl import URL
 
 from pipeline.errors import one_line
+from pipeline.outcomes import quick_init
 
 HttpStack = Literal["aiohttp", "httpx", "httpx-aiohttp"]
 HTTP_STACKS: tuple[HttpStack, ...] = ("aiohttp", "httpx", "httpx-aiohttp")
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class RawAnswer:
     status: int

@@ -218,6 +218,10 @@ class WindowLimiter:
                 interval_s = None
             if new_max is not None and new_max >= self._max:
                 new_max = None
+        if interval_s == self._interval:
+            interval_s = None  # the limit as it is: nothing to adopt (every answer says it)
+        if new_max == self._max:
+            new_max = None
         if new_max is not None or interval_s is not None:
             self.adopt(new_max, interval_s)
         if remaining is not None and remaining >= 0:
@@ -345,6 +349,11 @@ class WindowLimiter:
     def _rest_free(self, now: float, *, free_at: float, keep: int = 0) -> int:
         """All but ``keep`` of the permits already free at ``free_at`` rest one interval
         from ``now`` (the ``keep`` rested longest stay free); returns how many rest."""
+        if keep >= self._max:
+            # No more than the max are ever idle: none can rest. (A limit far above the
+            # traffic, as the sandbox's 10^9, would otherwise lift and put back every used
+            # permit of the last interval on every answer.)
+            return 0
         free: list[tuple[float, int]] = []
         total = 0
         while self._idle and self._idle[0][0] + self._interval <= free_at + TOLERANCE_S:
