@@ -162,7 +162,7 @@ def test_a_server_that_slows_down_on_its_own_keeps_its_demand_served() -> None:
 
 def test_steady_latency_grows_fast_to_the_ceiling() -> None:
     samples, _ = simulate(lambda _n: 0.08, seconds=3.0, ceiling=2000)
-    assert settled(samples, 1.0)[0] == 2000  # 64 -> 2000 in five round trips, not minutes
+    assert settled(samples, 1.0)[0] == 2000  # 512 -> 2000 in two round trips, not minutes
 
 
 @pytest.mark.parametrize(("base_s", "knee_at"), [(0.08, 500), (0.6, 300), (0.005, 120)])
@@ -209,7 +209,7 @@ def test_a_server_that_stops_answering_sheds_the_limit_to_its_floor() -> None:
 
 def test_a_late_event_loop_holds_growth() -> None:
     now = 0.0
-    limit = InFlightLimit(clock=lambda: now)
+    limit = InFlightLimit(initial=64, clock=lambda: now)
     for _ in range(20):
         limit.on_loop_lag(0.3)
     for _ in range(1000):
@@ -224,7 +224,7 @@ def test_a_late_event_loop_holds_growth() -> None:
 
 def test_an_unused_limit_does_not_grow() -> None:
     now = 0.0
-    limit = InFlightLimit(clock=lambda: now)
+    limit = InFlightLimit(initial=64, clock=lambda: now)
     for _ in range(1000):
         now += 0.01
         limit.on_answer(0.08, in_flight=5, failed=False)  # five in flight under a limit of 64
