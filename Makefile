@@ -27,12 +27,17 @@ run: install
 # Two tests drive real programs: headless Chromium (the HTML report) and the Prometheus
 # Pushgateway (metrics). Debian's packages are installed when missing (CI runs as root on
 # Debian); elsewhere a line says so, and those tests skip (the browser's fails under CI).
+# apt drops to its _apt user to fetch and verify; where /tmp is not world-writable (mode 700,
+# seen on this project's VM) that user cannot write its temporary files, every index fails
+# its signature check and the browser is not installed. As root, apt may stay root.
+APT_OPTS := $(if $(filter 0,$(shell id -u)),-o APT::Sandbox::User=root,)
+
 test: install
 	@missing=""; \
 	command -v chromium >/dev/null || command -v chromium-browser >/dev/null || missing="$$missing chromium"; \
 	command -v prometheus-pushgateway >/dev/null || missing="$$missing prometheus-pushgateway"; \
 	if [ -n "$$missing" ]; then \
-		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) || \
+		(apt-get $(APT_OPTS) update -qq && DEBIAN_FRONTEND=noninteractive apt-get $(APT_OPTS) install -y -qq $$missing >/dev/null) || \
 		echo "make: could not install$$missing (apt-get, as root); some tests need it" >&2; \
 	fi
 	$(BIN)/pytest -q
