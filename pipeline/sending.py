@@ -109,6 +109,7 @@ class _Location:
     # known yet).
     daily_allowance: int | None = None
     told_spent: bool = False
+    holds_turn: bool = False  # its first request holds the token's turn (``_TokenTurn``)
     decided: asyncio.Event = field(default_factory=asyncio.Event)  # its first request is
 
 
@@ -378,7 +379,7 @@ class Sender:
     async def _token_turn(self, location: _Location) -> None:
         """Return once the location's token is accepted, or this location may probe it."""
         name = location.location_id
-        await location.token.first.take(
+        location.holds_turn = await location.token.first.take(
             lambda: self._guards.token_accepted(name) or self._guards.stopped_by(name) is not None
         )
 
@@ -390,10 +391,13 @@ class Sender:
             await asyncio.wait((waiter, task), return_when=asyncio.FIRST_COMPLETED)
         finally:
             waiter.cancel()
-        turn = location.token.first
         undecided = not self._guards.token_accepted(location.location_id)
-        if not location.decided.is_set() and turn.taken and undecided:
-            turn.give_back()  # let the next first request try the token
+        if location.holds_turn and undecided:
+            # Let the next first request try the token: this one ended without a word on
+            # it, with no decisive answer, or decided only for its location (no token could
+            # be had there: an agency's app not installed), which says nothing of the token.
+            location.holds_turn = False
+            location.token.first.give_back()
 
     async def _take(self, location: _Location, *, holding_permit: bool = False) -> None:
         """A permit of the location (unless already held), then a global slot.

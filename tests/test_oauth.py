@@ -130,6 +130,23 @@ def agency(sandbox: SandboxThread, tmp_path: Path, installed: list[str]) -> Path
     return oauth_file(tmp_path, grants)
 
 
+def test_an_agency_run_whose_first_row_is_where_the_app_is_not_installed_ends(
+    sandbox: SandboxThread, tmp_path: Path
+) -> None:
+    """Issue 24: the first row's location has no token; the token's turn passes on (it hung
+    forever, reproduced every time, before)."""
+    locations = [f"Sub{k}" for k in range(4)]
+    credentials = agency(sandbox, tmp_path, installed=locations[1:])
+    src = write_csv(tmp_path / "in.csv", [(f"c{i}", locations[i % 4]) for i in range(40)])
+    out = tmp_path / "r.parquet"
+    done = oauth_run(sandbox, src, out, credentials)
+    assert done.code == 1, done.stderr[-3000:]
+    results = pl.read_parquet(out)
+    statuses = dict(results.group_by("location_id").agg(pl.col("status").unique()).iter_rows())
+    assert list(statuses["Sub0"]) == ["skipped"]
+    assert all(list(statuses[name]) == ["created"] for name in locations[1:])
+
+
 @pytest.mark.parametrize("api_version", ["2021-07-28", "v3"])
 def test_an_agency_mints_a_token_per_location_and_skips_where_not_installed(
     sandbox: SandboxThread, tmp_path: Path, api_version: str

@@ -13,8 +13,8 @@ from collections.abc import Iterable
 import pytest
 
 from pipeline.backoff import Backoff
-from pipeline.client import ConversationsClient
-from pipeline.outcomes import Code, RowOutcome
+from pipeline.client import Answer, ConversationsClient
+from pipeline.outcomes import Code, RowOutcome, Status
 from pipeline.retrying import RetryPolicy
 from pipeline.sending import LocationBatch, Sender
 from pipeline.settings import Rate
@@ -231,3 +231,49 @@ async def test_stop_gives_requests_in_flight_their_answer_and_skips_the_rest() -
     assert sender.stop_code is Code.INTERRUPTED
     assert len(outcomes) == 300  # every row, once (the sender records unstarted ones)
     assert statuses(outcomes) == {("created", None): 100, ("skipped", "interrupted"): 200}
+
+
+class _AgencyTokens:
+    """Locations whose tokens are minted from one agency token (one token key): the app is
+    not installed at ``missing``, so no token is had there and no request goes out."""
+
+    def __init__(self, api: ConversationsClient, missing: str) -> None:
+        self._api = api
+        self._missing = missing
+
+    def token_key(self, location_id: str) -> int:
+        return 1  # one agency: every location's first request waits on the same turn
+
+    async def create_conversation(self, location_id: str, contact_id: str) -> Answer:
+        if location_id == self._missing:
+            return Answer(Status.SKIPPED, Code.NOT_INSTALLED, sent=False)
+        return await self._api.create_conversation(location_id, contact_id)
+
+    async def find_conversation(self, location_id: str, contact_id: str) -> Answer:
+        return await self._api.find_conversation(location_id, contact_id)
+
+
+async def test_a_first_location_without_a_token_hands_the_token_s_turn_on() -> None:
+    """Issue 24: an agency run whose first row is at a sub-account without the app waited
+    forever: that location was decided (no token) while its token was not, and its turn at
+    the token's first request was never given back."""
+    api = FakeHighLevel()
+    outcomes: list[RowOutcome] = []
+    sender = Sender(
+        _AgencyTokens(client_for(api), missing="NI"),
+        rate=None,
+        concurrency=64,
+        policy=RetryPolicy(max_attempts=5, backoff=Backoff(base=0.5)),
+        sink=outcomes.append,
+        clock=asyncio.get_running_loop().time,
+    )
+    batches = [
+        LocationBatch("NI", [(0, "a"), (1, "b")]),
+        LocationBatch("L1", [(2, "c"), (3, "d")]),
+        LocationBatch("L2", [(4, "e")]),
+    ]
+    await asyncio.wait_for(sender.run(batches), timeout=60)
+    by_row = {o.row_index: o for o in outcomes}
+    assert sorted(by_row) == [0, 1, 2, 3, 4]
+    assert {by_row[i].error_code for i in (0, 1)} == {Code.NOT_INSTALLED}
+    assert {by_row[i].status.value for i in (2, 3, 4)} == {"created"}
