@@ -132,7 +132,6 @@ class MotoProcess:
             "AWS_REGION": "us-east-1",
             "AWS_DEFAULT_REGION": "us-east-1",
             "AWS_ENDPOINT_URL": require_loopback(f"http://{LOOPBACK}:{port}"),
-            "AWS_ALLOW_HTTP": "true",
         }
         try:
             deadline = time.monotonic() + 30

@@ -10,6 +10,9 @@ From Python (a notebook, a script), the whole job is one call::
     )
     results = await pipeline.create_conversations_async(frame, token=token)  # in Jupyter
 
+Bad input or options raise ``UsageError``; a newer attempt that took an object-storage
+output's checkpoint over stops the call with ``CheckpointTakenOver`` (a ``UsageError`` too).
+
 Everything else in the package is private by convention; ``ARCHITECTURE.md`` maps it.
 """
 
@@ -20,16 +23,23 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pipeline.config import RunConfig
-    from pipeline.errors import UsageError
+    from pipeline.errors import CheckpointTakenOver, UsageError
     from pipeline.library import create_conversations, create_conversations_async
 
-__all__ = ["RunConfig", "UsageError", "create_conversations", "create_conversations_async"]
+__all__ = [
+    "CheckpointTakenOver",
+    "RunConfig",
+    "UsageError",
+    "create_conversations",
+    "create_conversations_async",
+]
 
 _EXPORTS = {
     "create_conversations": "pipeline.library",
     "create_conversations_async": "pipeline.library",
     "RunConfig": "pipeline.config",
     "UsageError": "pipeline.errors",
+    "CheckpointTakenOver": "pipeline.errors",
 }
 
 

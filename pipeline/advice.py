@@ -20,6 +20,7 @@ from pathlib import Path
 import polars as pl
 
 from pipeline.outcomes import Code
+from pipeline.settings import is_uri
 
 # The rows of a stop, by the code that stopped them (whatever their status: the row that
 # drew a 401 is failed, the rest of its token's rows skipped).
@@ -30,6 +31,9 @@ _STOPS = (
     Code.NO_TOKEN,
     Code.NOT_INSTALLED,
     Code.UNREACHABLE,
+    Code.STALLED,
+    Code.CREDENTIALS_LOCKED,
+    Code.ID_NOT_FOUND_YET,
 )
 _SHOWN_LOCATIONS = 3
 
@@ -77,11 +81,13 @@ def advise(
     problem_rows: int,
     interrupted: bool,
     dry_run: bool,
+    shard: str | None = None,
 ) -> Advice:
     """The lines and the next command for a finished (or interrupted) run.
 
     ``argv``: the command line as given (after ``pipeline``), to build the next command
-    from; ``token_source``: where a location's token came from.
+    from; ``token_source``: where a location's token came from; ``shard``: the part this
+    run sent (``K/N``), when it is a task of an array job.
     """
     stops = {} if dry_run else _stopped(results)
     lines: list[str] = []
@@ -129,7 +135,27 @@ def advise(
             f"API unreachable: {_rows(unreachable)} not sent. Check the network and "
             "--base-url, then retry."
         )
-    return Advice(lines, _next(results, argv, stops, problem_rows, interrupted, dry_run))
+    stalled = stops.get(Code.STALLED.value, {})
+    if stalled:
+        lines.append(
+            f"stalled: the run made no progress and stopped itself; {_rows(stalled)} not "
+            "sent. This is a bug: please report it with the log, then retry."
+        )
+    locked = stops.get(Code.CREDENTIALS_LOCKED.value, {})
+    if locked:
+        lines.append(
+            f"OAuth credentials locked: another run held --oauth-file's lock; {_rows(locked)} "
+            "not sent. Rerun with --resume once it is done."
+        )
+    no_id = stops.get(Code.ID_NOT_FOUND_YET.value, {})
+    if no_id:
+        lines.append(
+            f"ids not found yet: {_rows(no_id)} have a conversation, but HighLevel's search "
+            "index did not show its id within --lookup-wait. A retry in a few minutes looks "
+            "them up (searches only, never a create)."
+        )
+    next_step = _next(results, argv, stops, problem_rows, interrupted, dry_run, shard)
+    return Advice(lines, next_step)
 
 
 def _next(
@@ -139,23 +165,38 @@ def _next(
     problem_rows: int,
     interrupted: bool,
     dry_run: bool,
+    shard: str | None,
 ) -> str:
+    """The one command to run next, which works when pasted as printed
+    (``tests/test_next_steps.py`` pastes each). A task of an array job is resumed, never
+    retried: ``retry`` of its part would read the part as a whole input, whose rows are not
+    those of the part's input (and the part's output is the task's, named by ``--shard``).
+    """
     if interrupted:
-        return f"next: continue with: {resume_command(argv)}"
-    if dry_run:
-        return f"next: {program()} report {results}; send with the same command without --dry-run"
-    waiting = set(stops) - {Code.DAILY_QUOTA_EXHAUSTED.value}
+        return f"next: continue with: {resume_command(argv, shard)}"
+    if dry_run:  # its output exists now: --resume sends the planned rows into it
+        return f"next: send the planned rows with: {resume_command(argv, shard)}"
+    again = resume_command(argv, shard) if shard else retry_command(argv, results)
+    waiting = set(stops) - {Code.DAILY_QUOTA_EXHAUSTED.value, Code.ID_NOT_FOUND_YET.value}
     if waiting:
-        return f"next: once fixed: {retry_command(argv, results)}"
-    if stops:
-        return f"next: once the quota turns: {resume_command(argv)}"
+        return f"next: once fixed: {again}"
+    if Code.DAILY_QUOTA_EXHAUSTED.value in stops:
+        return f"next: once the quota turns: {resume_command(argv, shard)}"
+    if stops:  # only ids the search index did not show yet
+        return f"next: in a few minutes, to find the missing ids: {again}"
     if not problem_rows:
         return f"next: {program()} report {results}"
-    stem, folder = _stem(results)
     return (
         f"next: {problem_rows} rows need attention: {program()} report {results} "
-        f"--rows failed,invalid,skipped --format csv -o {folder}{stem}-problems.csv"
+        f"--rows failed,invalid,skipped --format csv -o {problems_file(results)}"
     )
+
+
+def problems_file(results: str) -> str:
+    """Where the problem rows' CSV goes: beside a local results file; in the current
+    folder for one in object storage (``pipeline report -o`` writes a local file)."""
+    stem, folder = _stem(results)
+    return f"{stem}-problems.csv" if is_uri(results) else f"{folder}{stem}-problems.csv"
 
 
 def program() -> str:
@@ -218,11 +259,30 @@ def _is_flag(option: str) -> bool:
     return option == "--debug" or option.removeprefix("--").replace("-", "_") in flags
 
 
-def resume_command(argv: Sequence[str]) -> str:
+def resume_command(argv: Sequence[str], shard: str | None = None) -> str:
     """The same command with ``--resume`` (and without ``--overwrite``, which would start
-    over): it keeps every settled row and sends the rest."""
-    kept = [arg for arg in argv if arg not in ("--overwrite", "--resume")]
+    over, or ``--dry-run``, which would send nothing): it keeps every settled row and sends
+    the rest, into the same results. A task told its part by the engine's environment
+    (``JOB_COMPLETION_INDEX``...) names it (``--shard K/N``, in place of ``--shard-count``),
+    so that the command sends the same part from any shell."""
+    kept = [arg for arg in argv if arg not in _ONE_SHOT]
+    if shard is not None and not any(a == "--shard" or a.startswith("--shard=") for a in kept):
+        kept = [*_without_option(kept, "--shard-count"), "--shard", shard]
     return shlex.join([*shlex.split(program()), *kept, "--resume"])
+
+
+def _without_option(argv: Sequence[str], name: str) -> list[str]:
+    """``argv`` without the option ``name`` and its value (``NAME V`` or ``NAME=V``)."""
+    kept: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == name:
+            skip = True
+        elif not arg.startswith(f"{name}="):
+            kept.append(arg)
+    return kept
 
 
 def retry_command(argv: Sequence[str], results: str) -> str:

@@ -9,6 +9,9 @@ reaches the guards and stops the token.
 
 A location for which no token can be had at all (an agency's app not installed there)
 raises ``NoToken``: its rows end ``skipped`` with the signer's code, and no create is sent.
+A token that waits on another run's hold of the OAuth credentials file past its bound
+raises ``CredentialsBusy``: that is the run's problem, not the location's, so the run stops
+(exit 75, try again later) instead of failing rows as if a bug had struck.
 """
 
 from __future__ import annotations
@@ -23,13 +26,34 @@ Headers = Mapping[str, str]
 
 
 class NoToken(Exception):
-    """No token can be had for the location: ``code`` says why (``not_installed``)."""
+    """No token can be had for the location: ``code`` says why (``not_installed``), or, with
+    a code in ``RETRYABLE``, not now (the OAuth endpoint's 5xx, 429 or dropped connection)."""
 
-    def __init__(self, code: Code, message: str, http_status: int | None = None) -> None:
+    def __init__(
+        self,
+        code: Code,
+        message: str,
+        http_status: int | None = None,
+        *,
+        retry_after_s: float | None = None,
+        connect_failed: bool = False,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.http_status = http_status  # the refusing answer's status, when there was one
+        self.retry_after_s = retry_after_s  # the answer's Retry-After, when it said one
+        # No connection could be made at all: as for a create, the API may be out of reach.
+        self.connect_failed = connect_failed
+
+
+class CredentialsBusy(Exception):
+    """Another run held the OAuth credentials file's lock past its bound while this one
+    waited for a token: the run stops (``credentials_locked``). ``message`` is one line."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 class Signer(Protocol):
@@ -39,7 +63,8 @@ class Signer(Protocol):
 
     async def headers(self, location_id: str) -> Headers | None:
         """The location's ``Authorization`` header (None: the pool's default one). May
-        refresh or mint a token first; raises ``NoToken`` when none can be had."""
+        refresh or mint a token first; raises ``NoToken`` when none can be had, and
+        ``CredentialsBusy`` when another run kept the credentials locked too long."""
         ...
 
     async def renew(self, location_id: str, used: Headers | None) -> bool:

@@ -30,7 +30,7 @@ import json
 import os
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,7 +38,8 @@ from typing import Any
 
 import structlog
 
-from pipeline.errors import UsageError, first_line
+from pipeline import objects
+from pipeline.errors import CheckpointTakenOver, UsageError, first_line
 from pipeline.locking import EXIT_LOCKED
 from pipeline.outputs import OutputFiles
 
@@ -54,10 +55,11 @@ _SEGMENT = "segment-"
 _HEADER = b'{"journal"'
 
 
-class Superseded(UsageError):
+class Superseded(CheckpointTakenOver):
     """A newer attempt of this task took its checkpoint over: this one must stop writing.
     Exit 75, as for an output another run holds (``locking``): another attempt of this
-    task is writing it, and this one did nothing more."""
+    task is writing it, and this one did nothing more. Callers catch it by its public
+    name, ``pipeline.CheckpointTakenOver``."""
 
     exit_code = EXIT_LOCKED
 
@@ -66,15 +68,6 @@ def checkpoint_folder(uri: str) -> tuple[str, str]:
     """The store's root (the results' folder) and the prefix of ``.NAME.checkpoint/``."""
     folder, _, name = uri.rstrip("/").rpartition("/")
     return folder + "/", f".{name}.checkpoint/"
-
-
-def _open_store(root: str) -> Any:
-    from obstore.store import from_url
-
-    try:
-        return from_url(root)
-    except Exception as exc:  # obstore raises its own types for a bad URL or config
-        raise UsageError(f"{root}: cannot open the object store ({first_line(exc)})") from exc
 
 
 @dataclass(slots=True)
@@ -110,9 +103,40 @@ class Checkpoints:
             raise ValueError("checkpoints are for an output in object storage")
         root, self._prefix = checkpoint_folder(self.files.uri)
         if self.store is None:
-            self.store = _open_store(root)
+            self.store = objects.open_store(root)
 
     # -- taking the folder up -----------------------------------------------------------
+
+    def take_up(self) -> int:
+        """Claim the next epoch and restore the journals from the folder (``claim``,
+        ``restore``); the record lines restored. A store that fails on the way stops the
+        run in one line (``objects.describe``), and gives the claim back (``release``)."""
+        self.claim()
+        try:
+            with objects.failures(self.where, "taken up"):
+                return self.restore()
+        except BaseException:
+            self.release()
+            raise
+
+    def release(self) -> None:
+        """Give this attempt's claim back when it copied nothing: a run that stops before it
+        sends (an unreadable input, the results of another input) leaves the folder as it
+        found it, and no checkpoint at all when it found none. An attempt that wrote a
+        segment keeps its claim: a later claim of the same epoch would collide with its
+        segments' names."""
+        if not self.epoch or self.segments:
+            return
+        import obstore
+
+        try:
+            self.requests += 1
+            obstore.delete(self.store, f"{self._prefix}{_EPOCHS}{_EPOCH}{self.epoch:06d}")
+        except Exception as exc:  # the run's own error is the one to report
+            log.warning("cannot give the checkpoint epoch back", error=first_line(exc))
+            return
+        log.info("checkpoint epoch given back", epoch=self.epoch, where=self.where)
+        self.epoch = 0
 
     def claim(self) -> int:
         """Claim the next epoch (conditional create; retried past a claimant that won)."""
@@ -121,16 +145,17 @@ class Checkpoints:
         latest = max(self._epochs(), default=0)
         for epoch in range(latest + 1, latest + 100):
             note = {"host": socket.gethostname(), "pid": os.getpid(), "at": _now()}
-            try:
-                self.requests += 1
-                obstore.put(
-                    self.store,
-                    f"{self._prefix}{_EPOCHS}{_EPOCH}{epoch:06d}",
-                    json.dumps(note).encode(),
-                    mode="create",
-                )
-            except obstore.exceptions.AlreadyExistsError:
-                continue
+            self.requests += 1
+            with objects.failures(self.where, "claimed"):
+                try:
+                    obstore.put(
+                        self.store,
+                        f"{self._prefix}{_EPOCHS}{_EPOCH}{epoch:06d}",
+                        json.dumps(note).encode(),
+                        mode="create",
+                    )
+                except obstore.exceptions.AlreadyExistsError:
+                    continue  # another claimant won this epoch: try the next
             self.epoch = epoch
             log.info("checkpoint epoch claimed", epoch=epoch, where=self.where)
             return epoch
@@ -304,11 +329,15 @@ class Checkpoints:
         return pending
 
     def _names(self, folder: str) -> list[str]:
-        """The names of the objects in one subfolder of the checkpoint."""
+        """The names of the objects in one subfolder of the checkpoint. A store's error is
+        one line (``objects.describe``): the first listing is the run's first request to
+        the folder, and a run stopped there sent nothing."""
         import obstore
 
         self.requests += 1
-        listed = obstore.list(self.store, prefix=f"{self._prefix}{folder}".rstrip("/")).collect()
+        prefix = f"{self._prefix}{folder}".rstrip("/")
+        with objects.failures(self.where, "listed"):
+            listed = obstore.list(self.store, prefix=prefix).collect()
         return [str(item["path"]).rpartition("/")[2] for item in listed]
 
     def _epochs(self) -> list[int]:
@@ -330,6 +359,19 @@ def _parse_segment(name: str) -> tuple[int, int, str]:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@contextlib.contextmanager
+def released_on_failure(checkpoints: Checkpoints | None) -> Iterator[None]:
+    """Around a run after it took the checkpoint up: a run that fails gives its claim back
+    when it copied nothing (``Checkpoints.release``), so that a run stopped before sending
+    leaves no checkpoint object behind."""
+    try:
+        yield
+    except BaseException:
+        if checkpoints is not None:
+            checkpoints.release()
+        raise
 
 
 def for_output(files: OutputFiles, interval_s: float) -> Checkpoints | None:

@@ -161,6 +161,8 @@ def _execute(input_path: str, options: dict[str, Any], *, retry_from: str | None
     # The heavy imports (polars, aiohttp) only once the options hold: --help and usage
     # errors answer without them (BENCHMARKS.md, "Start-up").
     from pipeline.advice import advise
+    from pipeline.locking import EXIT_LOCKED
+    from pipeline.outcomes import Code
     from pipeline.report import count_matching, render
     from pipeline.run import execute
 
@@ -169,6 +171,11 @@ def _execute(input_path: str, options: dict[str, Any], *, retry_from: str | None
     if result.signal is not None:
         code = 128 + result.signal
         verdict = "interrupted"
+    elif result.report.by_error_code.get(Code.CREDENTIALS_LOCKED):
+        # The run stopped: another run held the --oauth-file's lock past its bound (the
+        # line on stderr says which). Exit 75 (EX_TEMPFAIL): try again later.
+        code = EXIT_LOCKED
+        verdict = "stopped: another run held the --oauth-file's lock; try again later"
     else:
         statuses, codes = parse_fail_on(job.config.fail_on)
         failing = count_matching(job.files.results, statuses, codes)
@@ -181,6 +188,7 @@ def _execute(input_path: str, options: dict[str, Any], *, retry_from: str | None
         problem_rows=result.report.problem_rows,
         interrupted=result.signal is not None,
         dry_run=job.dry_run,
+        shard=job.shard.label if job.shard is not None else None,
     )
     summary = {
         "input": job.source,
@@ -366,8 +374,8 @@ def check(input: str, fmt: Literal["table", "json"], **options: Any) -> None:
     "statuses",
     default=None,
     metavar="STATUSES",
-    help="List the rows of these statuses (comma-separated, e.g. failed,invalid,skipped; "
-    "or all) instead of the summary.",
+    help="List the rows of these statuses or error codes (comma-separated, e.g. "
+    "failed,invalid,skipped or id_not_found_yet; or all) instead of the summary.",
 )
 @click.option(
     "--format",
@@ -450,7 +458,7 @@ SANDBOX_PORT = 8099  # fixed, so the README's commands and a person's notes stay
     sections=(
         ("Serving", ("host", "port")),
         ("Tokens", ("tokens",)),
-        ("Behaviour", ("rate", "daily_limit", "config_json", "help")),
+        ("Behaviour", ("rate", "daily_limit", "search_lag_s", "config_json", "help")),
         ("Latency", ("latency_ms", "latency_spread", "latency_sigma", "seed")),
     ),
     examples=(
@@ -520,6 +528,13 @@ SANDBOX_PORT = 8099  # fixed, so the README's commands and a person's notes stay
     "0.5: 1% of answers over 3.2 x the median; 0.7: over 5 x.",
 )
 @click.option(
+    "--search-lag-s",
+    type=click.FloatRange(0),
+    metavar="S",
+    help="Seconds before a new conversation shows in search, as HighLevel's index lags "
+    "behind creates [default: 5]; 0: at once.",
+)
+@click.option(
     "--seed",
     type=int,
     help="Seed of the latencies and injected faults, for a run to replay [default: 0].",
@@ -528,7 +543,7 @@ SANDBOX_PORT = 8099  # fixed, so the README's commands and a person's notes stay
     "--config-json",
     metavar="JSON",
     help="Any other setting, as a JSON object: token_scopes, location_tokens, faults "
-    "(fault_500, fault_drop, ...), search_lag_s, latency_inbound_share. The flags win over it.",
+    "(fault_500, fault_drop, ...), latency_inbound_share. The flags win over it.",
 )
 def sandbox(
     port: int,
@@ -539,6 +554,7 @@ def sandbox(
     latency_ms: float | None,
     latency_spread: str | None,
     latency_sigma: float | None,
+    search_lag_s: float | None,
     seed: int | None,
     config_json: str | None,
 ) -> None:
@@ -563,6 +579,7 @@ def sandbox(
             latency_ms=latency_ms,
             latency_spread=latency_spread,
             latency_sigma=latency_sigma,
+            search_lag_s=search_lag_s,
             seed=seed,
             daily_limit=daily_limit,
             extra_tokens=[DEFAULT_TOKEN, *tokens] if tokens else None,

@@ -22,7 +22,7 @@ import httpx
 import orjson
 
 from pipeline import constants
-from pipeline.auth import FixedTokens, Headers, NoToken, Signer
+from pipeline.auth import CredentialsBusy, FixedTokens, Headers, NoToken, Signer
 from pipeline.errors import one_line
 from pipeline.logs import scrub
 from pipeline.outcomes import RETRYABLE, Code, Status, quick_init
@@ -352,7 +352,15 @@ class ConversationsClient:
             # A token that could not be had for a passing reason (the OAuth endpoint's 5xx)
             # is a failure to retry; one that cannot be had at all ends the row skipped.
             status = Status.FAILED if missing.code in RETRYABLE else Status.SKIPPED
-            return Answer(status, missing.code, message=missing.message, sent=False)
+            return Answer(
+                status,
+                missing.code,
+                message=missing.message,
+                connect_failed=missing.connect_failed,
+                sent=False,
+            )
+        except CredentialsBusy as busy:  # another run held the credentials: the run stops
+            return Answer(Status.SKIPPED, Code.CREDENTIALS_LOCKED, message=busy.message, sent=False)
         return raw
 
     async def create_conversation(self, location_id: str, contact_id: str) -> Answer:

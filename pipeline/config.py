@@ -34,6 +34,7 @@ from pipeline.settings import (
     DEFAULT_FAIL_ON,
     DEFAULT_ID_MAX_LENGTH,
     DEFAULT_ID_PATTERN,
+    DEFAULT_LOOKUP_WAIT_S,
     check_base_url,
     parse_fail_on,
     parse_rate,
@@ -68,6 +69,13 @@ class RunConfig(BaseSettings):
     max_attempts: int = Field(5, ge=1, le=100, description="Create attempts per row.")
     max_retry_wait: float = Field(
         300.0, ge=0, le=86_400, description="Seconds a row may wait between attempts, in all."
+    )
+    lookup_wait: float = Field(
+        DEFAULT_LOOKUP_WAIT_S,
+        ge=0,
+        le=3_600,
+        description="Seconds a row whose conversation exists is searched for its id while "
+        "the search index lags (growing waits); then it ends id_not_found_yet.",
     )
     backoff_base: float = Field(
         0.5,
@@ -119,7 +127,8 @@ class RunConfig(BaseSettings):
         300.0,
         ge=0,
         le=43_200,
-        description="Seconds before an OAuth access token expires that it is refreshed.",
+        description="Seconds before an OAuth access token expires that it is refreshed; at "
+        "most half the token's lifetime.",
     )
     shard: str | None = Field(
         None,

@@ -10,7 +10,8 @@ Four sources, read after planning and before sending, later ones winning for a r
    in their header).
 
 Of each only the *settled* outcomes count (``settled``): a transient failure or a skipped row
-is sent again. A results file is compared with the plan row by row, a journal by its
+is sent again; a row whose conversation exists but whose id is missing (``to_look_up``) is
+only searched for. A results file is compared with the plan row by row, a journal by its
 fingerprint, so that the outcomes of another input are never applied to this one.
 
 This module knows the journal's format and the results' schema, and nothing of sending or of
@@ -25,6 +26,7 @@ from typing import TypeVar
 
 import polars as pl
 
+from pipeline import objects
 from pipeline.errors import UsageError, first_line
 from pipeline.journal import fingerprint, read_journal
 from pipeline.known import known_outcomes
@@ -60,10 +62,20 @@ def settled(outcomes: FrameT) -> FrameT:
     return outcomes.filter(final)
 
 
+def to_look_up(outcomes: FrameT) -> FrameT:
+    """The settled outcomes whose conversation exists without its id (``id_not_found_yet``:
+    the search index lagged; or an older run's ``conversation_exists`` without one): a later
+    run searches for their ids, and never creates them again."""
+    no_id = pl.col("conversation_id").is_null() | (pl.col("conversation_id") == "")
+    return outcomes.filter((pl.col("status") == Status.EXISTS.value) & no_id)
+
+
 def results_exist(files: OutputFiles) -> bool:
-    """Whether the output's results file is there (for a remote output, asking the store)."""
+    """Whether the output's results file is there (for a remote output, asking the store,
+    which ``objects.reach`` first makes sure answers: this is a run's first request to it)."""
     if files.uri is None:
         return files.anchor.exists()
+    objects.reach(files.uri)
     try:
         pl.read_parquet_metadata(files.uri)
     except FileNotFoundError:

@@ -2,7 +2,8 @@
 
 A ``UsageError`` is what a user can fix (a bad file, a bad option, a missing token): the CLI
 prints its message as one line on stderr and exits 2, never with a traceback (``--debug``
-shows one). Anything else escaping is a bug and is reported as such.
+shows one). Anything else escaping is a bug and is reported as such. A subclass may say
+another exit code: ``CheckpointTakenOver`` (75) ends a run while it sends.
 
 Messages from elsewhere (a library's exception, a server's answer) are often several lines
 long; ``first_line`` and ``one_line`` make them fit the one line a message gets.
@@ -15,6 +16,23 @@ class UsageError(Exception):
     """A problem with the command line, the configuration or the input file. Exit code 2."""
 
     exit_code = 2
+
+
+class OptionNotTaken(UsageError, TypeError):
+    """A keyword argument the Python call does not take: unknown, or an option of ``pipeline
+    run`` that only the command line carries out so far. Refused by name rather than ignored,
+    since a caller who passes ``notify=[...]`` expects to be notified. A ``TypeError`` as
+    well, as Python's own refusal of an unexpected keyword argument is."""
+
+
+class CheckpointTakenOver(UsageError):
+    """A newer attempt of this task took the output's checkpoint over (``checkpoints``):
+    this attempt stopped sending and wrote no results, leaving the rows it did not finish
+    to the newer one. Exit 75 (EX_TEMPFAIL), as for an output another run holds
+    (``locking.EXIT_LOCKED``): another attempt is writing this output, and a scheduler
+    should not count this one as a failed task."""
+
+    exit_code = 75
 
 
 def first_line(exc: BaseException) -> str:

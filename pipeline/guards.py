@@ -20,6 +20,8 @@ The rules, in the order a run meets them:
   conversations: no more searches with it.
 - **No connection at all**, ``MAX_CONNECT_FAILURES`` times before the API has answered
   anything, stops the run (``unreachable``): a wrong ``--base-url`` costs seconds.
+- **The OAuth credentials file locked** by another run past its bound stops the run
+  (``credentials_locked``): a token is a matter of the run, not of a row or a location.
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ class Guards:
         self._locations: dict[str, _Location] = {}
         self._answered = False  # the API has answered at least once: it is reachable
         self._connect_failures = 0
+        self._credentials_locked_told = False
 
     def add(self, location_id: str) -> None:
         """Know a location before its first answer, so a rejected token stops it too."""
@@ -118,6 +121,8 @@ class Guards:
     def observe(self, location_id: str, answer: Answer) -> Verdict:
         """Take one answer (a create's or a search's) for the location into account."""
         location = self._locations[location_id]
+        if answer.code is Code.CREDENTIALS_LOCKED:
+            return self._credentials_locked(answer)
         if not answer.sent and answer.code is not None and answer.code not in RETRYABLE:
             return self._no_token(location_id, answer.code)
         if answer.http_status is None:
@@ -192,6 +197,14 @@ class Guards:
         first = not location.decided
         location.decided = True
         return Verdict(decided=(location_id,) if first else ())
+
+    def _credentials_locked(self, answer: Answer) -> Verdict:
+        """Another run held the OAuth credentials file's lock past its bound: no token can
+        be had for now, for any location; the run stops (exit 75, try again later)."""
+        if not self._credentials_locked_told:
+            self._credentials_locked_told = True
+            log.error("the oauth credentials stayed locked; stopping", cause=answer.message)
+        return Verdict(stop_run=Code.CREDENTIALS_LOCKED, detail=answer.message)
 
     def _no_answer(self, answer: Answer) -> Verdict:
         if not answer.connect_failed or self._answered:

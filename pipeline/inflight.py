@@ -78,11 +78,13 @@ _LAG_SMOOTHING = 0.2
 
 @dataclass
 class Gauge:
-    """Requests in flight now and the limit now, for the progress display: the sender
-    writes, the display's thread reads (single ints: no lock needed)."""
+    """Requests in flight now and the limit now, and the rows whose ids are still looked up
+    (``lookups``), for the progress display: the sender writes, the display's thread reads
+    (single ints: no lock needed)."""
 
     in_flight: int = 0
     limit: int = 0
+    looking_up: int = 0
 
 
 @dataclass(slots=True)

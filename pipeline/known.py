@@ -3,7 +3,9 @@
 A nightly export holds yesterday's rows and today's new contacts. The pairs (location,
 contact) that already have a conversation id in any earlier results file are not sent: their
 rows end ``exists`` / ``known_from_earlier_run`` with that id, at no cost to the location's
-quota. Pairs that failed earlier have no id there, so they are sent again.
+quota. Pairs that failed earlier have no id there, so they are sent again; pairs whose
+conversation existed without an id yet (``id_not_found_yet``: the search index lagged) are
+looked up, never created again.
 
 Earlier results are matched by pair, not by row (unlike ``--resume``, which continues one
 file): the export's rows move between nights. Only the three columns the match needs are
@@ -31,9 +33,19 @@ from pipeline.settings import is_uri
 log = structlog.get_logger("pipeline.known")
 
 _PAIR = ["location_id", "contact_id"]
-_NEEDED = {"location_id": pl.String, "contact_id": pl.String, "conversation_id": pl.String}
+_NEEDED = {
+    "location_id": pl.String,
+    "contact_id": pl.String,
+    "status": pl.String,  # may be absent (a file made by hand): then no pair lacks an id
+    "conversation_id": pl.String,
+}
 _GLOB = re.compile(r"[*?\[]")
 MESSAGE = "an earlier run's results hold this pair's conversation id; not sent"
+NO_ID_MESSAGE = (
+    "an earlier run's results say this pair's conversation exists, without its id; "
+    "its id is looked up (a search), never created again"
+)
+_HAS_ID = pl.col("conversation_id").is_not_null() & (pl.col("conversation_id") != "")
 
 
 def known_paths(spec: str) -> list[str]:
@@ -42,8 +54,10 @@ def known_paths(spec: str) -> list[str]:
     (a URI ending in ``/``: every ``.parquet`` under it, none in a hidden folder, such as a
     task's checkpoint). A glob or a folder that holds none yet is the first night of a
     nightly job: nothing is known, and that is no error."""
-    if is_uri(spec) and not spec.endswith("/"):
-        return [spec]
+    if is_uri(spec):
+        objects.reach(spec)  # a store that does not answer is named here, in one line
+        if not spec.endswith("/"):
+            return [spec]
     path = Path(spec)
     if is_uri(spec):
         found = objects.parquet_under(spec)
@@ -70,7 +84,7 @@ def _check_results(path: str) -> None:
         schema = pl.read_parquet_schema(path)
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise UsageError(f"--known {path}: cannot be read as Parquet ({first_line(exc)})") from exc
-    missing = [name for name in _NEEDED if name not in schema]
+    missing = [name for name in _NEEDED if name not in schema and name != "status"]
     if missing:
         raise UsageError(f"--known {path}: not a results file (no {', '.join(missing)} column)")
 
@@ -82,16 +96,29 @@ def known_pairs(paths: list[str], wanted: pl.LazyFrame) -> pl.LazyFrame:
     The earlier results (millions of pairs, growing every night) are streamed against the
     rows to send, not the other way round: only tonight's pairs are held in a hash table,
     so memory follows the input, not the history."""
+    return _earlier(paths, wanted).filter(_HAS_ID)
+
+
+def pairs_without_id(paths: list[str], wanted: pl.LazyFrame) -> pl.LazyFrame:
+    """The pairs of ``wanted`` whose conversation an earlier run found to exist without its
+    id, and that no file holds an id for."""
+    earlier = _earlier(paths, wanted)
+    exists = (pl.col("status") == Status.EXISTS.value) & ~_HAS_ID
     return (
-        pl.scan_parquet(
-            paths,
-            schema=_NEEDED,
-            extra_columns="ignore",  # kept columns differ from run to run
-            missing_columns="raise",
-        )
-        .filter(pl.col("conversation_id").is_not_null() & (pl.col("conversation_id") != ""))
-        .join(wanted.select(_PAIR), on=_PAIR, how="semi")
+        earlier.filter(exists)
+        .select(_PAIR)
+        .unique()
+        .join(earlier.filter(_HAS_ID).select(_PAIR), on=_PAIR, how="anti")
     )
+
+
+def _earlier(paths: list[str], wanted: pl.LazyFrame) -> pl.LazyFrame:
+    return pl.scan_parquet(
+        paths,
+        schema=_NEEDED,
+        extra_columns="ignore",  # kept columns differ from run to run
+        missing_columns="insert",  # only "status": the others are checked (_check_results)
+    ).join(wanted.select(_PAIR), on=_PAIR, how="semi")
 
 
 def known_outcomes(planned: pl.LazyFrame, spec: str) -> pl.DataFrame:
@@ -101,21 +128,36 @@ def known_outcomes(planned: pl.LazyFrame, spec: str) -> pl.DataFrame:
     if not paths:
         return no_outcomes()
     sendable = to_send(planned)
-    matched = sendable.join(known_pairs(paths, sendable), on=_PAIR, how="inner").unique(
-        subset="row_index", keep="any"
+    matched = sendable.join(
+        known_pairs(paths, sendable).select(*_PAIR, "conversation_id"), on=_PAIR, how="inner"
+    ).unique(subset="row_index", keep="any")
+    without_id = sendable.join(pairs_without_id(paths, sendable), on=_PAIR, how="semi")
+    outcomes = pl.concat(
+        [
+            _outcomes(matched, Code.KNOWN_FROM_EARLIER_RUN, MESSAGE),
+            _outcomes(
+                without_id.with_columns(conversation_id=pl.lit(None, pl.String)),
+                Code.ID_NOT_FOUND_YET,
+                NO_ID_MESSAGE,
+            ),
+        ]
     )
-    outcomes = matched.select(
-        "row_index",
-        pl.lit(Status.EXISTS.value).alias("status"),
-        "conversation_id",
-        pl.lit(Code.KNOWN_FROM_EARLIER_RUN.value).alias("error_code"),
-        pl.lit(None).alias("http_status"),
-        pl.lit(MESSAGE).alias("error_message"),
-        pl.lit(0).alias("attempts"),
-        pl.lit(None).alias("trace_id"),
-        pl.lit(None).alias("finished_at"),
-    ).cast(OUTCOME_SCHEMA)  # type: ignore[arg-type]
     try:
         return compact(outcomes.sort("row_index").collect(engine="streaming"))
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise UsageError(f"--known {spec}: cannot be read ({first_line(exc)})") from exc
+
+
+def _outcomes(rows: pl.LazyFrame, code: Code, message: str) -> pl.LazyFrame:
+    """``exists`` outcomes for ``rows`` (with their ``conversation_id``), no request made."""
+    return rows.select(
+        "row_index",
+        pl.lit(Status.EXISTS.value).alias("status"),
+        "conversation_id",
+        pl.lit(code.value).alias("error_code"),
+        pl.lit(None).alias("http_status"),
+        pl.lit(message).alias("error_message"),
+        pl.lit(0).alias("attempts"),
+        pl.lit(None).alias("trace_id"),
+        pl.lit(None).alias("finished_at"),
+    ).cast(OUTCOME_SCHEMA)  # type: ignore[arg-type]

@@ -36,6 +36,7 @@ def part_paths(spec: str) -> list[str]:
     """The parts PARTS names: a glob, a folder (its ``.part-*.parquet`` files) or a URI
     (itself, a glob of object names, or a folder ending in ``/``)."""
     if is_uri(spec):
+        objects.reach(spec)  # a store that does not answer is named here, in one line
         found = objects.matching(spec, _PARTS)
     elif Path(spec).is_dir():
         found = sorted(str(p) for p in Path(spec).glob(_PARTS))
@@ -118,8 +119,11 @@ def merge_parts(paths: list[str], output: str, *, state_dir: Path, spec: str) ->
     scratch = state_dir if is_uri(output) else Path(output).parent
     scratch.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".merge-", dir=scratch) as folder:
-        chunks = _sorted_chunks(list(runs), expected, Path(folder), spec)
-        merged = pl.scan_parquet(chunks) if chunks else pl.read_parquet(next(iter(runs)))
+        try:
+            chunks = _sorted_chunks(list(runs), expected, Path(folder), spec)
+            merged = pl.scan_parquet(chunks) if chunks else pl.read_parquet(next(iter(runs)))
+        except (pl.exceptions.PolarsError, OSError) as exc:  # a part the store lost meanwhile
+            raise UsageError(f"{spec}: the parts cannot be read ({first_line(exc)})") from exc
         write_atomically(merged, OutputFiles.of(output, state_dir), metadata=run.to_metadata())
     return run
 

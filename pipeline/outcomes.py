@@ -82,6 +82,9 @@ class Code(StrEnum):
     DUPLICATE_ROW = "duplicate_row"
     # API answers
     CONVERSATION_EXISTS = "conversation_exists"
+    # "exists", and the search index has not shown its id yet (status exists): a rerun
+    # (--resume, pipeline retry, --known) looks it up again, never creates
+    ID_NOT_FOUND_YET = "id_not_found_yet"
     # earlier runs' results (--known; status exists): not sent at all
     KNOWN_FROM_EARLIER_RUN = "known_from_earlier_run"
     UNAUTHORIZED = "unauthorized"
@@ -102,7 +105,9 @@ class Code(StrEnum):
     DAILY_QUOTA_EXHAUSTED = "daily_quota_exhausted"
     NO_TOKEN = "no_token"  # noqa: S105 - a code, not a secret
     NOT_INSTALLED = "not_installed"  # the agency's app is not installed at the location
-    UNREACHABLE = "unreachable"  # no connection to the API could be made at all
+    UNREACHABLE = "unreachable"  # no answer from the API: never reached, or gone silent
+    STALLED = "stalled"  # the run made no progress for a bound; its watchdog stopped it
+    CREDENTIALS_LOCKED = "credentials_locked"  # another run held the --oauth-file's lock
     INTERRUPTED = "interrupted"
     DRY_RUN = "dry_run"
 
@@ -116,7 +121,11 @@ SKIP_MESSAGES: dict[Code, str] = {
     Code.DRY_RUN: "dry run: not sent",
     Code.NO_TOKEN: "no token for this location in the tokens file",
     Code.NOT_INSTALLED: "the app is not installed at this location; no token can be minted",
-    Code.UNREACHABLE: "the API could not be reached; the run stopped before sending this row",
+    Code.UNREACHABLE: "the API could not be reached or stopped answering; the run stopped "
+    "before sending this row",
+    Code.STALLED: "the run made no progress and its watchdog stopped it before sending this row",
+    Code.CREDENTIALS_LOCKED: "another run held the --oauth-file's lock too long; the run "
+    "stopped before sending this row (try again later)",
 }
 
 # Answers worth another attempt: the same request may well succeed a moment later.

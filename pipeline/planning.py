@@ -196,6 +196,8 @@ class PlanEstimate:
     over_daily_quota: list[tuple[str, int]]  # locations whose rows exceed one day's quota
     latency_s: float = 0.0  # the round trip the estimate assumes
     pace: float | None = None  # the requests a second it assumes this machine sends at most
+    lookups: int = 0  # rows whose conversation exists without its id yet: searched only
+    lookup_wait_s: float = 0.0  # --lookup-wait: how long an id is looked for
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -204,6 +206,11 @@ class PlanEstimate:
         lines = [f"plan: {self.rows} rows"]
         lines += [f"  {name:<10} {count:>9}" for name, count in self.by_status.items()]
         lines.append(f"requests to send: {self.requests} over {self.locations} locations")
+        if self.lookups:
+            lines.append(
+                f"ids to look up: {self.lookups} (their conversations exist; searched, "
+                "never created)"
+            )
         if self.largest_locations:
             lines.append("largest locations:")
             lines += [f"  {loc:<24} {count:>9}" for loc, count in self.largest_locations]
@@ -215,6 +222,10 @@ class PlanEstimate:
         )
         for loc, over in self.over_daily_quota:
             lines.append(f"  {loc}: {over} rows over the daily quota; they wait for the next day")
+        lines.append(
+            f"an id the search index does not show yet is looked up for up to "
+            f"{format_duration(self.lookup_wait_s)} (--lookup-wait)"
+        )
         return "\n".join(lines)
 
 

@@ -33,6 +33,10 @@ log = structlog.get_logger("pipeline.progress")
 
 ProgressMode = Literal["auto", "bar", "log", "none"]
 _STATUS = re.compile(rb'"status":"([a-z_]+)"')
+# A record's row and status (a record begins with them: ``journal._record``), and the record
+# of a row whose id is still looked up (``lookups``): that row may have one record more.
+_ROW_STATUS = re.compile(rb'"row_index":(\d+),"status":"([a-z_]+)"')
+_LOOKING = re.compile(rb'"row_index":(\d+),[^\n]*"error_code":"id_not_found_yet"')
 
 
 class FileTails:
@@ -58,14 +62,30 @@ class FileTails:
 
 
 class JournalTail:
-    """Counts outcomes by status as journals grow, reading each byte once."""
+    """Counts rows by status as journals grow, reading each byte once.
+
+    A row counts once: a row whose id is looked up later has its ``id_not_found_yet``
+    record first and, once its id is found, a second record (``lookups``), which is not
+    counted again. The rows with such a first record are few, so only their indices are
+    kept, and every record's row index is read only while there are some."""
 
     def __init__(self, journals: list[Path], starts: dict[Path, int]) -> None:
         self._tails = FileTails({journal: starts.get(journal, 0) for journal in journals})
         self.counts: Counter[str] = Counter()
+        self._looked_up: set[bytes] = set()  # rows recorded id_not_found_yet
 
     def poll(self) -> Counter[str]:
-        self.counts.update(m.decode() for m in _STATUS.findall(self._tails.read()))
+        new = self._tails.read()
+        if not self._looked_up and b"id_not_found_yet" not in new:
+            self.counts.update(m.decode() for m in _STATUS.findall(new))
+            return self.counts
+        looking = set(_LOOKING.findall(new))
+        for row, status in _ROW_STATUS.findall(new):
+            if row in self._looked_up:
+                continue  # its second record: the row is counted already
+            self.counts[status.decode()] += 1
+            if row in looking:
+                self._looked_up.add(row)
         return self.counts
 
 
@@ -142,16 +162,24 @@ class ProgressReporter:
             )
 
     def _flight(self) -> dict[str, int]:
-        """Requests in flight now and the limit now (none with workers: theirs are apart)."""
+        """Requests in flight now and the limit now, and the ids still looked up (none with
+        workers: theirs are apart)."""
         if self._gauge is None:
             return {}
-        return {"in_flight": self._gauge.in_flight, "in_flight_limit": self._gauge.limit}
+        return {
+            "in_flight": self._gauge.in_flight,
+            "in_flight_limit": self._gauge.limit,
+            "looking_up": self._gauge.looking_up,
+        }
 
     def _flight_text(self) -> str:
         flight = self._flight()
         if not flight:
             return ""
-        return f"in flight {flight['in_flight']}/{flight['in_flight_limit']}"
+        text = f"in flight {flight['in_flight']}/{flight['in_flight_limit']}"
+        if flight["looking_up"]:
+            text += f", looking up {flight['looking_up']} ids"
+        return text
 
     def _run_bar(self) -> None:
         columns = (

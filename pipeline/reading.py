@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
-from pipeline import excel
+from pipeline import excel, objects
 from pipeline.errors import UsageError, first_line
 from pipeline.outcomes import RESULT_COLUMNS
 from pipeline.settings import is_uri
@@ -86,7 +86,9 @@ class Sources:
 def resolve_sources(spec: str | Path) -> Sources:
     text = str(spec)
     if is_uri(text):
-        return Sources(text, [text], input_format(text), remote=True)
+        fmt = input_format(text)
+        objects.reach(text)  # a store that does not answer is named here, in one line
+        return Sources(text, [text], fmt, remote=True)
     path = Path(text)
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.is_file() and _readable_kind(p))

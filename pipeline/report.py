@@ -16,8 +16,10 @@ from typing import Any, Literal
 
 import polars as pl
 
+from pipeline import objects
 from pipeline.errors import UsageError, first_line
 from pipeline.outcomes import Code, Status
+from pipeline.settings import is_uri
 
 RUN_METADATA_KEY = "pipeline.run"
 SUCCESS_STATUSES = frozenset({Status.CREATED, Status.EXISTS, Status.DUPLICATE})
@@ -149,9 +151,12 @@ def build_report(results: pl.DataFrame | pl.LazyFrame, run: RunInfo | None = Non
     dry_run_skip = (pl.col("status") == Status.SKIPPED.value) & (
         pl.col("error_code") == Code.DRY_RUN.value
     )
+    # A conversation that exists without its id yet needs attention too: a rerun finds it.
+    no_id_yet = (pl.col("error_code") == Code.ID_NOT_FOUND_YET.value).fill_null(False)
     problems = collect(
         lf.filter(
-            ~pl.col("status").is_in([s.value for s in SUCCESS_STATUSES]) & ~dry_run_skip
+            (~pl.col("status").is_in([s.value for s in SUCCESS_STATUSES]) & ~dry_run_skip)
+            | no_id_yet
         ).select(pl.len())
     ).item()
     return Report(
@@ -175,6 +180,8 @@ def build_report(results: pl.DataFrame | pl.LazyFrame, run: RunInfo | None = Non
 def read_results(path: str | Path) -> tuple[pl.DataFrame, RunInfo | None]:
     """A results file, or (a glob) the parts of a split run read together in input order,
     before ``pipeline merge`` (the parts' run figures are then not shown)."""
+    if is_uri(path):
+        objects.reach(str(path))  # a store that does not answer is named here, in one line
     try:
         if any(ch in str(path) for ch in "*?["):
             parts = pl.read_parquet(path, missing_columns="insert")
@@ -297,19 +304,28 @@ ROW_COLUMNS = ("row_index", "contact_id", "location_id", "status", "error_code",
 
 
 def select_rows(frame: pl.DataFrame, statuses: str) -> pl.DataFrame:
-    """The rows whose status is one of ``statuses`` (comma-separated, or ``all``), ready to
+    """The rows whose status or error code is one of ``statuses`` (comma-separated, or
+    ``all``), ready to
     be read back as an input once fixed: a kept input column that would be taken for an
     ID column (``Contact Id`` beside ``contact_id``) is left out, since it holds the same
     ID."""
     wanted = {s.strip().lower() for s in statuses.split(",") if s.strip()}
     known = {s.value for s in Status}
-    unknown = sorted(wanted - known - {"all"})
+    codes = {c.value for c in Code}
+    unknown = sorted(wanted - known - codes - {"all"})
     if unknown or not wanted:
         raise UsageError(
             f"--rows {statuses!r}: expected statuses from {', '.join(sorted(known))} "
-            "(comma-separated), or all"
+            "or error codes (such as id_not_found_yet), comma-separated, or all"
         )
-    chosen = frame if "all" in wanted else frame.filter(pl.col("status").is_in(sorted(wanted)))
+    chosen = (
+        frame
+        if "all" in wanted
+        else frame.filter(
+            pl.col("status").is_in(sorted(wanted & known))
+            | pl.col("error_code").is_in(sorted(wanted & codes)).fill_null(False)
+        )
+    )
     from pipeline.reading import CONTACT_KEY, LOCATION_KEY, normalise_header
 
     shadows = [

@@ -45,6 +45,21 @@ class FindExisting:
 Decision = Retry | Settle | FindExisting
 
 
+def unsent(code: Code, last: Answer | None = None) -> Answer:
+    """A row the run stops sending for ``code``: ``skipped`` (``skipped``), except a row whose
+    request got no answer when the API was lost (``unreachable``): its failure stands
+    (``failed`` / ``network_error`` or ``timeout``), since that request may have been made.
+    A connection never made carried nothing: that row is skipped."""
+    if (
+        code is Code.UNREACHABLE
+        and last is not None
+        and last.status is Status.FAILED
+        and not last.connect_failed
+    ):
+        return last
+    return skipped(code, last)
+
+
 def skipped(code: Code, last: Answer | None = None) -> Answer:
     """A row not (or no longer) sent for a reason of the run; keeps its last answer's HTTP
     status and trace id."""
@@ -88,7 +103,7 @@ class RetryPolicy:
         if attempts >= self.max_attempts and answer.code is not Code.RATE_LIMITED:
             return Settle(answer)
         if stopped is not None:
-            return Settle(skipped(stopped, answer))
+            return Settle(unsent(stopped, answer))
         delay = self.backoff.delay(attempts, answer)
         if waited_s + delay > self.max_retry_wait:
             return Settle(answer)

@@ -1,9 +1,9 @@
 """The job, end to end: plan → find earlier state → send (journalled) → write results → report.
 
 This module only sequences the stages and owns the run's lifecycle: the lock, the staging
-folder, the journal's birth and removal (signals are the sending session's, ``session``
-and ``workers``). ``_execute`` reads as the list of
-phases, one function each, in the order the data flows; each stage lives in its own module
+folder, the journal's birth and removal (signals are the sending session's, ``session`` and
+``workers``: a run never signals itself). ``_execute`` reads as the list of phases, one
+function each, in the order the data flows; each stage lives in its own module
 and knows nothing of the ones after it (``planning``, ``earlier``, ``session`` or ``workers``
 with ``journal``, ``results``, ``report``). The files they share around the output are named
 in one place, ``outputs.OutputFiles``.
@@ -14,18 +14,17 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
 import structlog
 
-from pipeline.checkpoints import Checkpoints, for_output
-from pipeline.earlier import EarlierState, find_earlier, results_exist
+from pipeline.checkpoints import Checkpoints, for_output, released_on_failure
+from pipeline.earlier import EarlierState, find_earlier, results_exist, to_look_up
 from pipeline.errors import UsageError, first_line
 from pipeline.inflight import DEFAULT_CEILING, Gauge
 from pipeline.job import Job
@@ -50,7 +49,7 @@ from pipeline.reading import Columns, read_input
 from pipeline.report import Report, RunInfo, build_report
 from pipeline.results import assemble, skipped_rows, write_atomically
 from pipeline.schema import compact, no_outcomes
-from pipeline.session import SessionResult, run_async, send_session
+from pipeline.session import SessionResult, StopSwitch, run_async, send_session
 from pipeline.settings import is_uri
 from pipeline.tokens import Tokens
 from pipeline.workers import run_workers
@@ -154,15 +153,9 @@ def execute(
     with exclusive(files):
         check_paths(job, files, resume=resume)
         checkpoints = _take_up_checkpoint(job, files, resume=resume)
-        with staging(files) as stage:
+        with staging(files) as stage, released_on_failure(checkpoints):
             return _execute(
-                job,
-                tokens,
-                files,
-                stage,
-                resume=resume,
-                retry_from=retry_from,
-                checkpoints=checkpoints,
+                job, tokens, files, stage, checkpoints, resume=resume, retry_from=retry_from
             )
 
 
@@ -183,8 +176,7 @@ def _take_up_checkpoint(job: Job, files: OutputFiles, *, resume: bool) -> Checkp
             f"{checkpoints.where}: an unfinished run left its journal's checkpoint there; add "
             "--resume to continue it (or remove that folder to start over)"
         )
-    checkpoints.claim()
-    checkpoints.restore()
+    checkpoints.take_up()
     return checkpoints
 
 
@@ -205,10 +197,10 @@ def _execute(
     tokens: Tokens | None,
     files: OutputFiles,
     stage: Path,
+    checkpoints: Checkpoints | None,
     *,
     resume: bool,
     retry_from: str | Path | None,
-    checkpoints: Checkpoints | None = None,
 ) -> RunResult:
     """The phases of a run, in order, under the output's lock."""
     start = _Start()
@@ -220,11 +212,12 @@ def _execute(
         planned = job.shard.restrict(planned)
     earlier = _find_earlier(job, files, planned, resume=resume, retry_from=retry_from)
     pending, plan_estimate = _plan_sending(job, planned, earlier)
+    switch = StopSwitch(workers=job.config.workers)  # what a newer attempt's takeover stops
     if checkpoints is not None:
-        checkpoints.start(on_superseded=_stop_self)
+        checkpoints.start(on_superseded=switch.stop)
     try:
         session, this_run = _send_pending(
-            job, tokens, files, planned, pending, plan_estimate, earlier
+            job, tokens, files, planned, pending, plan_estimate, earlier, switch
         )
     finally:
         if checkpoints is not None:
@@ -242,12 +235,6 @@ def _execute(
         except UsageError as exc:  # this task's part is written: its exit code stands
             log.error("the parts cannot be merged", reason=str(exc), output=job.merge_into)
     return RunResult(report, session.signal, plan_estimate, session.stop_detail)
-
-
-def _stop_self() -> None:
-    """A newer attempt of this task took over: stop sending as on SIGTERM (the results are
-    then not written: see ``checkpoints.Superseded``)."""
-    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _find_earlier(
@@ -274,15 +261,22 @@ def _plan_sending(
 ) -> tuple[pl.LazyFrame, PlanEstimate]:
     """The rows left to send, and what sending them will take: logged before anything is
     sent, so that the size of the job is known up front (a dry run prints it)."""
-    pending = to_send(planned).join(
+    creates = to_send(planned).join(
         earlier.outcomes.lazy().select("row_index"),
         on="row_index",
         how="anti",
         maintain_order="left",
     )
+    missing_ids = to_look_up(earlier.outcomes)
+    lookups = to_send(planned).join(
+        missing_ids.lazy().select("row_index"), on="row_index", how="semi", maintain_order="left"
+    )
+    pending = pl.concat(
+        [creates.with_columns(lookup=pl.lit(False)), lookups.with_columns(lookup=pl.lit(True))]
+    )
     plan_estimate = estimate(
         planned,
-        pending,
+        creates,
         limits=job.limits,
         daily_quota=job.config.daily_quota,
         max_in_flight=(
@@ -290,11 +284,15 @@ def _plan_sending(
         ),
         pace=CLIENT_PACE * min(job.config.workers, os.cpu_count() or 1),
     )
+    plan_estimate = replace(
+        plan_estimate, lookups=missing_ids.height, lookup_wait_s=job.config.lookup_wait
+    )
     log.info(
         "planned",
         rows=plan_estimate.rows,
-        already_done=earlier.outcomes.height,
+        already_done=earlier.outcomes.height - missing_ids.height,
         to_send=plan_estimate.requests,
+        to_look_up=plan_estimate.lookups,
         locations=plan_estimate.locations,
         rate=job.rate_label,
         dry_run=job.dry_run,
@@ -310,6 +308,7 @@ def _send_pending(
     pending: pl.LazyFrame,
     plan_estimate: PlanEstimate,
     earlier: EarlierState,
+    switch: StopSwitch | None = None,
 ) -> tuple[SessionResult, pl.DataFrame]:
     """Send the pending rows; the outcomes this run recorded, and how the sending ended.
 
@@ -318,18 +317,21 @@ def _send_pending(
     location that has no token in a tokens file are not sent, and recorded as skipped."""
     session = SessionResult(0, None, None)
     this_run = no_outcomes()
-    if tokens is None or job.dry_run or plan_estimate.requests == 0:
+    if tokens is None or job.dry_run or plan_estimate.requests + plan_estimate.lookups == 0:
         return session, this_run
     # Only a run that sends holds the rows to send in memory; a dry run never does.
     sendable = pending.collect()
     if tokens.per_location:
         served = [loc for loc in sendable["location_id"].unique() if tokens.serves(loc)]
         no_token = ~pl.col("location_id").is_in(served)
-        this_run = compact(skipped_rows(sendable.filter(no_token), Code.NO_TOKEN))
+        # A row to look up keeps its outcome (exists, without its id yet) where no token is.
+        unserved = sendable.filter(no_token & ~pl.col("lookup")).drop("lookup")
+        this_run = compact(skipped_rows(unserved, Code.NO_TOKEN))
         sendable = sendable.filter(~no_token)
     if not sendable.height:
         return session, this_run
-    tail = JournalTail(files.journals(job.config.workers), earlier.journal_ends)
+    ends = earlier.journal_ends
+    tail = JournalTail(files.journals(job.config.workers), ends)
     gauge = Gauge() if job.config.workers == 1 else None  # workers' counts stay in workers
     with ProgressReporter(
         tail,
@@ -340,7 +342,7 @@ def _send_pending(
     ) as progress:
         relay = progress.shows_bar and job.config.log_file is None
         session, starts = _send(
-            job, tokens, files, sendable, fingerprint(planned), earlier.journal_ends, gauge, relay
+            job, tokens, files, sendable, fingerprint(planned), ends, gauge, relay, switch
         )
     recorded = (read_records(j, start=offset) for j, offset in starts.items() if j.exists())
     return session, pl.concat([this_run, *recorded])
@@ -355,9 +357,11 @@ def _send(
     resume_at: dict[Path, int],
     gauge: Gauge | None = None,
     relay_logs: bool = False,
+    switch: StopSwitch | None = None,
 ) -> tuple[SessionResult, dict[Path, int]]:
     """Send, in this process or in workers; returns where each journal's new records begin.
-    ``relay_logs``: a progress bar is live, so workers' log lines pass through this process."""
+    ``relay_logs``: a progress bar is live, so workers' log lines pass through this process;
+    ``switch`` stops the sending from another thread (in workers too: ``StopSwitch``)."""
     if job.config.workers > 1:
         return run_workers(
             job,
@@ -373,7 +377,7 @@ def _send(
     path = files.journal
     journal = JournalWriter(path, fingerprint=print_, resume_at=resume_at.get(path))
     try:
-        result = run_async(send_session(job, tokens, sendable, journal, gauge=gauge))
+        result = run_async(send_session(job, tokens, sendable, journal, gauge=gauge, switch=switch))
     finally:
         journal.close()
     return result, {path: journal.start_offset}

@@ -21,7 +21,10 @@ the location's real limits). A first request that gets no decisive answer (see `
 is followed by the next row's, alone in turn.
 
 "Already exists" is followed by a search for the existing id, so a create whose answer was
-lost and then re-sent still ends with the right conversation id.
+lost and then re-sent still ends with the right conversation id; a row whose id the index
+does not show yet waits in the lookup queue (``lookups``) holding no slot, and is searched
+again later. A batch's ``lookups`` (rows an earlier run left without their id) are only
+searched, never created.
 
 ``stop()`` (a signal, a rejected token, an unreachable API) ends the run gracefully: no new
 row starts, rows waiting between attempts end at once, requests in flight get a bounded
@@ -34,8 +37,10 @@ never got to (it stopped first) as ``skipped`` with ``stop_code`` as the reason.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
@@ -48,15 +53,17 @@ from pipeline.guards import Guards, Verdict
 from pipeline.inflight import Gauge, InFlightLimit, watch_loop_lag
 from pipeline.latencies import Latencies
 from pipeline.limiter import LocationLimiter, PrioritySlots
+from pipeline.lookups import LookupQueue, LookupSchedule, found, not_found_yet, unsearchable
 from pipeline.outcomes import RETRYABLE, Code, RowOutcome, Status
 from pipeline.peers import REFRESH_S
-from pipeline.retrying import FindExisting, Retry, RetryPolicy, Settle, skipped
+from pipeline.retrying import FindExisting, Retry, RetryPolicy, Settle, unsent
 from pipeline.settings import Rate
+from pipeline.watchdog import CHECK_EVERY_S, PROBE_EVERY_S, Watchdog, bound_for
 
 log = structlog.get_logger("pipeline.sending")
 
-# Waits between searches for an existing conversation: the index may lag a few seconds.
-SEARCH_WAITS_S = (0.25, 0.5, 1.0, 2.0, 3.0)
+# Failures with no answer at all: while the API is silent, their rows are told in one line.
+_NO_ANSWER = frozenset({Code.NETWORK_ERROR, Code.TIMEOUT})
 # What a location is assumed to allow until its first answer says: HighLevel's published limit.
 ASSUMED_RATE = Rate(constants.DEFAULT_RATE_MAX, constants.DEFAULT_RATE_INTERVAL_S)
 
@@ -92,10 +99,12 @@ class ConversationsAPI(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class LocationBatch:
-    """The rows of one location, in input order."""
+    """The rows of one location, in input order: to create (``rows``), and to look up only
+    (``lookups``: their conversation exists, an earlier run did not find its id)."""
 
     location_id: str
     rows: Iterable[tuple[int, str]]  # (row_index, contact_id), consumed once
+    lookups: Iterable[tuple[int, str]] = ()
 
 
 @dataclass(slots=True)
@@ -153,6 +162,11 @@ class _Row:
     attempts: int = 0
     last: Answer | None = None
     in_request: bool = field(default=False)
+    lookup: bool = False  # search only: an earlier run was told the conversation exists
+    exists: Answer | None = None  # this run's "already exists" answer
+    exists_at: float = 0.0  # when it came (or this run's first search of a lookup row)
+    searches: int = 0
+    recorded: bool = False  # its id_not_found_yet outcome is in the journal already
 
 
 class Sender:
@@ -165,12 +179,13 @@ class Sender:
         policy: RetryPolicy,
         sink: Callable[[RowOutcome], None],
         grace_s: float = 10.0,
-        search_waits_s: Sequence[float] = SEARCH_WAITS_S,
+        lookup: LookupSchedule | None = None,
         record_unstarted: bool = True,
         clock: Callable[[], float] = time.monotonic,
         gauge: Gauge | None = None,
         daily_reserve: int = 0,
         peers: SharedLocations | None = None,
+        watchdog: Watchdog | None = None,
     ) -> None:
         """``rate``: the user's own per-location ceiling, enforced beside the limit each
         location's answers announce (None: follow the announced limit alone).
@@ -186,13 +201,18 @@ class Sender:
         does not write millions of records); a worker must not, because workers may stop
         for different reasons.
 
+        ``lookup``: how long and how often a conversation's id is searched for when the
+        index does not show it yet (``lookups``).
+
         ``concurrency``: requests in flight at most, fixed, or an ``InFlightLimit`` that
         sizes it to the latency as answers come in.
 
         ``clock``: the limiters' time (tests pass their event loop's virtual clock).
         ``gauge``: where to show the requests in flight and the limit (the progress bar).
         ``peers``: which locations our other runs on this machine send to as well (their
-        budget is split from the first answer on; see ``limiter.LocationLimiter``)."""
+        budget is split from the first answer on; see ``limiter.LocationLimiter``).
+        ``watchdog``: stops the run when the API goes silent or the run is stuck
+        (``watchdog``)."""
         self._client = client
         self._rate = rate
         if isinstance(concurrency, InFlightLimit):
@@ -210,7 +230,14 @@ class Sender:
         self._sink = sink
         self._grace_s = grace_s
         self._clock = clock
-        self._search_waits_s = tuple(search_waits_s)
+        self._watchdog = watchdog or Watchdog(bound_for(30.0), clock)
+        if rate is not None:
+            self._watchdog.window(rate.interval_s)  # the user's own window is no silence
+        self._request_ended = asyncio.Event()  # probes wait on it while the API is silent
+        self._next_probe_at = 0.0
+        self._quiet_failures = 0  # rows failed with no answer while the API was silent
+        self._lookup = lookup or LookupSchedule()
+        self._lookups: LookupQueue[_Row] = LookupQueue(self._look_up_again, clock=clock)
         self._record_unstarted = record_unstarted
         self._locations: dict[str, _Location] = {}
         self._dispatchers: list[asyncio.Task[None]] = []
@@ -243,7 +270,11 @@ class Sender:
         return self._guards.stopped_by(location.location_id)
 
     async def run(self, batches: Iterable[LocationBatch]) -> None:
-        helpers = [asyncio.create_task(self._follow_peers())]
+        helpers = [
+            asyncio.create_task(self._follow_peers()),
+            asyncio.create_task(self._lookups.run()),
+            asyncio.create_task(self._watch()),
+        ]
         if self._inflight is not None:
             helpers.append(asyncio.create_task(watch_loop_lag(self._inflight)))
         try:
@@ -254,9 +285,32 @@ class Sender:
                     log.error("a location's dispatcher failed", exc_info=outcome)
             while self._rows:
                 await asyncio.wait(list(self._rows))
+            await self._lookups.drained()  # after the last create: the ids still looked up
         finally:
             for helper in helpers:
                 helper.cancel()
+            if self._quiet_failures:
+                log.warning(
+                    "rows failed with no answer from the API",
+                    rows=self._quiet_failures,
+                    error_code=Code.NETWORK_ERROR,
+                )
+
+    async def _watch(self) -> None:
+        """Stop the run when the API has gone silent or nothing moves (``watchdog``)."""
+        while True:
+            await asyncio.sleep(CHECK_EVERY_S)
+            verdict = self._watchdog.check(self._slots.in_use)
+            if verdict is not None and self.stop_code is None:
+                log.error(
+                    "the API is lost; stopping"
+                    if verdict.code is Code.UNREACHABLE
+                    else "no progress; stopping",
+                    reason=verdict.detail,
+                    rows_in_flight=len(self._rows),
+                    looking_up=len(self._lookups),
+                )
+                self.stop(verdict.code, verdict.detail)
 
     async def _follow_peers(self) -> None:
         """Apply our other runs' leases to the locations as they change, between answers
@@ -282,6 +336,7 @@ class Sender:
         for task, row in list(self._rows.items()):
             if not row.in_request:
                 task.cancel()
+        self._lookups.stop()  # their rows keep the id_not_found_yet the journal holds
         asyncio.get_running_loop().call_later(self._grace_s, self._cancel_rows)
 
     def _cancel_rows(self) -> None:
@@ -305,20 +360,24 @@ class Sender:
         join_wait = self._peers.join_wait_s(batch.location_id)
         if join_wait > 0:
             await asyncio.sleep(join_wait)
-        rows = iter(batch.rows)
+        # The lookups first: the rows an earlier run left without their id.
+        rows = itertools.chain(
+            ((index, contact, True) for index, contact in batch.lookups),
+            ((index, contact, False) for index, contact in batch.rows),
+        )
         row: _Row | None = None  # a row taken from ``rows`` and not yet started or finished
         try:
-            for row_index, contact_id in rows:
-                row = _Row(location, row_index, contact_id)
+            for row_index, contact_id, lookup in rows:
+                row = _Row(location, row_index, contact_id, lookup=lookup)
                 if self._spent_today(location):
-                    self._finish(row, skipped(Code.DAILY_QUOTA_EXHAUSTED))
+                    self._finish(row, _unsent(row, Code.DAILY_QUOTA_EXHAUSTED))
                     row = None
                     continue
                 if await self._admit(location, pending):
                     if self._spent_today(location):  # an answer said so while we waited
                         location.limiter.cancel()
                         pending.release()
-                        self._finish(row, skipped(Code.DAILY_QUOTA_EXHAUSTED))
+                        self._finish(row, _unsent(row, Code.DAILY_QUOTA_EXHAUSTED))
                         row = None
                         continue
                     if location.daily_allowance is not None:
@@ -331,16 +390,17 @@ class Sender:
                     if not location.decided.is_set():
                         await self._first_answer(location, task)
                 else:
-                    self._finish(row, skipped(self.stopped_by(location) or Code.INTERRUPTED))
+                    self._finish(row, _unsent(row, self.stopped_by(location) or Code.INTERRUPTED))
                     row = None
             self._peers.done(location.location_id)  # our other runs may take our share back
         except asyncio.CancelledError:  # the run stopped: the rows left are unsent
             if self._record_unstarted:
                 code = self.stop_code or Code.INTERRUPTED
                 if row is not None:
-                    self._finish(row, skipped(code))
-                for row_index, contact_id in rows:
-                    self._finish(_Row(location, row_index, contact_id), skipped(code))
+                    self._finish(row, _unsent(row, code))
+                for row_index, contact_id, lookup in rows:
+                    unsent = _Row(location, row_index, contact_id, lookup=lookup)
+                    self._finish(unsent, _unsent(unsent, code))
             raise
 
     def _spent_today(self, location: _Location) -> bool:
@@ -400,17 +460,35 @@ class Sender:
             location.token.first.give_back()
 
     async def _take(self, location: _Location, *, holding_permit: bool = False) -> None:
-        """A permit of the location (unless already held), then a global slot.
+        """A permit of the location (unless already held), then a global slot (only one
+        request in flight while the API is silent: ``watchdog``).
 
         Nothing is held if cancelled on the way.
         """
         if not holding_permit:
             await location.limiter.acquire()
         try:
+            if self._watchdog.silent:
+                await self._probe_turn()
             await self._slots.acquire(location.priority)
         except asyncio.CancelledError:
             location.limiter.cancel()
             raise
+
+    async def _probe_turn(self) -> None:
+        """While the API answers nothing, one request at a time probes it, one every
+        ``PROBE_EVERY_S``: a dead host is not hammered by every row's attempts (it was
+        5,000 connections for 1,000 rows), and the first answer lets every row go again."""
+        while self._watchdog.silent:
+            wait_s = self._next_probe_at - self._clock()
+            if not self._slots.in_use and wait_s <= 0:
+                self._next_probe_at = self._clock() + PROBE_EVERY_S
+                return
+            self._request_ended.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._request_ended.wait(), None if self._slots.in_use else wait_s
+                )
 
     # -- one row ------------------------------------------------------------------------
 
@@ -421,8 +499,14 @@ class Sender:
         """
         location = row.location
         waited = 0.0
-        answer: Answer
+        answer: Answer | None
         try:
+            if row.lookup:
+                row.exists_at = self._clock()
+                answer = await self._search(row, holding=holding)
+                if answer is not None:
+                    self._settle(row, answer)
+                return
             while True:
                 await self._take(location, holding_permit=holding)
                 holding = False
@@ -435,7 +519,10 @@ class Sender:
                     answer, attempts=row.attempts, waited_s=waited, stopped=stopped
                 )
                 if isinstance(decision, FindExisting):
-                    answer = await self._find_existing(row, answer)
+                    row.exists, row.exists_at = answer, self._clock()
+                    answer = await self._search(row)
+                    if answer is None:  # it waits in the lookup queue, recorded
+                        return
                     break
                 if isinstance(decision, Settle):
                     answer = decision.answer
@@ -444,19 +531,19 @@ class Sender:
                 waited += decision.delay_s
                 stopped = self.stopped_by(location)
                 if stopped is not None:  # decided while this row waited
-                    answer = skipped(stopped, answer)
+                    answer = unsent(stopped, answer)
                     break
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()  # this row's story ends here; the run goes on to write it
-            answer = skipped(self.stop_code or Code.INTERRUPTED, row.last)
+            answer = _unsent(row, self.stop_code or Code.INTERRUPTED)
         except Exception as exc:  # a bug must cost one row's result, never the run's
             log.exception("row failed unexpectedly", row_index=row.row_index)
             answer = Answer(
                 Status.FAILED, Code.INTERNAL_ERROR, message=f"internal error: {type(exc).__name__}"
             )
-        self._finish(row, answer)
+        self._settle(row, answer)
 
     async def _wait_to_retry(self, row: _Row, answer: Answer, retry: Retry) -> None:
         if retry.pause_location:
@@ -471,6 +558,8 @@ class Sender:
             trace_id=answer.trace_id,
             delay_s=round(retry.delay_s, 3),
         )
+        if retry.pause_location:  # the API asked for the pause: waiting is not silence
+            self._watchdog.waiting_until(self._clock() + retry.delay_s)
         await asyncio.sleep(retry.delay_s)
 
     async def _request(self, row: _Row, call: Callable[[str, str], Awaitable[Answer]]) -> Answer:
@@ -492,6 +581,11 @@ class Sender:
             self.requests += sent
         latency = self._clock() - sent_at
         self.latencies.add(latency)
+        self._request_ended.set()
+        if answer.http_status is not None:
+            self._watchdog.answered()
+        elif answer.code in _NO_ANSWER:  # its token's refresh, too, may have found no API
+            self._watchdog.failed(answer.message or str(answer.code))
         if self._inflight is not None:
             failed = answer.http_status is None
             limit = self._inflight
@@ -512,49 +606,68 @@ class Sender:
         self._observe(location, answer, sent_at)
         return answer
 
-    async def _find_existing(self, row: _Row, exists: Answer) -> Answer:
-        """After "already exists": search for the id, waiting out the index's lag.
+    # -- looking up an existing conversation's id --------------------------------------------
+
+    async def _search(self, row: _Row, *, holding: bool = False) -> Answer | None:
+        """One search for the row's conversation id: the row's last answer, or None when
+        the index does not show the id yet and the row now waits in the lookup queue (its
+        ``id_not_found_yet`` outcome journalled first, so a crash leaves it so).
 
         A token without ``conversations.readonly`` cannot search: its first search goes
-        alone, and when it says so, it is the last one made with that token (the rows still
-        end ``exists``)."""
+        alone, and when it says so, it is the last one made with that token (the rows end
+        ``exists`` without an id, as the API leaves them)."""
         name = row.location.location_id
-        why = "its id was not found by search"
-        for wait in (0.0, *self._search_waits_s):
-            if wait:
-                await asyncio.sleep(wait)
-            if self.stop_code is not None or self._guards.stopped_by(name) is not None:
-                break
+        if self.stop_code is not None or self._guards.stopped_by(name) is not None:
+            if holding:
+                row.location.limiter.cancel()
+            return not_found_yet(row.exists)
+        try:
             first = await row.location.token.search.take(lambda: self._guards.search_known(name))
+        except asyncio.CancelledError:
+            if holding:
+                row.location.limiter.cancel()
+            raise
+        try:
             if not self._guards.can_search(name):
-                why = f"its id cannot be looked up: the token lacks {constants.SCOPE_READ}"
-                break
-            try:
-                await self._take(row.location)
-                found = await self._request(row, self._client.find_conversation)
-            finally:
-                if first:
-                    row.location.token.search.give_back()
-            self._guards.searched(name, found)
-            if found.conversation_id is not None:
-                return Answer(
-                    Status.EXISTS,
-                    Code.CONVERSATION_EXISTS,
-                    found.conversation_id,
-                    exists.http_status,
-                    exists.message,
-                    found.rate,
-                    exists.trace_id,
-                )
-        return Answer(
-            Status.EXISTS,
-            Code.CONVERSATION_EXISTS,
-            None,
-            exists.http_status,
-            f"{exists.message} ({why})",
-            exists.rate,
-            exists.trace_id,
-        )
+                if holding:
+                    row.location.limiter.cancel()
+                return unsearchable(row.exists)
+            await self._take(row.location, holding_permit=holding)
+            answer = await self._request(row, self._client.find_conversation)
+        finally:
+            if first:
+                row.location.token.search.give_back()
+        self._guards.searched(name, answer)
+        row.searches += 1
+        if answer.conversation_id is not None:
+            return found(row.exists, answer)
+        if not self._guards.can_search(name):
+            return unsearchable(row.exists)
+        delay = self._lookup.next_delay(row.searches, self._clock() - row.exists_at)
+        spent = answer.code is Code.RATE_LIMITED and answer.rate.daily_remaining == 0
+        if delay is None or spent or self.stop_code is not None:
+            return not_found_yet(row.exists)
+        if not row.recorded:
+            self._finish(row, not_found_yet(row.exists))
+            row.recorded = True
+        self._lookups.add(row, delay)
+        self._watchdog.waiting_until(self._clock() + delay)
+        self._gauge.looking_up = len(self._lookups)
+        return None
+
+    async def _look_up_again(self, row: _Row) -> None:
+        """A row of the lookup queue, due: search again (``LookupQueue`` calls this)."""
+        answer: Answer | None
+        try:
+            answer = await self._search(row)
+        except asyncio.CancelledError:  # the run stopped: the journal holds id_not_found_yet
+            answer = not_found_yet(row.exists)
+        except Exception:  # a bug must cost one row's id, never the run
+            log.exception("looking up an id failed unexpectedly", row_index=row.row_index)
+            answer = not_found_yet(row.exists)
+        if answer is not None:
+            self._settle(row, answer)
+        self._gauge.looking_up = len(self._lookups) - 1  # this search is ending
 
     def _observe(self, location: _Location, answer: Answer, sent_at: float) -> None:
         """Let the answer steer the location's limiter, and through the guards its token,
@@ -571,6 +684,8 @@ class Sender:
             # other runs sending to the location may each spend their share of it.
             left = rate.daily_remaining - self._daily_reserve - limiter.in_flight
             location.daily_allowance = left // sharers
+        if rate.interval_ms:
+            self._watchdog.window(rate.interval_ms / 1000)
         limiter.observe(
             max_requests=rate.max_requests,
             interval_ms=rate.interval_ms,
@@ -587,8 +702,19 @@ class Sender:
         if verdict.stop_run is not None:
             self.stop(verdict.stop_run, verdict.detail)
 
+    def _settle(self, row: _Row, answer: Answer) -> None:
+        """The row's last answer: recorded, unless the journal holds it already (a row that
+        waited in the lookup queue and ends without its id)."""
+        if not (row.recorded and answer.code is Code.ID_NOT_FOUND_YET):
+            self._finish(row, answer)
+
     def _finish(self, row: _Row, answer: Answer) -> None:
-        if answer.status is Status.FAILED:
+        silent_failure = answer.http_status is None and answer.code in _NO_ANSWER
+        if not silent_failure:
+            self._watchdog.progressed()
+        if silent_failure and (self._watchdog.silent or self.stop_code is Code.UNREACHABLE):
+            self._quiet_failures += 1  # one line for them all (``run``), not one each
+        elif answer.status is Status.FAILED:
             log.warning(
                 "row failed",
                 row_index=row.row_index,
@@ -609,6 +735,14 @@ class Sender:
                 error_message=answer.message,
                 attempts=row.attempts,
                 trace_id=answer.trace_id,
-                finished_at=datetime.now(UTC) if row.attempts else None,
+                finished_at=datetime.now(UTC) if row.attempts or row.searches else None,
             )
         )
+
+
+def _unsent(row: _Row, code: Code) -> Answer:
+    """A row the run did not (or no longer) send for ``code``: ``skipped`` and its last
+    answer's status; a row whose conversation exists keeps ``exists``, without its id yet."""
+    if row.lookup or row.exists is not None:
+        return not_found_yet(row.exists)
+    return unsent(code, row.last)

@@ -2,7 +2,8 @@
 
 Used by a plain run (in the main process) and by each ``--workers`` process alike, so both
 behave the same: SIGINT/SIGTERM stop the session gracefully, a second one leaves at once
-with the journal intact, and every row handed in is journalled exactly once.
+with the journal intact, and every row handed in is journalled exactly once. A
+``StopSwitch`` stops it the same way from another thread, with no signal at all.
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import multiprocessing
 import os
 import signal
+import threading
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
@@ -32,11 +35,13 @@ from pipeline.inflight import (
 from pipeline.job import Job
 from pipeline.journal import JournalWriter
 from pipeline.latencies import Latencies
+from pipeline.lookups import LookupSchedule
 from pipeline.outcomes import Code
 from pipeline.peers import Peers
 from pipeline.retrying import RetryPolicy
 from pipeline.sending import LocationBatch, Sender
 from pipeline.tokens import Tokens
+from pipeline.watchdog import Watchdog, bound_for
 
 log = structlog.get_logger("pipeline.session")
 
@@ -55,6 +60,52 @@ class SessionResult:
     daily_remaining: dict[str, int] = field(default_factory=dict)  # by location, last seen
     token_refreshes: int = 0  # OAuth
     tokens_minted: int = 0  # OAuth
+
+
+class StopSwitch:
+    """Stops the sending from any thread as Ctrl-C does, with no signal to this process.
+
+    What the signal handlers do for the command line (``send_session``'s own, and the
+    parent's that forwards SIGINT/SIGTERM to each ``--workers`` process), this does for
+    whoever owns no signal: ``run`` stops through it when a newer attempt takes the output's
+    checkpoint over, where a signal to this process would kill the host of a library call
+    (a notebook's kernel). In this process, the session's ``Sender.stop``; with ``workers``
+    above 1, each worker process gets the SIGTERM a Ctrl-C would have forwarded to it. A
+    stop asked before the session sends applies as it starts; after it ended, nothing."""
+
+    def __init__(self, workers: int = 1) -> None:
+        self._workers = workers
+        self._lock = threading.Lock()
+        self._running: tuple[asyncio.AbstractEventLoop, Sender] | None = None
+        self._asked: tuple[Code, str | None] | None = None
+
+    def stop(self, code: Code = Code.INTERRUPTED, detail: str | None = None) -> None:
+        with self._lock:
+            self._asked = self._asked or (code, detail)
+            if self._running is not None:
+                loop, sender = self._running
+                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                    loop.call_soon_threadsafe(sender.stop, *self._asked)
+        if self._workers > 1:  # ``workers`` names them so; each stops as on Ctrl-C
+            for child in multiprocessing.active_children():
+                if child.name.startswith("pipeline-worker-") and child.pid is not None:
+                    os.kill(child.pid, signal.SIGTERM)
+
+    @contextlib.contextmanager
+    def attached(self, sender: Sender) -> Iterator[None]:
+        """The ``with`` block runs ``sender`` on this thread's loop; a stop reaches it then.
+        (A stop asked already is called soon: after ``Sender.run`` has started its
+        dispatchers, whose first step it then cancels.)"""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            self._running = (loop, sender)
+            if self._asked is not None:
+                loop.call_soon(sender.stop, *self._asked)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._running = None
 
 
 def run_async(main: Coroutine[Any, Any, T]) -> T:
@@ -102,17 +153,29 @@ def _sending_gc() -> Iterator[None]:
 
 
 def location_batches(sendable: pl.DataFrame) -> Iterator[LocationBatch]:
-    """The rows to send grouped by location, locations in order of first appearance.
+    """The rows to send grouped by location, locations in order of first appearance; rows
+    whose ``lookup`` column is true (their conversation exists, its id is still to be found)
+    are only looked up.
 
     A location's rows are named by their positions in ``sendable`` (4 bytes a row), not
     copied out of it."""
+    lookup = pl.col("lookup") if "lookup" in sendable.columns else pl.lit(False)
     groups = (
-        sendable.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("at"), "location_id")
+        sendable.select(
+            pl.int_range(pl.len(), dtype=pl.UInt32).alias("at"),
+            "location_id",
+            lookup.fill_null(False).alias("lookup"),
+        )
         .group_by("location_id", maintain_order=True)
-        .agg("at")
+        .agg(
+            pl.col("at").filter(~pl.col("lookup")).alias("create"),
+            pl.col("at").filter(pl.col("lookup")).alias("look"),
+        )
     )
-    for location_id, positions in zip(groups["location_id"], groups["at"], strict=True):
-        yield LocationBatch(str(location_id), _pairs(sendable, positions))
+    for location_id, create, look in zip(
+        groups["location_id"], groups["create"], groups["look"], strict=True
+    ):
+        yield LocationBatch(str(location_id), _pairs(sendable, create), _pairs(sendable, look))
 
 
 def _pairs(
@@ -135,9 +198,11 @@ async def send_session(
     *,
     parent_pid: int | None = None,
     gauge: Gauge | None = None,
+    switch: StopSwitch | None = None,
 ) -> SessionResult:
     """Send ``sendable``; a worker passes ``parent_pid`` so that it stops if orphaned;
-    ``gauge`` shows the requests in flight to the progress display."""
+    ``gauge`` shows the requests in flight to the progress display; ``switch`` stops the
+    session from another thread."""
     loop = asyncio.get_running_loop()
     received: list[int] = []
     in_flight = in_flight_limit(job.config.concurrency)
@@ -166,6 +231,8 @@ async def send_session(
             rate=job.rate,
             concurrency=in_flight,
             policy=RetryPolicy.of(job.config),
+            lookup=LookupSchedule(wait_s=job.config.lookup_wait),
+            watchdog=Watchdog(bound_for(job.config.timeout)),
             sink=journal.add,
             grace_s=min(job.config.timeout, 10.0),
             daily_reserve=job.config.daily_reserve,
@@ -191,7 +258,8 @@ async def send_session(
         if parent_pid is not None:
             helpers.append(asyncio.create_task(_stop_when_orphaned(parent_pid, sender)))
         try:
-            await sender.run(location_batches(sendable))
+            with (switch or StopSwitch()).attached(sender):
+                await sender.run(location_batches(sendable))
         finally:
             for helper in helpers:
                 helper.cancel()

@@ -92,6 +92,8 @@ def parse_separator(text: str) -> str:
 
 
 DEFAULT_FAIL_ON = "invalid,failed,skipped"
+# --lookup-wait: how long a conversation's id is searched for while the index lags (lookups).
+DEFAULT_LOOKUP_WAIT_S = 90.0
 
 
 def parse_fail_on(text: str) -> tuple[frozenset[str], frozenset[str]]:

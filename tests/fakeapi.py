@@ -48,6 +48,10 @@ class FakeHighLevel:
     location_tokens: Mapping[str, str] = field(default_factory=dict)  # location -> its token
     no_search_scope: frozenset[str] = frozenset()  # tokens without conversations.readonly
     unreachable: bool = False  # every request fails to connect
+    # Every request is held this long and then times out (a server that keeps connections
+    # open and answers nothing); None: answered. ``float("inf")``: held for ever, no timeout
+    # (a transport that never gives up: the run itself is stuck).
+    hang_s: float | None = None
     # A status to answer instead of the real one (500, 429...), by request; None: real answer.
     fault: Callable[[Request], int | None] = lambda _request: None
     retry_after_s: int | None = None  # sent with a fault's 429
@@ -98,6 +102,9 @@ class FakeHighLevel:
             raise TransportFailure(
                 "ClientConnectorError: Cannot connect to host fake:443", timeout=False, connect=True
             )
+        if self.hang_s is not None:
+            await asyncio.sleep(self.hang_s if self.hang_s != float("inf") else 1e9)
+            raise TransportFailure("ServerTimeoutError: timed out", timeout=True, connect=False)
         auth = (headers or {}).get("Authorization")
         token = auth.removeprefix("Bearer ") if auth else self.default_token
         request = Request(loop.time(), method, location, contact, token)

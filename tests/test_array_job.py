@@ -1,8 +1,10 @@
 """An array job on this machine, as an engine runs one: N processes told their index by the
-engine's variables, no shared local folder, input and outputs on S3 (moto on loopback),
-one task killed with SIGKILL mid-run and started again with an empty working folder, and
-the parts merged by the last task to finish (``--merge``). Also the checkpoint's pieces
-against the same S3: epochs, fencing, segments, taking up."""
+engine's variables, no shared local folder, input and outputs on S3 (moto on loopback, at
+a plain http:// endpoint, configured only by the variables deploy/README.md names), one
+task killed with SIGKILL mid-run and started again with an empty working folder, and the
+parts merged by the last task to finish (``--merge``), and again by hand (``pipeline
+merge``). Also the checkpoint's pieces against the same S3: epochs, fencing, segments,
+taking up."""
 
 from __future__ import annotations
 
@@ -139,6 +141,12 @@ def test_an_array_job_with_a_task_killed_and_restarted_elsewhere_ends_every_row_
     left = keys(env, "runs/job-1/")
     assert not [key for key in left if ".checkpoint/" in key], left
     assert f"runs/job-1/results.part-00003-of-{TASKS:05d}.parquet" in left
+    # Merged by hand as deploy/README.md shows, into another file: the same rows.
+    by_hand = f"s3://{BUCKET}/runs/job-1/by-hand.parquet"
+    parts = f"s3://{BUCKET}/runs/job-1/results.part-*-of-{TASKS:05d}.parquet"
+    done = run_cli("merge", parts, "-o", by_hand, env=env)
+    assert done.code == 0, done.stderr
+    assert pl.read_parquet(by_hand).equals(results)
 
 
 # -- the pieces -------------------------------------------------------------------------------
@@ -290,7 +298,12 @@ def test_a_folder_in_a_bucket_names_its_results_not_the_checkpoints_beside_them(
     checkpoint folder lies beside its part, and is neither a part nor earlier results."""
     client = boto3_client(aws)
     known = pl.DataFrame(
-        {"location_id": ["L1"], "contact_id": ["c1"], "conversation_id": ["conv-1"]}
+        {
+            "location_id": ["L1"],
+            "contact_id": ["c1"],
+            "status": ["created"],
+            "conversation_id": ["conv-1"],
+        }
     )
     local = tmp_path / "night.parquet"
     known.write_parquet(local)

@@ -3,6 +3,7 @@ crash or a second run never loses a refresh token."""
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import io
 import json
@@ -21,7 +22,7 @@ from pathlib import Path
 import pytest
 import structlog
 
-from pipeline import credentials, logs
+from pipeline import credentials_file, logs
 from pipeline.credentials import (
     App,
     Credential,
@@ -472,7 +473,7 @@ def test_when_editing_fails_the_file_is_written_anew(
     def broken(*_args: object) -> str:
         raise KeyError("a layout the editing does not know")
 
-    monkeypatch.setattr(credentials, "_edited", broken)
+    monkeypatch.setattr(credentials_file, "_edited", broken)
     store = CredentialsStore(toml_file)
     with store.transaction() as tx:
         company = tx.state.company()
@@ -621,11 +622,105 @@ def test_threads_of_one_process_take_turns(toml_file: Path) -> None:
     assert company is not None and company.refresh_token == "refresh-company-46"
 
 
+def held_by_another(store: CredentialsStore) -> int:
+    """The store's lock, taken as another run would take it (pid 4242); close to release."""
+    fd = os.open(store.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.write(fd, b"4242\n")
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def test_an_async_wait_is_bounded_and_the_tasks_queued_behind_it_share_its_end(
+    toml_file: Path,
+) -> None:
+    """On an event loop the lock is polled: the first task gives up at the bound, and the
+    tasks that queued behind it give up with it rather than each waiting as long again."""
+    store = CredentialsStore(toml_file, lock_timeout=0.3)
+
+    async def enter() -> None:
+        async with store.atransaction():
+            pass
+
+    async def three() -> list[BaseException | None]:
+        return await asyncio.gather(enter(), enter(), enter(), return_exceptions=True)
+
+    fd = held_by_another(store)
+    try:
+        started = time.monotonic()
+        outcomes = asyncio.run(three())
+        took = time.monotonic() - started
+    finally:
+        os.close(fd)
+    assert all(isinstance(o, CredentialsLocked) for o in outcomes), outcomes
+    assert {str(o) for o in outcomes} == {
+        f"--oauth-file {toml_file}: another run (pid 4242) held its lock for 0.3 s; try again later"
+    }
+    assert 0.3 <= took < 0.6, took
+    asyncio.run(enter())  # released: a later wait is a wait of its own, and takes it
+
+
+def test_an_async_wait_is_cancelled_like_any_request(toml_file: Path) -> None:
+    store = CredentialsStore(toml_file)  # a minute's bound
+
+    async def cancelled_while_waiting() -> float:
+        waiting = asyncio.create_task(enter())
+        await asyncio.sleep(0.1)
+        started = time.monotonic()
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        return time.monotonic() - started
+
+    async def enter() -> None:
+        async with store.atransaction():
+            pass
+
+    fd = held_by_another(store)
+    try:
+        assert asyncio.run(cancelled_while_waiting()) < 0.1
+    finally:
+        os.close(fd)
+    with store.transaction() as tx:  # nothing left held, in this process or on the file
+        tx.save(tx.state)
+
+
+def test_tasks_of_one_loop_take_turns_and_save_only_in_their_own(toml_file: Path) -> None:
+    store = CredentialsStore(toml_file)
+
+    async def refresh(times: int) -> None:
+        for _ in range(times):
+            async with store.atransaction() as tx:
+                company = tx.state.company()
+                assert company is not None
+                count = int(company.refresh_token.rsplit("-", 1)[1])
+                await asyncio.sleep(0.001)  # the request: another task runs meanwhile
+                with pytest.raises(RuntimeError, match=r"inside store\.transaction"):
+                    await asyncio.create_task(saving_elsewhere())
+                tx.save(
+                    tx.state.with_refreshed(
+                        company,
+                        access_token=f"access-{count + 1}",
+                        refresh_token=f"refresh-company-{count + 1}",
+                        expires_at=EXPIRES,
+                    )
+                )
+
+    async def saving_elsewhere() -> None:  # another task: not the transaction's holder
+        store.save(store.read())
+
+    async def main() -> None:
+        await asyncio.gather(refresh(10), refresh(10), refresh(10))
+
+    asyncio.run(main())
+    company = store.read().company()
+    assert company is not None and company.refresh_token == "refresh-company-31"
+
+
 # Processes: kill -9 mid-save, and two runs refreshing the same file ------------------------
 
 CHILD = textwrap.dedent(
     """
-    import os, sys, time
+    import asyncio, os, sys, time
     from datetime import UTC, datetime, timedelta
     from pathlib import Path
     from pipeline.credentials import CredentialsStore
@@ -641,17 +736,31 @@ CHILD = textwrap.dedent(
     print("ready", flush=True)
     while not go.exists():
         time.sleep(0.001)
-    for _ in range(rounds):
-        with store.transaction() as tx:
-            credential = tx.state.credentials[0]
-            count = int(credential.refresh_token.split("-")[1])
-            os.write(used, f"{count}\\n".encode())  # "spends" the refresh token
-            tx.save(tx.state.with_refreshed(
-                credential,
-                access_token=f"access-{count + 1}",
-                refresh_token=f"refresh-{count + 1}",
-                expires_at=datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=count + 1),
-            ))
+    def refresh(tx):
+        credential = tx.state.credentials[0]
+        count = int(credential.refresh_token.split("-")[1])
+        os.write(used, f"{count}\\n".encode())  # "spends" the refresh token
+        tx.save(tx.state.with_refreshed(
+            credential,
+            access_token=f"access-{count + 1}",
+            refresh_token=f"refresh-{count + 1}",
+            expires_at=datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=count + 1),
+        ))
+
+    async def refresh_async():  # as a run does: on its event loop, two tasks at once
+        async def task(share):
+            for _ in range(share):
+                async with store.atransaction() as tx:
+                    await asyncio.sleep(0)  # the request, say
+                    refresh(tx)
+        await asyncio.gather(task(rounds // 2), task(rounds - rounds // 2))
+
+    if sys.argv[6:] == ["async"]:
+        asyncio.run(refresh_async())
+    else:
+        for _ in range(rounds):
+            with store.transaction() as tx:
+                refresh(tx)
     """
 )
 
@@ -662,11 +771,13 @@ COUNTER_HEAD = (
 
 
 def start_child(
-    path: Path, rounds: int, used: Path, go: Path, slow: float = 0.0
+    path: Path, rounds: int, used: Path, go: Path, slow: float = 0.0, mode: str = "sync"
 ) -> subprocess.Popen[str]:
-    """A process refreshing the counter credential ``rounds`` times, once ``go`` exists."""
+    """A process refreshing the counter credential ``rounds`` times, once ``go`` exists;
+    ``mode`` ``async``: in two tasks of an event loop, by ``atransaction``."""
+    argv = [str(path), str(rounds), str(used), str(go), str(slow), mode]
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(path), str(rounds), str(used), str(go), str(slow)],
+        [sys.executable, "-c", CHILD, *argv],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.PIPE,
@@ -719,11 +830,14 @@ def test_kill_9_at_any_moment_leaves_a_whole_file(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["go", "oauth.toml", "used"]
 
 
-def test_two_runs_refreshing_one_file_never_spend_a_token_twice(tmp_path: Path) -> None:
+@pytest.mark.parametrize("modes", [("sync", "sync"), ("async", "async"), ("sync", "async")])
+def test_two_runs_refreshing_one_file_never_spend_a_token_twice(
+    tmp_path: Path, modes: tuple[str, str]
+) -> None:
     path = write(tmp_path / "oauth.toml", COUNTER_HEAD)
     go, used = tmp_path / "go", tmp_path / "used"
     rounds = 120
-    children = [start_child(path, rounds, used, go) for _ in range(2)]
+    children = [start_child(path, rounds, used, go, mode=mode) for mode in modes]
     go.touch()
     for child in children:
         assert child.wait(timeout=60) == 0

@@ -194,6 +194,53 @@ def test_the_failure_policy_follows_the_exit_codes(name: str) -> None:
     assert spec["template"]["spec"]["terminationGracePeriodSeconds"] >= 30
 
 
+def comment_above(path: Path, key: str) -> str:
+    """The comment lines right above ``key:`` in ``path``, with the key's own line."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    (at,) = [i for i, line in enumerate(lines) if line.strip().startswith(f"{key}:")]
+    start = at
+    while start > 0 and lines[start - 1].strip().startswith("#"):
+        start -= 1
+    return "\n".join(lines[start : at + 1])
+
+
+@pytest.mark.parametrize("name", sorted(JOBS))
+def test_the_job_has_a_deadline_sized_from_the_plan(name: str) -> None:
+    """Without ``activeDeadlineSeconds`` a task that never ends (an API that never answers)
+    holds the import open for good. Its comment says how to size it from the figure the
+    check (and the dry run) really prints, and a nightly Job's ends before the next night."""
+    deadline = JOBS[name].get("activeDeadlineSeconds")
+    assert isinstance(deadline, int) and deadline >= 3600, f"{name}: {deadline!r}"
+    comment = comment_above(DEPLOY / "kubernetes" / name.split(":")[0], "activeDeadlineSeconds")
+    assert "estimated sending time" in comment and "pipeline check" in comment, comment
+    assert "estimated sending time" in (ROOT / "pipeline" / "preflight.py").read_text()
+    if name.startswith("cronjob.yaml:"):
+        (cron,) = documents(DEPLOY / "kubernetes" / "cronjob.yaml")
+        minute, hour, *daily = cron["spec"]["schedule"].split()
+        assert daily == ["*", "*", "*"] and minute.isdigit() and hour.isdigit()
+        assert deadline < 24 * 3600  # stopped before the next night is due
+
+
+def test_the_store_is_configured_as_the_deploy_readme_says() -> None:
+    """The tests reach their S3 (moto, at a plain http:// endpoint) with exactly the
+    variables deploy/README.md has a person put in the Secret ghl-s3, and the region the
+    manifests set: no AWS_ALLOW_HTTP nor any other setting that only a test would know."""
+    from tests.test_storage import S3_VARIABLES
+
+    text = README.read_text(encoding="utf-8")
+    secret = text.split("kubectl create secret generic ghl-s3", 1)[1].split("```", 1)[0]
+    named = set(re.findall(r"--from-literal=([A-Z0-9_]+)=", secret))
+    regions = {
+        entry["name"]
+        for spec in JOBS.values()
+        for entry in pipeline_container(spec).get("env", [])
+        if entry["name"].startswith("AWS_")
+    }
+    assert set(S3_VARIABLES) == named | regions
+    (example,) = documents(DEPLOY / "kubernetes" / "secret-s3.example.yaml")
+    assert set(example["stringData"]) == named
+
+
 # -- the command lines are the real CLI's --------------------------------------------------
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -28,24 +29,23 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def s3() -> Iterator[dict[str, str]]:
-    """A moto S3 server on loopback, and the environment a run needs to use it."""
-    port = free_port()
+# The variables a store is configured with, and nothing else: those deploy/README.md has a
+# person put in the Secret ghl-s3 (and AWS_REGION, which the manifests set). moto serves
+# plain http, as an S3-compatible store in a cluster often does: an http:// endpoint must
+# work as given (test_the_store_is_configured_as_the_deploy_readme_says holds the two
+# lists together).
+S3_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_REGION")
+
+
+def moto_server(port: int, **environ: str) -> subprocess.Popen[bytes]:
+    """moto's S3 server on loopback at ``port``, ready for requests."""
     moto = Path(sys.executable).with_name("moto_server")
     proc = subprocess.Popen(
         [str(moto), "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env={**os.environ, **environ},
     )
-    env = {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing-secret",
-        "AWS_REGION": "us-east-1",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-        "AWS_ALLOW_HTTP": "true",
-    }
     deadline = time.monotonic() + 20
     while True:
         try:
@@ -56,6 +56,21 @@ def s3() -> Iterator[dict[str, str]]:
                 proc.kill()
                 raise
             time.sleep(0.1)
+    return proc
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[dict[str, str]]:
+    """A moto S3 server on loopback, and the environment a run needs to use it."""
+    port = free_port()
+    proc = moto_server(port)
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing-secret",
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",  # plain http, given as it is
+        "AWS_REGION": "us-east-1",
+    }
+    assert tuple(env) == S3_VARIABLES
     client = boto3_client(env)
     client.create_bucket(Bucket=BUCKET)
     try:

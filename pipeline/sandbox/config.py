@@ -314,6 +314,11 @@ class SandboxConfig:
 
 _FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(SandboxConfig))
 
+# What ``pipeline sandbox`` plays unless told (``--search-lag-s``): a new conversation shows
+# in search this many seconds after its create, as the live index lags (a run meets it when
+# a create's answer is lost and the create is sent again). In-process tests set their own.
+SERVED_SEARCH_LAG_S = 5.0
+
 _RATE_RE = re.compile(r"^\s*(\d+)\s*(?:/\s*(\d+(?:\.\d+)?)?\s*(ms|s|m|min)?\s*)?$")
 
 
@@ -324,6 +329,7 @@ def config_from_options(
     latency_ms: float | None = None,
     latency_spread: str | None = None,
     latency_sigma: float | None = None,
+    search_lag_s: float | None = None,
     seed: int | None = None,
     daily_limit: int | None = None,
     extra_tokens: list[str] | None = None,
@@ -331,7 +337,8 @@ def config_from_options(
     """A config from ``pipeline sandbox``'s options: the flags override ``--config-json``,
     which overrides the defaults. ``extra_tokens`` are accepted beside the configured ones.
     ``latency_spread`` (``"50%"`` or ``"0.5"``) picks the uniform distribution,
-    ``latency_sigma`` the log-normal one; both at once, or either without a latency to vary,
+    ``latency_sigma`` the log-normal one; ``search_lag_s`` defaults to
+    ``SERVED_SEARCH_LAG_S``; both at once, or either without a latency to vary,
     is refused rather than half applied. Any problem is a ``ValueError`` whose text names it."""
     if latency_spread is not None and latency_sigma is not None:
         raise ValueError(
@@ -354,6 +361,10 @@ def config_from_options(
     if latency_sigma is not None:
         fields["latency_distribution"] = LOGNORMAL
         fields["latency_sigma"] = latency_sigma
+    if search_lag_s is not None:
+        fields["search_lag_s"] = search_lag_s
+    else:
+        fields.setdefault("search_lag_s", SERVED_SEARCH_LAG_S)
     if seed is not None:
         fields["seed"] = seed
     if daily_limit is not None:

@@ -123,6 +123,7 @@ class SandboxState:
         self.requests_total = 0
         self.status_counts: dict[int, int] = {}
         self.fault_counts: dict[str, int] = {}
+        self.endpoint_counts: dict[str, int] = {}  # "POST /conversations/": requests
         self.limits: dict[str, LocationCounters] = {}
 
     def reset(self) -> None:
@@ -133,6 +134,7 @@ class SandboxState:
         self.requests_total = 0
         self.status_counts.clear()
         self.fault_counts.clear()
+        self.endpoint_counts.clear()
         self.limits.clear()
 
     # -- requests ---------------------------------------------------------------------------
@@ -154,6 +156,8 @@ class SandboxState:
         self.requests.append(RequestRecord(t, method, path, location_id, status, fault, token))
         self.requests_total += 1
         self.status_counts[status] = self.status_counts.get(status, 0) + 1
+        endpoint = f"{method} {path}"
+        self.endpoint_counts[endpoint] = self.endpoint_counts.get(endpoint, 0) + 1
         if fault is not None:
             self.fault_counts[fault] = self.fault_counts.get(fault, 0) + 1
 
@@ -223,6 +227,7 @@ class SandboxState:
             "requests": self.requests_total,
             "by_status": {str(k): v for k, v in sorted(self.status_counts.items())},
             "by_fault": dict(sorted(self.fault_counts.items())),
+            "by_endpoint": dict(sorted(self.endpoint_counts.items())),
             "conversations": len(self.conversations),
             "locations": len(self.by_location),
         }
