@@ -56,7 +56,7 @@ SHARDS = 4  # the array's tasks; the measured one is task 0
 BUCKET = "bench-array"
 SHARE_429_TARGET = 0.01
 DEFAULT_INTERVAL_S = 5.0  # the pipeline's --checkpoint-interval
-# Checkpoint requests a task pays once, whatever its length (pipeline.checkpoints): the
+# Checkpoint requests a task pays once, whatever its length (pipeline.state.checkpoints): the
 # epoch claim (list + conditional put), restore (list), the last copy when the task stops
 # (list + put), the fence check after it (list) and clear (a list of each of its two
 # subfolders + delete). Every periodic copy with new lines costs a list and a put.
@@ -87,7 +87,7 @@ CASES = (
 def total_locations(owned: int, shards: int) -> int:
     """The smallest count of input locations (``loc0001``...) of which shard 0 owns
     exactly ``owned``, by the pipeline's own hash."""
-    from pipeline.shards import owner
+    from pipeline.inputs.shards import owner
 
     count = total = 0
     while count < owned:

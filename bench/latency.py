@@ -29,7 +29,7 @@ RATIO_TARGET = 1.10  # default span / hand-tuned span
 TUNED_CONCURRENCY = 2000
 RATE_MAX, INTERVAL_S = 100, 10.0  # HighLevel's limit per location
 
-# The pipeline's summary line on stdout (``pipeline.report._run_line``); the percentiles
+# The pipeline's summary line on stdout (``pipeline.observe.report._run_line``); the percentiles
 # after the mean only where the pipeline prints them.
 _SUMMARY = re.compile(
     r"^(?P<requests>\d[\d,]*) requests in (?P<elapsed>[\d.]+)s .*?"

@@ -132,10 +132,10 @@ def startup_commands(work: Path) -> list[Command]:
     # What the CLI's imports cost with no command run, and without the interpreter's
     # teardown of them at exit.
     commands += [
-        Command("import pipeline.cli", [python, "-c", "import pipeline.cli"]),
+        Command("import pipeline.cli.commands", [python, "-c", "import pipeline.cli.commands"]),
         Command(
-            "import pipeline.cli, then os._exit(0) (no teardown)",
-            [python, "-c", "import pipeline.cli, os; os._exit(0)"],
+            "import pipeline.cli.commands, then os._exit(0) (no teardown)",
+            [python, "-c", "import pipeline.cli.commands, os; os._exit(0)"],
         ),
     ]
     commands += [

@@ -22,9 +22,9 @@ import os
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pipeline.config import RunConfig
-    from pipeline.errors import CheckpointTakenOver, UsageError
-    from pipeline.library import create_conversations, create_conversations_async
+    from pipeline.app.config import RunConfig
+    from pipeline.app.library import create_conversations, create_conversations_async
+    from pipeline.core.errors import CheckpointTakenOver, UsageError
 
 __all__ = [
     "CheckpointTakenOver",
@@ -35,11 +35,11 @@ __all__ = [
 ]
 
 _EXPORTS = {
-    "create_conversations": "pipeline.library",
-    "create_conversations_async": "pipeline.library",
-    "RunConfig": "pipeline.config",
-    "UsageError": "pipeline.errors",
-    "CheckpointTakenOver": "pipeline.errors",
+    "create_conversations": "pipeline.app.library",
+    "create_conversations_async": "pipeline.app.library",
+    "RunConfig": "pipeline.app.config",
+    "UsageError": "pipeline.core.errors",
+    "CheckpointTakenOver": "pipeline.core.errors",
 }
 
 

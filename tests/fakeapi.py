@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from pipeline import constants
-from pipeline.transport import RawAnswer, TransportFailure
+from pipeline.core import constants
+from pipeline.highlevel.transport import RawAnswer, TransportFailure
 
 TOKEN = "fake-token"
 

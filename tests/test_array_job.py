@@ -20,11 +20,11 @@ from typing import Any
 import polars as pl
 import pytest
 
-from pipeline.checkpoints import Checkpoints, Superseded
-from pipeline.journal import JournalWriter, read_journal
-from pipeline.outcomes import RowOutcome, Status
-from pipeline.outputs import OutputFiles
+from pipeline.core.outcomes import RowOutcome, Status
 from pipeline.sandbox import SandboxThread
+from pipeline.state.checkpoints import Checkpoints, Superseded
+from pipeline.state.journal import JournalWriter, read_journal
+from pipeline.state.outputs import OutputFiles
 from tests.conftest import TOKEN, run_cli, wait_until
 from tests.test_storage import BUCKET, boto3_client, s3  # noqa: F401 - the fixture
 
@@ -314,8 +314,8 @@ def test_a_folder_in_a_bucket_names_its_results_not_the_checkpoints_beside_them(
         "nights/n1/notes.txt",
     ):
         client.put_object(Bucket=BUCKET, Key=key, Body=b"not results")
-    from pipeline.known import known_paths
-    from pipeline.merging import part_paths
+    from pipeline.app.merging import part_paths
+    from pipeline.inputs.known import known_paths
 
     part = f"s3://{BUCKET}/nights/n1/results.part-00000-of-00001.parquet"
     assert known_paths(f"s3://{BUCKET}/nights/") == [part]

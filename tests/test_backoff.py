@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import random
 
-from pipeline.backoff import Backoff
-from pipeline.client import Answer, RateInfo
-from pipeline.outcomes import Code, Status
+from pipeline.core.outcomes import Code, Status
+from pipeline.highlevel.client import Answer, RateInfo
+from pipeline.send.backoff import Backoff
 
 
 def failed(code: Code, rate: RateInfo | None = None) -> Answer:

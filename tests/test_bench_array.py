@@ -15,7 +15,7 @@ from bench.array import (
     total_locations,
 )
 from bench.harness import Options
-from pipeline.shards import owner
+from pipeline.inputs.shards import owner
 
 
 def test_the_checkpoints_line_is_read_from_the_json_log() -> None:

@@ -30,8 +30,8 @@ import time:       300 |      40000 |       structlog
 import time:       100 |        100 |       os
 import time:        10 |         10 |         brotli
 import time:        20 |      20000 |       _polars_runtime
-import time:        50 |      95000 |     pipeline.logs
-import time:      1523 |     432070 | pipeline.cli
+import time:        50 |      95000 |     pipeline.core.logs
+import time:      1523 |     432070 | pipeline.cli.commands
 """
 
 
@@ -41,15 +41,15 @@ def test_parse_importtime_reads_times_and_depth() -> None:
     assert imports[0] == ImportTime("_io", 130, 130, 1)
     assert imports[1] == ImportTime("_frozen_importlib_external", 381, 961, 0)
     assert imports[3] == ImportTime("polars", 21000, 90000, 4)
-    assert imports[-1] == ImportTime("pipeline.cli", 1523, 432070, 0)
+    assert imports[-1] == ImportTime("pipeline.cli.commands", 1523, 432070, 0)
     assert parse_importtime("") == []
 
 
 def test_top_cumulative_and_total() -> None:
     imports = parse_importtime(IMPORTTIME)
     assert [i.module for i in top_cumulative(imports, 3)] == [
-        "pipeline.cli",
-        "pipeline.logs",
+        "pipeline.cli.commands",
+        "pipeline.core.logs",
         "polars",
     ]
     assert total_us(imports) == 961 + 117 + 432070  # the outermost imports only
@@ -62,7 +62,7 @@ def test_libraries_are_third_party_packages_longest_first() -> None:
 
 def test_importtime_notes_name_the_top_imports() -> None:
     top, packages = importtime_notes(IMPORTTIME, 0.612)
-    assert "pipeline.cli 432 ms (self 2 ms, level 0)" in top
+    assert "pipeline.cli.commands 432 ms (self 2 ms, level 0)" in top
     assert "polars 90 ms (self 21 ms, level 4)" in top
     assert "polars 90 ms, structlog 40 ms" in packages
     assert "all imports of that run: 433 ms of its 0.612 s" in packages

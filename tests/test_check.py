@@ -16,11 +16,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.client import Answer, RateInfo
-from pipeline.constants import SCOPE_WRITE
-from pipeline.outcomes import Code, Status
-from pipeline.planning import send_seconds
-from pipeline.preflight import (
+from pipeline.app.preflight import (
     Access,
     Search,
     TokenState,
@@ -29,8 +25,12 @@ from pipeline.preflight import (
     location_estimate,
     probe_locations,
 )
+from pipeline.core.constants import SCOPE_WRITE
+from pipeline.core.outcomes import Code, Status
+from pipeline.core.settings import Rate
+from pipeline.highlevel.client import Answer, RateInfo
+from pipeline.inputs.planning import send_seconds
 from pipeline.sandbox import SandboxThread, token_label
-from pipeline.settings import Rate
 from tests.conftest import TOKEN, Completed, run_cli, write_csv
 
 ACME, BETA = "pit-acme-0000000000000001", "pit-beta-0000000000000002"

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from pipeline.client import classify, classify_failure, classify_search
-from pipeline.outcomes import Code, Status
-from pipeline.transport import TransportFailure
+from pipeline.core.outcomes import Code, Status
+from pipeline.highlevel.client import classify, classify_failure, classify_search
+from pipeline.highlevel.transport import TransportFailure
 
 RATE_HEADERS = {
     "X-RateLimit-Limit-Daily": "200000",

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import RunConfig, load_config
-from pipeline.errors import UsageError
+from pipeline.app.config import RunConfig, load_config
+from pipeline.core.errors import UsageError
 from tests.conftest import REPO
 
 

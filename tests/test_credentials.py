@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 import structlog
 
-from pipeline import credentials_file, logs
-from pipeline.credentials import (
+from pipeline.auth import credentials_file
+from pipeline.auth.credentials import (
     App,
     Credential,
     CredentialsLocked,
@@ -34,7 +34,8 @@ from pipeline.credentials import (
     parse,
     render,
 )
-from pipeline.errors import UsageError
+from pipeline.core import logs
+from pipeline.core.errors import UsageError
 
 ROOT = Path(__file__).resolve().parents[1]
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
@@ -723,7 +724,7 @@ CHILD = textwrap.dedent(
     import asyncio, os, sys, time
     from datetime import UTC, datetime, timedelta
     from pathlib import Path
-    from pipeline.credentials import CredentialsStore
+    from pipeline.auth.credentials import CredentialsStore
 
     store = CredentialsStore(Path(sys.argv[1]))
     rounds = int(sys.argv[2])

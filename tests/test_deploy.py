@@ -26,10 +26,10 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml  # type: ignore[import-untyped]
 
-from pipeline.cli import cli
-from pipeline.config import ENV_PREFIX, RunConfig, load_config
-from pipeline.shards import resolve_shard
-from pipeline.tokens import load_tokens_file
+from pipeline.app.config import ENV_PREFIX, RunConfig, load_config
+from pipeline.auth.tokens import load_tokens_file
+from pipeline.cli.commands import cli
+from pipeline.inputs.shards import resolve_shard
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -213,7 +213,7 @@ def test_the_job_has_a_deadline_sized_from_the_plan(name: str) -> None:
     assert isinstance(deadline, int) and deadline >= 3600, f"{name}: {deadline!r}"
     comment = comment_above(DEPLOY / "kubernetes" / name.split(":")[0], "activeDeadlineSeconds")
     assert "estimated sending time" in comment and "pipeline check" in comment, comment
-    assert "estimated sending time" in (ROOT / "pipeline" / "preflight.py").read_text()
+    assert "estimated sending time" in (ROOT / "pipeline" / "app" / "preflight.py").read_text()
     if name.startswith("cronjob.yaml:"):
         (cron,) = documents(DEPLOY / "kubernetes" / "cronjob.yaml")
         minute, hour, *daily = cron["spec"]["schedule"].split()

@@ -7,12 +7,12 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipeline.earlier import find_earlier, outcomes_from_results
-from pipeline.errors import UsageError
-from pipeline.journal import JournalWriter, fingerprint
-from pipeline.outcomes import RowOutcome, Status
-from pipeline.outputs import OutputFiles
-from pipeline.schema import RESULT_SCHEMA
+from pipeline.core.errors import UsageError
+from pipeline.core.outcomes import RowOutcome, Status
+from pipeline.core.schema import RESULT_SCHEMA
+from pipeline.inputs.earlier import find_earlier, outcomes_from_results
+from pipeline.state.journal import JournalWriter, fingerprint
+from pipeline.state.outputs import OutputFiles
 
 PLANNED = pl.LazyFrame(
     {"row_index": [0, 1, 2], "contact_id": ["a", "b", "c"], "location_id": ["L", "L", "M"]}

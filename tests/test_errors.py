@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.errors import UsageError, first_line, one_line
+from pipeline.core.errors import UsageError, first_line, one_line
 
 
 def test_first_line_of_a_one_line_message() -> None:

@@ -14,9 +14,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipeline.reading import read_input, sniff_separator
+from pipeline.core.settings import parse_separator
+from pipeline.inputs.reading import read_input, sniff_separator
 from pipeline.sandbox import SandboxThread
-from pipeline.settings import parse_separator
 from tests.conftest import run_cli
 from tests.test_end_to_end import fast_limits
 
@@ -222,8 +222,8 @@ def test_fail_on_decides_the_exit_code_and_says_so(sandbox: SandboxThread, tmp_p
 
 
 def test_no_lock_file_is_left_behind_and_a_held_lock_still_refuses(tmp_path: Path) -> None:
-    from pipeline.locking import OutputLocked, exclusive
-    from pipeline.outputs import OutputFiles
+    from pipeline.state.locking import OutputLocked, exclusive
+    from pipeline.state.outputs import OutputFiles
 
     files = OutputFiles(tmp_path / "r.parquet")
     with exclusive(files):

@@ -17,7 +17,7 @@ import polars as pl
 import pytest
 import xlsxwriter
 
-from pipeline.cli import main
+from pipeline.cli.commands import main
 from pipeline.sandbox import SandboxThread
 from tests.conftest import run_cli, wait_until, write_csv
 from tests.test_end_to_end import fast_limits

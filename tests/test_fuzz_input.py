@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.cli import main
+from pipeline.cli.commands import main
 
 # A bare CR inside an unquoted field is ambiguous CSV (Python and polars split it differently).
 cells = st.text(

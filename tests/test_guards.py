@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pipeline.client import Answer, RateInfo
-from pipeline.guards import MAX_CONNECT_FAILURES, Guards, Verdict
-from pipeline.outcomes import Code, Status
+from pipeline.core.outcomes import Code, Status
+from pipeline.highlevel.client import Answer, RateInfo
+from pipeline.send.guards import MAX_CONNECT_FAILURES, Guards, Verdict
 
 TOKENS = {"A1": 0, "A2": 0, "B1": 1}
 

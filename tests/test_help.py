@@ -108,7 +108,7 @@ def test_the_command_line_starts_without_the_heavy_libraries() -> None:
     commands import them when they need them. (A shards module importing polars at the
     top once cost every --help 130 ms.)"""
     code = (
-        "import sys, pipeline.cli\n"
+        "import sys, pipeline.cli.commands\n"
         "print(sorted(m for m in ('polars', 'aiohttp', 'httpx', 'obstore') if m in sys.modules))"
     )
     done = subprocess.run(

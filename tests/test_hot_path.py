@@ -10,11 +10,11 @@ from typing import Any
 import orjson
 import pytest
 
-from pipeline.client import Answer, RateInfo, _int_header, classify
-from pipeline.journal import _record
-from pipeline.outcomes import OUTCOME_COLUMNS, Code, RowOutcome, Status, quick_init
-from pipeline.retrying import Retry, Settle
-from pipeline.transport import RawAnswer
+from pipeline.core.outcomes import OUTCOME_COLUMNS, Code, RowOutcome, Status, quick_init
+from pipeline.highlevel.client import Answer, RateInfo, _int_header, classify
+from pipeline.highlevel.transport import RawAnswer
+from pipeline.send.retrying import Retry, Settle
+from pipeline.state.journal import _record
 
 HOT = (RowOutcome, Answer, RateInfo, RawAnswer, Retry, Settle)
 

@@ -30,8 +30,8 @@ import aiohttp
 import polars as pl
 import pytest
 
-from pipeline import htmlreport
-from pipeline.htmlreport import (
+from pipeline.observe import htmlreport
+from pipeline.observe.htmlreport import (
     Limit,
     bucket_width_s,
     ideal_seconds,
@@ -39,7 +39,7 @@ from pipeline.htmlreport import (
     render_html,
     timeline,
 )
-from pipeline.report import RunInfo
+from pipeline.observe.report import RunInfo
 from pipeline.sandbox import SandboxThread
 from tests.conftest import REPO, TOKEN, run_cli, write_csv
 from tests.test_end_to_end import RESULT_COLUMNS, fast_limits

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from pipeline.inflight import InFlightLimit
+from pipeline.send.inflight import InFlightLimit
 
 
 def simulate(
@@ -245,7 +245,7 @@ def fd_limits_after(soft: int, hard: int, wanted: int) -> tuple[int, int]:
     code = (
         "import resource\n"
         f"resource.setrlimit(resource.RLIMIT_NOFILE, ({soft}, {hard}))\n"
-        "from pipeline.inflight import raise_fd_limit\n"
+        "from pipeline.send.inflight import raise_fd_limit\n"
         f"allowed = raise_fd_limit({wanted})\n"
         "print(allowed, resource.getrlimit(resource.RLIMIT_NOFILE)[0])\n"
     )

@@ -11,12 +11,19 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipeline import journal as journal_module
-from pipeline.earlier import settled
-from pipeline.journal import JournalWriter, fingerprint, read_journal, read_records
-from pipeline.outcomes import OUTCOME_COLUMNS, RESULT_COLUMNS, RESULT_SPEC, Code, RowOutcome, Status
-from pipeline.outputs import OutputFiles
-from pipeline.schema import OUTCOME_SCHEMA, RESULT_SCHEMA
+from pipeline.core.outcomes import (
+    OUTCOME_COLUMNS,
+    RESULT_COLUMNS,
+    RESULT_SPEC,
+    Code,
+    RowOutcome,
+    Status,
+)
+from pipeline.core.schema import OUTCOME_SCHEMA, RESULT_SCHEMA
+from pipeline.inputs.earlier import settled
+from pipeline.state import journal as journal_module
+from pipeline.state.journal import JournalWriter, fingerprint, read_journal, read_records
+from pipeline.state.outputs import OutputFiles
 
 
 def outcome(i: int, status: Status = Status.CREATED, code: Code | None = None) -> RowOutcome:

@@ -10,7 +10,7 @@ import statistics
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.latencies import Latencies
+from pipeline.send.latencies import Latencies
 
 
 def filled(times: list[float]) -> Latencies:

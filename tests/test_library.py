@@ -12,8 +12,8 @@ import polars as pl
 import pytest
 
 import pipeline
-from pipeline.errors import OptionNotTaken
-from pipeline.library import NOT_YET, accepted, as_keywords
+from pipeline.app.library import NOT_YET, accepted, as_keywords
+from pipeline.core.errors import OptionNotTaken
 from pipeline.sandbox import SandboxThread
 from tests.conftest import TOKEN, run_cli, write_csv
 from tests.test_end_to_end import fast_limits
@@ -107,12 +107,12 @@ NOT_YET_VALUES: dict[str, object] = {
 
 
 def test_the_options_not_carried_out_yet_are_those_only_the_command_line_reads() -> None:
-    """``NOT_YET`` is every setting that no module but cli.py reads (config.py's validators
-    read theirs as ``self.NAME``): one the library starts honouring, or a new one only the
-    command line reads, shows here."""
+    """``NOT_YET`` is every setting that no module but the command line (``cli/``) reads
+    (config.py's validators read theirs as ``self.NAME``): one the library starts honouring,
+    or a new one only the command line reads, shows here."""
     package = Path(pipeline.__file__).parent
-    texts = [p.read_text() for p in package.rglob("*.py") if p.name != "cli.py"]
-    validators = (package / "config.py").read_text()
+    texts = [p.read_text() for p in package.rglob("*.py") if p.parent.name != "cli"]
+    validators = (package / "app" / "config.py").read_text()
     read = {
         name
         for name in pipeline.RunConfig.model_fields

@@ -22,15 +22,16 @@ import polars as pl
 import pytest
 
 import pipeline
-from pipeline.backoff import Backoff
-from pipeline.checkpoints import Checkpoints
-from pipeline.outcomes import Code, RowOutcome
-from pipeline.outputs import OutputFiles
-from pipeline.retrying import RetryPolicy
+from pipeline.core.outcomes import Code, RowOutcome
+from pipeline.core.settings import Rate
 from pipeline.sandbox import SandboxThread
-from pipeline.sending import LocationBatch, Sender
-from pipeline.session import StopSwitch
-from pipeline.settings import Rate
+from pipeline.send.backoff import Backoff
+from pipeline.send.retrying import RetryPolicy
+from pipeline.send.rows import LocationBatch
+from pipeline.send.sender import Sender
+from pipeline.send.session import StopSwitch
+from pipeline.state.checkpoints import Checkpoints
+from pipeline.state.outputs import OutputFiles
 from tests.conftest import REPO, TOKEN, wait_until
 from tests.fakeapi import FakeHighLevel
 from tests.test_array_job import aws, keys  # noqa: F401 - the fixture

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from pipeline.window import WindowLimiter
+from pipeline.send.window import WindowLimiter
 
 
 class FakeClock:
@@ -139,7 +139,7 @@ def test_cancel_returns_an_unused_permit_at_once() -> None:
 
 
 async def test_priority_slots_serve_the_lowest_number_first() -> None:
-    from pipeline.limiter import PrioritySlots
+    from pipeline.send.limiter import PrioritySlots
 
     slots = PrioritySlots(1)
     await slots.acquire(5)
@@ -158,7 +158,7 @@ async def test_priority_slots_serve_the_lowest_number_first() -> None:
 
 
 async def test_a_cancelled_waiter_does_not_lose_a_slot() -> None:
-    from pipeline.limiter import PrioritySlots
+    from pipeline.send.limiter import PrioritySlots
 
     slots = PrioritySlots(1)
     await slots.acquire()

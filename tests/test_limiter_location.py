@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from pipeline.limiter import Limit, LocationLimiter, WindowLimiter
+from pipeline.send.limiter import Limit, LocationLimiter, WindowLimiter
 
 
 class FakeClock:

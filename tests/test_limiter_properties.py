@@ -27,8 +27,8 @@ from unittest.mock import patch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import window as window_module
-from pipeline.limiter import LocationLimiter, WindowLimiter
+from pipeline.send import window as window_module
+from pipeline.send.limiter import LocationLimiter, WindowLimiter
 from tests.test_limiter_location import FakeClock, Phase, Run, busiest, simulate
 
 INTERVALS_MS = [250, 500, 1_000, 2_000, 5_000, 10_000]

@@ -18,11 +18,11 @@ import httpx
 import polars as pl
 import pytest
 
-from pipeline import constants
-from pipeline.client import ConversationsClient
+from pipeline.auth.tokens import Tokens
+from pipeline.core import constants
+from pipeline.highlevel.client import ConversationsClient
 from pipeline.sandbox import SandboxThread, token_label
-from pipeline.session import run_async
-from pipeline.tokens import Tokens
+from pipeline.send.session import run_async
 from tests.conftest import TOKEN, run_cli, write_csv
 from tests.test_end_to_end import fast_limits
 
@@ -229,7 +229,7 @@ def test_each_version_is_sent_as_given(version: str) -> None:
         return httpx.Response(201, json={"success": True, "conversation": {"id": "c1"}})
 
     async def create() -> str | None:
-        from pipeline.transport import HttpxTransport
+        from pipeline.highlevel.transport import HttpxTransport
 
         transport = HttpxTransport(
             base_url="http://api.test",

@@ -8,7 +8,7 @@ import json
 import pytest
 import structlog
 
-from pipeline import logs
+from pipeline.core import logs
 
 SECRET = "pit-1234-very-secret-token"
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.lookups import LookupQueue, LookupSchedule
-from pipeline.outputs import OutputFiles
-from pipeline.progress import JournalTail
+from pipeline.observe.progress import JournalTail
 from pipeline.sandbox import SandboxThread
+from pipeline.send.lookups import LookupQueue, LookupSchedule
+from pipeline.state.outputs import OutputFiles
 from tests.conftest import run_cli, wait_until, write_csv
 from tests.test_end_to_end import fast_limits
 from tests.test_resilience import assert_all_settled_right, rows_for, start_cli

@@ -28,7 +28,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
-from pipeline import metrics
+from pipeline.observe import metrics
 from pipeline.sandbox import SandboxThread
 from tests.conftest import Completed, run_cli, wait_until, write_csv
 from tests.test_end_to_end import fast_limits

@@ -17,8 +17,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from pipeline.inputs.shards import owner
 from pipeline.sandbox import SandboxThread
-from pipeline.shards import owner
 from tests.conftest import REPO, TOKEN, Completed, run_cli, wait_until, write_csv
 from tests.test_array_job import keys
 from tests.test_end_to_end import fast_limits

@@ -26,8 +26,8 @@ from typing import Any, Literal
 import polars as pl
 import pytest
 
-from pipeline import logs
-from pipeline.notify import build_message, notify, scheme_of
+from pipeline.core import logs
+from pipeline.observe.notify import build_message, notify, scheme_of
 from pipeline.sandbox import SandboxThread
 from tests.conftest import REPO, Completed, run_cli, write_csv
 from tests.test_end_to_end import fast_limits
@@ -265,7 +265,7 @@ def test_a_trickling_receiver_is_abandoned_at_the_deadline_and_the_process_exits
     abandons it, and the send's thread does not keep the process alive after it."""
     hook = receiver("trickle")
     code = (
-        "import sys; from pipeline.notify import notify; "
+        "import sys; from pipeline.observe.notify import notify; "
         "notify([sys.argv[1]], {'exit_code': 1}, when='failure', deadline_s=1.5)"
     )
     started = time.monotonic()

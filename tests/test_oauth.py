@@ -17,7 +17,7 @@ from typing import Any
 import polars as pl
 import pytest
 
-from pipeline.credentials import CredentialsStore
+from pipeline.auth.credentials import CredentialsStore
 from pipeline.sandbox import SandboxThread, token_label
 from tests.conftest import REPO, run_cli, write_csv
 from tests.test_end_to_end import fast_limits

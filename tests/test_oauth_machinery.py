@@ -19,7 +19,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipeline.oauth import LOCK_TIMEOUT_ENV, OAuthSigner, OAuthSource
+from pipeline.auth.oauth import LOCK_TIMEOUT_ENV, OAuthSigner, OAuthSource
 from pipeline.sandbox import SandboxConfig, SandboxThread
 from tests.conftest import REPO, TOKEN, wait_until, write_csv
 from tests.test_oauth import (
@@ -151,7 +151,7 @@ HOLDER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from pipeline.credentials import CredentialsStore
+    from pipeline.auth.credentials import CredentialsStore
 
     with CredentialsStore(Path(sys.argv[1])).transaction():
         print("held", flush=True)

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import objects
-from pipeline.checkpoints import Checkpoints
-from pipeline.errors import UsageError
-from pipeline.journal import JournalWriter
-from pipeline.outputs import OutputFiles
+from pipeline.core.errors import UsageError
 from pipeline.sandbox import SandboxThread
+from pipeline.state import objects
+from pipeline.state.checkpoints import Checkpoints
+from pipeline.state.journal import JournalWriter
+from pipeline.state.outputs import OutputFiles
 from tests.conftest import run_cli, write_csv
 from tests.test_array_job import keys, outcome
 from tests.test_end_to_end import fast_limits

@@ -10,8 +10,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipeline.planning import IdRules, estimate, plan, to_send
-from pipeline.report import RunInfo, build_report, render
+from pipeline.inputs.planning import IdRules, estimate, plan, to_send
+from pipeline.observe.report import RunInfo, build_report, render
 from pipeline.sandbox import SandboxThread
 from tests.conftest import REPO, TOKEN, run_cli, wait_until, write_csv
 from tests.test_end_to_end import fast_limits
@@ -202,7 +202,7 @@ def test_progress_bar_shows_rows_rate_and_counts(sandbox: SandboxThread, tmp_pat
 
 
 def test_journal_tail_counts_only_complete_new_lines(tmp_path: Path) -> None:
-    from pipeline.progress import JournalTail
+    from pipeline.observe.progress import JournalTail
 
     journal = tmp_path / "j"
     journal.write_bytes(b'{"journal": 1}\n{"status":"created"}\n{"status":"fai')

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline.peers import FRESH_S, REFRESH_S, Peers
+from pipeline.send.peers import FRESH_S, REFRESH_S, Peers
 from tests.conftest import REPO
 
 API = "http://127.0.0.1:8099"
@@ -66,7 +66,7 @@ def test_a_killed_runs_lease_is_forgotten_and_removed(tmp_path: Path) -> None:
         [
             sys.executable,
             "-c",
-            "import sys, time; from pathlib import Path; from pipeline.peers import Peers\n"
+            "import sys, time; from pathlib import Path; from pipeline.send.peers import Peers\n"
             f"p = Peers({API!r}, ['L1'], folder=Path({str(tmp_path)!r})).__enter__()\n"
             "print('ready', flush=True); time.sleep(60)",
         ],

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.errors import UsageError
-from pipeline.planning import (
+from pipeline.core.errors import UsageError
+from pipeline.inputs.planning import (
     DUPLICATES_SCHEMA,
     PAIR_HASH,
     IdRules,

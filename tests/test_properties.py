@@ -12,11 +12,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.config import RunConfig
-from pipeline.job import Job
-from pipeline.outputs import OutputFiles
-from pipeline.run import execute
+from pipeline.app.config import RunConfig
+from pipeline.app.job import Job
+from pipeline.app.run import execute
 from pipeline.sandbox import SandboxConfig, SandboxThread
+from pipeline.state.outputs import OutputFiles
 from tests.conftest import TOKEN
 
 # Small alphabets so that duplicates and collisions with earlier examples are common.

@@ -8,8 +8,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipeline.errors import UsageError
-from pipeline.reading import Columns, normalise_header, read_input
+from pipeline.core.errors import UsageError
+from pipeline.inputs.reading import Columns, normalise_header, read_input
 
 
 def read(path: Path, **kwargs: object) -> pl.DataFrame:

@@ -8,8 +8,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipeline.errors import UsageError
-from pipeline.reading import Columns, read_input
+from pipeline.core.errors import UsageError
+from pipeline.inputs.reading import Columns, read_input
 from pipeline.sandbox import SandboxThread
 from tests.conftest import REPO, run_cli
 from tests.test_end_to_end import fast_limits

@@ -17,12 +17,12 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipeline.journal import fingerprint
-from pipeline.outcomes import OUTCOME_COLUMNS
-from pipeline.outputs import OutputFiles
-from pipeline.planning import IdRules, plan
-from pipeline.reading import read_input
+from pipeline.core.outcomes import OUTCOME_COLUMNS
+from pipeline.inputs.planning import IdRules, plan
+from pipeline.inputs.reading import read_input
 from pipeline.sandbox import Fault, SandboxThread
+from pipeline.state.journal import fingerprint
+from pipeline.state.outputs import OutputFiles
 from tests.conftest import REPO, TOKEN, run_cli, wait_until, write_csv
 from tests.test_end_to_end import fast_limits
 

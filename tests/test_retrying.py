@@ -6,10 +6,10 @@ import random
 
 import pytest
 
-from pipeline.backoff import Backoff
-from pipeline.client import Answer, RateInfo
-from pipeline.outcomes import Code, Status
-from pipeline.retrying import FindExisting, Retry, RetryPolicy, Settle, skipped
+from pipeline.core.outcomes import Code, Status
+from pipeline.highlevel.client import Answer, RateInfo
+from pipeline.send.backoff import Backoff
+from pipeline.send.retrying import FindExisting, Retry, RetryPolicy, Settle, skipped
 
 POLICY = RetryPolicy(
     max_attempts=3, max_retry_wait=10.0, backoff=Backoff(base=1.0, rng=random.Random(1))

@@ -24,7 +24,7 @@ import aiohttp
 import httpx
 import pytest
 
-from pipeline.constants import (
+from pipeline.core.constants import (
     API_VERSIONS,
     DEFAULT_API_VERSION,
     H_DAILY_REMAINING,
@@ -870,4 +870,6 @@ def test_the_sandbox_shares_only_the_constants_with_the_client() -> None:
             elif isinstance(node, ast.Import):
                 imported.update(alias.name for alias in node.names)
     ours = {name for name in imported if name.split(".")[0] == "pipeline"}
-    assert ours - {"pipeline.constants"} == {n for n in ours if n.startswith("pipeline.sandbox")}
+    assert ours - {"pipeline.core.constants"} == {
+        n for n in ours if n.startswith("pipeline.sandbox")
+    }

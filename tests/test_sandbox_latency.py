@@ -20,7 +20,7 @@ import aiohttp
 import httpx
 import pytest
 
-from pipeline.constants import DEFAULT_API_VERSION
+from pipeline.core.constants import DEFAULT_API_VERSION
 from pipeline.sandbox import DEFAULT_TOKEN, SandboxConfig, SandboxThread, start_sandbox
 from pipeline.sandbox.config import config_from_options
 from pipeline.sandbox.latency import LOGNORMAL_CAP, Z99, Latency, parse_spread

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from pipeline.constants import (
+from pipeline.core.constants import (
     DEFAULT_API_VERSION,
     H_MAX,
     H_REMAINING,

@@ -12,13 +12,14 @@ from collections.abc import Iterable
 
 import pytest
 
-from pipeline.backoff import Backoff
-from pipeline.client import Answer, ConversationsClient
-from pipeline.outcomes import Code, RowOutcome, Status
-from pipeline.retrying import RetryPolicy
-from pipeline.sending import LocationBatch, Sender
-from pipeline.settings import Rate
-from pipeline.tokens import Tokens
+from pipeline.auth.tokens import Tokens
+from pipeline.core.outcomes import Code, RowOutcome, Status
+from pipeline.core.settings import Rate
+from pipeline.highlevel.client import Answer, ConversationsClient
+from pipeline.send.backoff import Backoff
+from pipeline.send.retrying import RetryPolicy
+from pipeline.send.rows import LocationBatch
+from pipeline.send.sender import Sender
 from tests.fakeapi import TOKEN, FakeHighLevel, Request
 
 pytestmark = pytest.mark.looptime

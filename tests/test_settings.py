@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.errors import UsageError
-from pipeline.settings import Rate, check_base_url, parse_rate
+from pipeline.core.errors import UsageError
+from pipeline.core.settings import Rate, check_base_url, parse_rate
 
 
 @pytest.mark.parametrize(

@@ -9,11 +9,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipeline import merging
-from pipeline.errors import UsageError
+from pipeline.app import merging
+from pipeline.core.errors import UsageError
+from pipeline.inputs.shards import owner, parse_shard, resolve_shard
 from pipeline.sandbox import SandboxThread
-from pipeline.shards import owner, parse_shard, resolve_shard
-from pipeline.workers import owner as worker_of
+from pipeline.send.workers import owner as worker_of
 from tests.conftest import run_cli, write_csv
 from tests.test_end_to_end import fast_limits
 

@@ -15,8 +15,8 @@ from typing import Any
 import polars as pl
 import pytest
 
-from pipeline.outputs import OutputFiles
 from pipeline.sandbox import SandboxThread
+from pipeline.state.outputs import OutputFiles
 from tests.conftest import run_cli
 from tests.test_end_to_end import fast_limits
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipeline.errors import UsageError
+from pipeline.auth.tokens import Tokens, load_tokens_file
+from pipeline.core.errors import UsageError
 from pipeline.sandbox import SandboxThread
-from pipeline.tokens import Tokens, load_tokens_file
 from tests.conftest import run_cli, write_csv
 from tests.test_end_to_end import fast_limits
 

@@ -7,10 +7,15 @@ import socket
 import httpx
 import pytest
 
-from pipeline.client import ConversationsClient
-from pipeline.outcomes import Code, Status
-from pipeline.tokens import Tokens
-from pipeline.transport import HTTP_STACKS, HttpxTransport, TransportFailure, make_transport
+from pipeline.auth.tokens import Tokens
+from pipeline.core.outcomes import Code, Status
+from pipeline.highlevel.client import ConversationsClient
+from pipeline.highlevel.transport import (
+    HTTP_STACKS,
+    HttpxTransport,
+    TransportFailure,
+    make_transport,
+)
 
 HEADERS = {"Authorization": "Bearer t", "Version": "2021-07-28"}
 

@@ -17,9 +17,9 @@ import polars as pl
 import pytest
 import structlog
 
-from pipeline.outcomes import Code
+from pipeline.core.outcomes import Code
 from pipeline.sandbox import SandboxConfig, SandboxThread
-from pipeline.watchdog import MAX_BOUND_S, MIN_BOUND_S, Watchdog, bound_for
+from pipeline.send.watchdog import MAX_BOUND_S, MIN_BOUND_S, Watchdog, bound_for
 from tests.conftest import TOKEN, wait_until, write_csv
 from tests.fakeapi import FakeHighLevel
 from tests.test_end_to_end import fast_limits
@@ -187,7 +187,7 @@ async def test_a_run_stuck_on_itself_is_stopped_by_its_watchdog(
         await asyncio.Event().wait()
         return True
 
-    monkeypatch.setattr("pipeline.sending._Turn.take", never)
+    monkeypatch.setattr("pipeline.send.rows.Turn.take", never)
     api = FakeHighLevel()
     loop = asyncio.get_running_loop()
     started = loop.time()

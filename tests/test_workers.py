@@ -9,9 +9,9 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.outputs import OutputFiles
 from pipeline.sandbox import SandboxThread
-from pipeline.workers import owner, split
+from pipeline.send.workers import owner, split
+from pipeline.state.outputs import OutputFiles
 from tests.conftest import run_cli, wait_until, write_csv
 from tests.test_end_to_end import fast_limits, max_in_any_window
 from tests.test_resilience import assert_all_settled_right, journal_lines, rows_for, start_cli

@@ -10,7 +10,7 @@ lag), puts a fresh ``traceId`` on every JSON answer, injects the failures produc
 throws at it (see ``faults``), and delays requests as a real network does, by a latency that
 may vary from one request to the next (see ``latency``). Its request log names each
 request's token by ``token_label`` (a digest), never by the token itself. It shares only
-``pipeline.constants`` with the client, so it checks the client against the API reference
+``pipeline.core.constants`` with the client, so it checks the client against the API reference
 rather than against itself.
 """
 

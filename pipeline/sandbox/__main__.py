@@ -1,7 +1,8 @@
 """``python -m pipeline.sandbox``: the same as ``pipeline sandbox`` (one parser, the CLI's).
 
 The sandbox package shares no code with the client; the command line is neither, so the
-sandbox's options live with the others in ``pipeline.cli``, and this module only hands over.
+sandbox's options live with the others in ``pipeline.cli.commands``, and this module only
+hands over.
 """
 
 from __future__ import annotations

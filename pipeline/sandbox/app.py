@@ -38,7 +38,7 @@ from typing import Any
 
 from aiohttp import web
 
-from pipeline.constants import (
+from pipeline.core.constants import (
     API_VERSIONS,
     EXISTS_MESSAGE_MARK,
     EXISTS_MESSAGE_PREFIX,

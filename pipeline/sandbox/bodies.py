@@ -12,7 +12,7 @@ import json
 import random
 from typing import Any
 
-from pipeline.constants import TRACE_ID_KEY
+from pipeline.core.constants import TRACE_ID_KEY
 
 # uuid4 layout: version nibble 4 in bits 76-79, RFC 4122 variant (0b10) in bits 62-63.
 _KEEP = ~((0xF000 << 64) | (0xC000 << 48))

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from pipeline.constants import DEFAULT_DAILY_LIMIT, DEFAULT_RATE_INTERVAL_S, DEFAULT_RATE_MAX
+from pipeline.core.constants import DEFAULT_DAILY_LIMIT, DEFAULT_RATE_INTERVAL_S, DEFAULT_RATE_MAX
 from pipeline.sandbox.latency import CONSTANT, LOGNORMAL, UNIFORM, Latency, parse_spread
 
 DEFAULT_TOKEN = "sandbox-token"  # noqa: S105 - a public demo token, not a secret
@@ -385,7 +385,7 @@ def parse_rate(text: str) -> tuple[int, int]:
     """Parse ``"100/10s"`` (also ``/500ms``, ``/1m``, ``/s``; ``"0"`` = unlimited).
 
     Returns ``(rate_max, rate_interval_ms)``. The client parses ``--rate`` with its own
-    ``settings.parse_rate``: the sandbox shares only ``pipeline.constants`` with it.
+    ``settings.parse_rate``: the sandbox shares only ``pipeline.core.constants`` with it.
     """
     if text.strip().lower() in {"0", "unlimited", "none"}:
         return 0, round(DEFAULT_RATE_INTERVAL_S * 1000)

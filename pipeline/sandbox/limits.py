@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
-from pipeline.constants import (
+from pipeline.core.constants import (
     H_DAILY_REMAINING,
     H_INTERVAL_MS,
     H_LIMIT_DAILY,

@@ -50,7 +50,7 @@ from typing import Any, NamedTuple
 
 from aiohttp import web
 
-from pipeline.constants import H_VERSION
+from pipeline.core.constants import H_VERSION
 from pipeline.sandbox.app import (
     ACCEPTED_VERSIONS,
     AUTH_CLASS_UNAUTHORIZED,

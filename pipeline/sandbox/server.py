@@ -20,7 +20,7 @@ from typing import Any, Self, TypeVar
 
 from aiohttp import web
 
-from pipeline.constants import CREATE_CONVERSATION_PATH, SEARCH_CONVERSATIONS_PATH
+from pipeline.core.constants import CREATE_CONVERSATION_PATH, SEARCH_CONVERSATIONS_PATH
 from pipeline.sandbox.admin import add_admin_routes
 from pipeline.sandbox.app import Sandbox
 from pipeline.sandbox.config import DEFAULT_TOKEN, SandboxConfig
@@ -330,7 +330,7 @@ def serve(config: SandboxConfig | None = None, host: str = DEFAULT_HOST, port: i
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop where installed: the sandbox should outrun the client it measures. (The
     client's ``session.run_async`` makes the same choice; the sandbox keeps its own, as it
-    shares only ``pipeline.constants`` with the client.)"""
+    shares only ``pipeline.core.constants`` with the client.)"""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - Windows

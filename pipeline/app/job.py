@@ -1,0 +1,54 @@
+"""One invocation of ``run``, ``retry`` or ``check``: the configuration, what to read, where
+the results go, and the switches that are not configuration.
+
+The configuration (``config.RunConfig``) holds every option under the option's own name,
+with its default, in one place; each stage builds the small value it needs from it, beside
+its own code (``reading.Columns.of``, ``planning.IdRules.of``, ``retrying.RetryPolicy.of``,
+the client from ``timeout``, ``concurrency``, ``http_stack``...). A ``Job`` only adds what
+is particular to this invocation.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from pipeline.app.config import RunConfig
+from pipeline.core import constants
+from pipeline.core.settings import Rate, parse_rate
+from pipeline.inputs.shards import Shard
+from pipeline.state.outputs import OutputFiles
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    config: RunConfig
+    source: str  # INPUT: a file, a glob, a folder of parts, or a URI
+    files: OutputFiles  # the results and the files around them
+    dry_run: bool = False
+    overwrite: bool = False
+    log_level: int = logging.INFO
+    # SIGINT/SIGTERM stop the run gracefully (the command line owns its process); a library
+    # call installs no handler it cannot own, and Ctrl-C interrupts it as Python does.
+    handle_signals: bool = False
+    shard: Shard | None = None  # one task of an array job: its part of the locations
+    merge_into: str | None = None  # --merge: the whole output, written once all parts are in
+
+    @property
+    def rate(self) -> Rate | None:
+        """The user's own per-location ceiling (``--rate``); None: as each location's
+        answers announce. Either way the announced limit holds too."""
+        return parse_rate(self.config.rate) if self.config.rate else None
+
+    @property
+    def limits(self) -> list[tuple[int, float]]:
+        """The per-location limits a plan is estimated with, before any answer: HighLevel's
+        published one and the user's ceiling, both of which hold."""
+        published = (constants.DEFAULT_RATE_MAX, constants.DEFAULT_RATE_INTERVAL_S)
+        rate = self.rate
+        return [published] if rate is None else [published, rate.as_tuple()]
+
+    @property
+    def rate_label(self) -> str:
+        rate = self.rate
+        return "as announced" if rate is None else f"{rate} and as announced"

@@ -1,0 +1,378 @@
+"""The account of a run: counts by status, error code and location, the top failures, time
+and throughput. ``pipeline report RESULTS`` and the end-of-run summary are the same code.
+
+Everything is computed from the results table itself, so a report can never disagree with
+the file. What the table cannot know (when the run started, how long it took, how many
+requests it made) travels inside the Parquet file as key-value metadata under
+``pipeline.app.run``; a results file from elsewhere simply has no such section.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import polars as pl
+
+from pipeline.core.errors import UsageError, first_line
+from pipeline.core.outcomes import Code, Status
+from pipeline.core.settings import is_uri
+from pipeline.state import objects
+
+RUN_METADATA_KEY = "pipeline.run"
+SUCCESS_STATUSES = frozenset({Status.CREATED, Status.EXISTS, Status.DUPLICATE})
+STATUS_ORDER = [s.value for s in Status]
+TOP_LOCATIONS = 15
+TOP_FAILURES = 10
+
+ReportFormat = Literal["table", "json", "markdown"]
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """What a results file cannot say by itself about the run that wrote it."""
+
+    started_at: str  # ISO-8601, UTC
+    elapsed_s: float
+    requests: int
+    dry_run: bool
+    rate: str
+    workers: int
+    peak_in_flight: int | None = None  # requests in flight at once, at most (all workers)
+    mean_latency_ms: float | None = None  # from sending a request to its answer
+    p50_latency_ms: float | None = None  # ... the median of those times
+    p99_latency_ms: float | None = None  # ... and their 99th percentile
+    throttled: int = 0  # 429 answers
+    # One task's part of a split run (--shard): "K/N", the whole input's fingerprint and
+    # row count, which pipeline merge checks the parts against.
+    shard: str | None = None
+    input_fingerprint: str | None = None
+    input_rows: int | None = None
+    token_refreshes: int = 0  # OAuth access tokens refreshed (--oauth-file)
+    tokens_minted: int = 0  # location tokens minted from an agency's (--oauth-file)
+    # Each location's daily quota left (X-RateLimit-Daily-Remaining), as its last answer said.
+    daily_remaining: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def requests_per_s(self) -> float:
+        return self.requests / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def to_metadata(self) -> dict[str, str]:
+        return {RUN_METADATA_KEY: json.dumps(asdict(self))}
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, str]) -> RunInfo | None:
+        raw = metadata.get(RUN_METADATA_KEY)
+        if raw is None:
+            return None
+        try:
+            return cls(**json.loads(raw))
+        except (ValueError, TypeError):
+            return None
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    rows: int
+    by_status: dict[str, int]
+    by_error_code: dict[str, int]
+    by_location: list[dict[str, Any]]  # location_id, rows, and a count per status
+    locations: int
+    top_failures: list[dict[str, Any]]  # status, error_code, error_message, rows
+    problem_rows: int
+    run: RunInfo | None
+    rows_without_location: int = 0  # missing or invalid location id: counted in no location
+
+    @property
+    def all_succeeded(self) -> bool:
+        """Exit code 0: no row is invalid, failed, or skipped for a reason other than a dry run."""
+        return self.problem_rows == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["run"] = (
+            None
+            if self.run is None
+            else {**asdict(self.run), "requests_per_s": round(self.run.requests_per_s, 1)}
+        )
+        return data
+
+
+def build_report(results: pl.DataFrame | pl.LazyFrame, run: RunInfo | None = None) -> Report:
+    """Aggregate the results. A LazyFrame (``pl.scan_parquet`` of the results file) is
+    aggregated by the streaming engine, so a report never needs the table in memory."""
+    lf = results.lazy()
+
+    def collect(query: pl.LazyFrame) -> pl.DataFrame:
+        return query.collect(engine="streaming")
+
+    def counts(column: str) -> dict[str, int]:
+        grouped = collect(
+            lf.drop_nulls(column)
+            .group_by(column)
+            .len()
+            .sort(["len", column], descending=[True, False])
+        )
+        return dict(zip(grouped[column].to_list(), grouped["len"].to_list(), strict=True))
+
+    by_status = counts("status")
+    # A row without a usable location id (missing, or not an id) names no location: it is
+    # counted apart, so "locations" says how many sub-accounts the file really reaches.
+    no_location = pl.col("location_id").is_null() | pl.col("error_code").is_in(
+        [Code.MISSING_LOCATION_ID.value, Code.INVALID_LOCATION_ID.value]
+    ).fill_null(False)
+    without_location = collect(lf.filter(no_location).select(pl.len())).item()
+    per_location = collect(
+        lf.filter(~no_location)
+        .group_by("location_id")
+        .agg(
+            pl.len().alias("rows"),
+            *(
+                (pl.col("status") == status).sum().alias(status)
+                for status in STATUS_ORDER
+                if status in by_status
+            ),
+        )
+        .sort(["rows", "location_id"], descending=[True, False], nulls_last=True)
+    )
+    failures = collect(
+        lf.filter(
+            pl.col("status").is_in([Status.FAILED.value, Status.SKIPPED.value])
+            & (pl.col("error_code") != Code.DRY_RUN.value)
+        )
+        .group_by("status", "error_code", "error_message")
+        .len()
+        .rename({"len": "rows"})
+        .sort(["rows", "error_code"], descending=[True, False])
+        .head(TOP_FAILURES)
+    )
+    dry_run_skip = (pl.col("status") == Status.SKIPPED.value) & (
+        pl.col("error_code") == Code.DRY_RUN.value
+    )
+    # A conversation that exists without its id yet needs attention too: a rerun finds it.
+    no_id_yet = (pl.col("error_code") == Code.ID_NOT_FOUND_YET.value).fill_null(False)
+    problems = collect(
+        lf.filter(
+            (~pl.col("status").is_in([s.value for s in SUCCESS_STATUSES]) & ~dry_run_skip)
+            | no_id_yet
+        ).select(pl.len())
+    ).item()
+    return Report(
+        rows=sum(by_status.values()),
+        by_status=dict(
+            sorted(
+                by_status.items(),
+                key=lambda kv: STATUS_ORDER.index(kv[0]) if kv[0] in STATUS_ORDER else 99,
+            )
+        ),
+        by_error_code=counts("error_code"),
+        by_location=per_location.head(TOP_LOCATIONS).to_dicts(),
+        locations=per_location.height,
+        rows_without_location=int(without_location),
+        top_failures=failures.to_dicts(),
+        problem_rows=int(problems),
+        run=run,
+    )
+
+
+def read_results(path: str | Path) -> tuple[pl.DataFrame, RunInfo | None]:
+    """A results file, or (a glob) the parts of a split run read together in input order,
+    before ``pipeline merge`` (the parts' run figures are then not shown)."""
+    if is_uri(path):
+        objects.reach(str(path))  # a store that does not answer is named here, in one line
+    try:
+        if any(ch in str(path) for ch in "*?["):
+            parts = pl.read_parquet(path, missing_columns="insert")
+            frame, metadata = parts.sort("row_index"), {}
+        else:
+            frame = pl.read_parquet(path)
+            metadata = pl.read_parquet_metadata(path)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise UsageError(f"{path}: cannot be read as a results file ({first_line(exc)})") from exc
+    missing = {"row_index", "status", "error_code", "location_id"} - set(frame.columns)
+    if missing:
+        raise UsageError(f"{path}: not a results file (no {', '.join(sorted(missing))} column)")
+    return frame, RunInfo.from_metadata(metadata)
+
+
+# -- rendering ----------------------------------------------------------------------------
+
+
+def render(report: Report, fmt: ReportFormat = "table", *, title: str = "") -> str:
+    if fmt == "json":
+        return json.dumps(report.to_dict(), indent=2)
+    if fmt == "markdown":
+        return _markdown(report, title)
+    return _table(report, title)
+
+
+def _run_line(run: RunInfo) -> str:
+    return (
+        f"{run.requests} requests in {run.elapsed_s:.2f}s ({run.requests_per_s:.1f} requests/s)"
+        + (
+            f", at most {run.peak_in_flight} in flight, {run.mean_latency_ms:g} ms each on average"
+            if run.peak_in_flight and run.mean_latency_ms is not None
+            else ""
+        )
+        + (
+            f" (p50 {run.p50_latency_ms:g} ms, p99 {run.p99_latency_ms:g} ms)"
+            if run.peak_in_flight
+            and run.p50_latency_ms is not None
+            and run.p99_latency_ms is not None
+            else ""
+        )
+        + (", dry run" if run.dry_run else "")
+        + (
+            f"; OAuth: {run.token_refreshes} token refreshes, {run.tokens_minted} tokens minted"
+            if run.token_refreshes or run.tokens_minted
+            else ""
+        )
+    )
+
+
+def _table(report: Report, title: str) -> str:
+    lines = [f"{report.rows} rows" + (f" -> {title}" if title else "")]
+    lines += [f"  {status:<10} {count:>9}" for status, count in report.by_status.items()]
+    if report.by_error_code:
+        lines.append("error codes:")
+        lines += [f"  {code:<24} {count:>9}" for code, count in report.by_error_code.items()]
+    if report.locations > 1:
+        shown = "" if report.locations <= TOP_LOCATIONS else f" (largest {TOP_LOCATIONS})"
+        apart = (
+            f"; {report.rows_without_location} rows without a usable location id"
+            if report.rows_without_location
+            else ""
+        )
+        lines.append(f"locations: {report.locations}{shown}{apart}")
+        statuses = [s for s in STATUS_ORDER if s in report.by_status]
+        lines.append(f"  {'location_id':<24} {'rows':>7} " + " ".join(f"{s:>9}" for s in statuses))
+        for row in report.by_location:
+            name = str(row["location_id"])[:24]
+            lines.append(
+                f"  {name:<24} {row['rows']:>7} " + " ".join(f"{row[s]:>9}" for s in statuses)
+            )
+    if report.top_failures:
+        lines.append("top failures:")
+        for failure in report.top_failures:
+            message = (failure["error_message"] or "")[:70]
+            lines.append(f"  {failure['rows']:>7}  {failure['error_code']}: {message}")
+    if report.run is not None:
+        lines.append(_run_line(report.run))
+    return "\n".join(lines)
+
+
+def _markdown(report: Report, title: str) -> str:
+    out = [f"# Results{': ' + title if title else ''}", "", f"{report.rows} rows.", ""]
+    out += ["| status | rows |", "| --- | ---: |"]
+    out += [f"| {status} | {count} |" for status, count in report.by_status.items()]
+    if report.by_error_code:
+        out += ["", "| error code | rows |", "| --- | ---: |"]
+        out += [f"| {code} | {count} |" for code, count in report.by_error_code.items()]
+    if report.by_location:
+        statuses = [s for s in STATUS_ORDER if s in report.by_status]
+        apart = (
+            f" {report.rows_without_location} rows have no usable location id."
+            if report.rows_without_location
+            else ""
+        )
+        out += ["", f"Locations: {report.locations}.{apart}", ""]
+        out += ["| location_id | rows | " + " | ".join(statuses) + " |"]
+        out += ["| --- | ---: | " + " | ".join("---:" for _ in statuses) + " |"]
+        for row in report.by_location:
+            out.append(
+                f"| {row['location_id']} | {row['rows']} | "
+                + " | ".join(str(row[s]) for s in statuses)
+                + " |"
+            )
+    if report.top_failures:
+        out += ["", "| rows | error code | message |", "| ---: | --- | --- |"]
+        for failure in report.top_failures:
+            message = (failure["error_message"] or "").replace("|", "\\|")
+            out.append(f"| {failure['rows']} | {failure['error_code']} | {message} |")
+    if report.run is not None:
+        out += ["", _run_line(report.run) + "."]
+    return "\n".join(out)
+
+
+# -- rows ---------------------------------------------------------------------------------
+
+RowsFormat = Literal["table", "json", "markdown", "csv"]
+# The columns a listing of rows shows in a table (a CSV or JSON listing has them all).
+ROW_COLUMNS = ("row_index", "contact_id", "location_id", "status", "error_code", "error_message")
+
+
+def select_rows(frame: pl.DataFrame, statuses: str) -> pl.DataFrame:
+    """The rows whose status or error code is one of ``statuses`` (comma-separated, or
+    ``all``), ready to
+    be read back as an input once fixed: a kept input column that would be taken for an
+    ID column (``Contact Id`` beside ``contact_id``) is left out, since it holds the same
+    ID."""
+    wanted = {s.strip().lower() for s in statuses.split(",") if s.strip()}
+    known = {s.value for s in Status}
+    codes = {c.value for c in Code}
+    unknown = sorted(wanted - known - codes - {"all"})
+    if unknown or not wanted:
+        raise UsageError(
+            f"--rows {statuses!r}: expected statuses from {', '.join(sorted(known))} "
+            "or error codes (such as id_not_found_yet), comma-separated, or all"
+        )
+    chosen = (
+        frame
+        if "all" in wanted
+        else frame.filter(
+            pl.col("status").is_in(sorted(wanted & known))
+            | pl.col("error_code").is_in(sorted(wanted & codes)).fill_null(False)
+        )
+    )
+    from pipeline.inputs.reading import CONTACT_KEY, LOCATION_KEY, normalise_header
+
+    shadows = [
+        name
+        for name in chosen.columns
+        if name not in ("contact_id", "location_id")
+        and normalise_header(name) in (CONTACT_KEY, LOCATION_KEY)
+    ]
+    return chosen.drop(shadows)
+
+
+def render_rows(rows: pl.DataFrame, fmt: RowsFormat) -> str:
+    """A listing of rows: CSV and JSON with every column, a table or markdown with the
+    columns that say what happened."""
+    if fmt == "csv":
+        return rows.write_csv()
+    if fmt == "json":
+        return json.dumps(rows.to_dicts(), indent=2, default=str)
+    shown = rows.select([c for c in ROW_COLUMNS if c in rows.columns])
+    cells = [[("" if v is None else str(v)) for v in row] for row in shown.iter_rows()]
+    if fmt == "markdown":
+        head = "| " + " | ".join(shown.columns) + " |"
+        rule = "|" + "|".join(" --- " for _ in shown.columns) + "|"
+        body = ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
+        return "\n".join([head, rule, *body])
+    widths = [
+        max(len(name), *(len(row[i]) for row in cells)) if cells else len(name)
+        for i, name in enumerate(shown.columns)
+    ]
+    lines = ["  ".join(name.ljust(w) for name, w in zip(shown.columns, widths, strict=True))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+    lines.append(f"{len(cells)} rows")
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def count_matching(results: str | Path, statuses: frozenset[str], codes: frozenset[str]) -> int:
+    """Rows of a results file whose status or error code is one of these (``--fail-on``); a
+    dry run's planned rows never count."""
+    status, code = pl.col("status"), pl.col("error_code")
+    dry_run = (status == Status.SKIPPED.value) & (code == Code.DRY_RUN.value).fill_null(False)
+    matching = (
+        status.is_in(sorted(statuses)) | code.is_in(sorted(codes)).fill_null(False)
+    ) & ~dry_run
+    return int(
+        pl.scan_parquet(results)
+        .filter(matching)
+        .select(pl.len())
+        .collect(engine="streaming")
+        .item()
+    )
