@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 UV_VERSION := 0.13.8
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test test-fast lint bench clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -40,7 +40,20 @@ test: install
 		(apt-get $(APT_OPTS) update -qq && DEBIAN_FRONTEND=noninteractive apt-get $(APT_OPTS) install -y -qq $$missing >/dev/null) || \
 		echo "make: could not install$$missing (apt-get, as root); some tests need it" >&2; \
 	fi
-	$(BIN)/pytest -q
+	@status=0; \
+	$(BIN)/pytest -q -m timing || [ $$? -eq 5 ] || status=1; \
+	$(BIN)/pytest -q -m "not timing" -n $(TEST_WORKERS) --dist worksteal || status=1; \
+	exit $$status
+
+# What a test costs (markers in pyproject.toml; tests/conftest.py sets `processes` and
+# `browser` from what each test uses, the tests mark `timing`). `make test-fast`: the tests
+# that start no program or browser and depend on no timing, on TEST_WORKERS workers: under
+# a minute on 2 cores.
+# `make test` (above): the timing tests alone first (exit 5, none selected, is fine), then
+# all the others on TEST_WORKERS pytest-xdist workers. Figures in BENCHMARKS.md.
+TEST_WORKERS ?= 2
+test-fast: install
+	$(BIN)/pytest -q -m "not processes and not browser and not timing" -n $(TEST_WORKERS)
 
 lint: install
 	$(BIN)/ruff check pipeline bench tests

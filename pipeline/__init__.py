@@ -10,6 +10,11 @@ From Python (a notebook, a script), the whole job is one call::
     )
     results = await pipeline.create_conversations_async(frame, token=token)  # in Jupyter
 
+    summary = pipeline.run_conversations("contacts.csv", fail_on="failed", notify=[url])
+    summary.exit_code, summary.exit_reason, summary.report.by_status, summary.rows
+
+Every option of ``pipeline run`` is taken by its name; tokens come from ``token=`` or
+``tokens=``, else from where the options say (``GHL_TOKEN`` by default).
 Bad input or options raise ``UsageError``; a newer attempt that took an object-storage
 output's checkpoint over stops the call with ``CheckpointTakenOver`` (a ``UsageError`` too).
 
@@ -23,20 +28,32 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pipeline.app.config import RunConfig
-    from pipeline.app.library import create_conversations, create_conversations_async
+    from pipeline.app.library import (
+        create_conversations,
+        create_conversations_async,
+        run_conversations,
+        run_conversations_async,
+    )
+    from pipeline.app.summary import RunSummary
     from pipeline.core.errors import CheckpointTakenOver, UsageError
 
 __all__ = [
     "CheckpointTakenOver",
     "RunConfig",
+    "RunSummary",
     "UsageError",
     "create_conversations",
     "create_conversations_async",
+    "run_conversations",
+    "run_conversations_async",
 ]
 
 _EXPORTS = {
     "create_conversations": "pipeline.app.library",
     "create_conversations_async": "pipeline.app.library",
+    "run_conversations": "pipeline.app.library",
+    "run_conversations_async": "pipeline.app.library",
+    "RunSummary": "pipeline.app.summary",
     "RunConfig": "pipeline.app.config",
     "UsageError": "pipeline.core.errors",
     "CheckpointTakenOver": "pipeline.core.errors",

@@ -16,20 +16,13 @@ from typing import Any
 
 import pytest
 
-from pipeline.app.preflight import (
-    Access,
-    Search,
-    TokenState,
-    days_needed,
-    judge,
-    location_estimate,
-    probe_locations,
-)
+from pipeline.app.probing import probe_locations
+from pipeline.app.verdicts import Access, Search, TokenState, judge
 from pipeline.core.constants import SCOPE_WRITE
 from pipeline.core.outcomes import Code, Status
 from pipeline.core.settings import Rate
-from pipeline.highlevel.client import Answer, RateInfo
-from pipeline.inputs.planning import send_seconds
+from pipeline.highlevel.answers import Answer, RateInfo
+from pipeline.inputs.planning import days_needed, location_estimate, send_seconds
 from pipeline.sandbox import SandboxThread, token_label
 from tests.conftest import TOKEN, Completed, run_cli, write_csv
 

@@ -574,6 +574,7 @@ def test_leftover_temporary_files_are_ignored_then_removed(toml_file: Path) -> N
 # The lock ----------------------------------------------------------------------------------
 
 
+@pytest.mark.timing
 def test_a_held_lock_is_waited_for_then_refused(toml_file: Path) -> None:
     store = CredentialsStore(toml_file, lock_timeout=0.2)
     fd = os.open(store.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -583,7 +584,7 @@ def test_a_held_lock_is_waited_for_then_refused(toml_file: Path) -> None:
         started = time.monotonic()
         with pytest.raises(CredentialsLocked) as caught, store.transaction():
             pass
-        assert 0.2 <= time.monotonic() - started < 2
+        assert 0.2 <= time.monotonic() - started < 2  # the wait it was given, not forever
     finally:
         os.close(fd)
     assert str(caught.value) == (
@@ -631,6 +632,7 @@ def held_by_another(store: CredentialsStore) -> int:
     return fd
 
 
+@pytest.mark.timing
 def test_an_async_wait_is_bounded_and_the_tasks_queued_behind_it_share_its_end(
     toml_file: Path,
 ) -> None:
@@ -656,7 +658,9 @@ def test_an_async_wait_is_bounded_and_the_tasks_queued_behind_it_share_its_end(
     assert {str(o) for o in outcomes} == {
         f"--oauth-file {toml_file}: another run (pid 4242) held its lock for 0.3 s; try again later"
     }
-    assert 0.3 <= took < 0.6, took
+    # One wait of 0.3 s shared by the three, not three in turn (0.9 s): the property, with
+    # the rest of that margin for a loaded machine.
+    assert 0.3 <= took < 0.85, took
     asyncio.run(enter())  # released: a later wait is a wait of its own, and takes it
 
 

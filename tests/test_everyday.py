@@ -6,7 +6,6 @@ Each test does what the person did and checks what they now see.
 from __future__ import annotations
 
 import csv
-import fcntl
 import io
 import os
 from pathlib import Path
@@ -221,7 +220,9 @@ def test_fail_on_decides_the_exit_code_and_says_so(sandbox: SandboxThread, tmp_p
     assert "expected statuses" in bad.stderr
 
 
-def test_no_lock_file_is_left_behind_and_a_held_lock_still_refuses(tmp_path: Path) -> None:
+def test_no_lock_file_is_left_behind_and_a_held_lock_still_refuses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from pipeline.state.locking import OutputLocked, exclusive
     from pipeline.state.outputs import OutputFiles
 
@@ -231,13 +232,26 @@ def test_no_lock_file_is_left_behind_and_a_held_lock_still_refuses(tmp_path: Pat
         with pytest.raises(OutputLocked), exclusive(files):
             pass
     assert not files.lock.exists()
-    # A run that opened the lock file just before its owner removed it, and locked that
-    # orphan afterwards, must not share the lock with a run that made a new file.
+    # A racer that opened the lock file just before its owner removed it, and locks that
+    # orphan afterwards, must not share the lock with the run that made a new file: it must
+    # see that the path no longer names what it locked, open the path again, and be refused.
     with exclusive(files):
-        stale = os.open(files.lock, os.O_RDWR)
-    with exclusive(files):  # a new file at the path; the stale descriptor is another file
-        fcntl.flock(stale, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the orphan locks fine...
-        with pytest.raises(OutputLocked), exclusive(files):  # ...the path does not
+        stale = os.open(files.lock, os.O_RDWR)  # the racer's open, before the removal
+    real_open = os.open
+    handed: list[int] = []
+
+    def racer_open(path: object, flags: int, mode: int = 0o777, **kw: object) -> int:
+        if Path(str(path)) == files.lock and not handed:  # the racer's first open: the orphan
+            handed.append(os.dup(stale))
+            return handed[0]
+        return real_open(path, flags, mode, **kw)  # type: ignore[arg-type]
+
+    with exclusive(files):  # a new file at the path, held
+        monkeypatch.setattr(os, "open", racer_open)
+        with pytest.raises(OutputLocked), exclusive(files):  # the orphan locks; the path does not
             pass
+        monkeypatch.undo()
+        assert handed, "the racer never got the orphan"
+        assert files.lock.exists()  # and the holder's file is still there
     os.close(stale)
     assert not files.lock.exists()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pipeline.core.outcomes import Code, Status
-from pipeline.highlevel.client import Answer, RateInfo
+from pipeline.highlevel.answers import Answer, RateInfo
 from pipeline.send.guards import MAX_CONNECT_FAILURES, Guards, Verdict
 
 TOKENS = {"A1": 0, "A2": 0, "B1": 1}

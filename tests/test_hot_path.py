@@ -11,7 +11,8 @@ import orjson
 import pytest
 
 from pipeline.core.outcomes import OUTCOME_COLUMNS, Code, RowOutcome, Status, quick_init
-from pipeline.highlevel.client import Answer, RateInfo, _int_header, classify
+from pipeline.highlevel.answers import Answer, RateInfo
+from pipeline.highlevel.client import _int_header, classify
 from pipeline.highlevel.transport import RawAnswer
 from pipeline.send.retrying import Retry, Settle
 from pipeline.state.journal import _record

@@ -30,15 +30,9 @@ import aiohttp
 import polars as pl
 import pytest
 
-from pipeline.observe import htmlreport
-from pipeline.observe.htmlreport import (
-    Limit,
-    bucket_width_s,
-    ideal_seconds,
-    limit_of,
-    render_html,
-    timeline,
-)
+from pipeline.observe import htmlcharts, htmlfigures, htmlreport
+from pipeline.observe.htmlfigures import Limit, bucket_width_s, ideal_seconds, limit_of, timeline
+from pipeline.observe.htmlreport import render_html
 from pipeline.observe.report import RunInfo
 from pipeline.sandbox import SandboxThread
 from tests.conftest import REPO, TOKEN, run_cli, write_csv
@@ -100,7 +94,7 @@ def run_info(**changes: Any) -> RunInfo:
 )
 def test_bucket_width_keeps_the_chart_to_about_120_points(span_s: float, width_s: float) -> None:
     assert bucket_width_s(span_s) == width_s
-    assert span_s / bucket_width_s(span_s) <= htmlreport.TARGET_BUCKETS
+    assert span_s / bucket_width_s(span_s) <= htmlfigures.TARGET_BUCKETS
 
 
 def test_timeline_draws_the_busiest_apart_and_the_rest_as_their_mean() -> None:
@@ -518,7 +512,7 @@ def test_html_report_of_a_real_run_renders_in_chromium(
     background = colours.most_common(1)[0][1]
     assert background < 0.8 * len(pixels)  # much more than one colour
     assert len(colours) > 200
-    created = htmlreport.STATUS_COLOURS["created"]
+    created = htmlcharts.STATUS_COLOURS["created"]
     assert sum(n for pixel, n in colours.items() if near(pixel, created)) > 100  # status bar
-    bars = htmlreport.SERIES_COLOURS[0]
+    bars = htmlcharts.SERIES_COLOURS[0]
     assert sum(n for pixel, n in colours.items() if near(pixel, bars, 24)) > 50  # lines, bars

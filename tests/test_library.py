@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 import pipeline
-from pipeline.app.library import NOT_YET, accepted, as_keywords
+from pipeline.app.library import CLI_ONLY, accepted, as_keywords
 from pipeline.core.errors import OptionNotTaken
 from pipeline.sandbox import SandboxThread
 from tests.conftest import TOKEN, run_cli, write_csv
@@ -86,30 +86,10 @@ def test_bad_options_and_rows_are_usage_errors(sandbox: SandboxThread) -> None:
         pipeline.create_conversations(frame(1, 1))
 
 
-# A value of the right form for each option the call does not carry out yet: refused for
-# what it is, not for a bad value.
-NOT_YET_VALUES: dict[str, object] = {
-    "token_env": "OTHER_TOKEN",
-    "token_file": "token.txt",
-    "tokens_file": "tokens.toml",
-    "oauth_file": "oauth.toml",
-    "refresh_margin": 60.0,
-    "shard": "0/2",
-    "shard_count": 2,
-    "merge": True,
-    "fail_on": "failed",
-    "notify": ["json://localhost/hook"],
-    "notify_on": "always",
-    "metrics_file": "metrics.prom",
-    "pushgateway": "http://127.0.0.1:9091",
-    "summary": "json",
-}
-
-
-def test_the_options_not_carried_out_yet_are_those_only_the_command_line_reads() -> None:
-    """``NOT_YET`` is every setting that no module but the command line (``cli/``) reads
-    (config.py's validators read theirs as ``self.NAME``): one the library starts honouring,
-    or a new one only the command line reads, shows here."""
+def test_only_the_printed_summary_is_the_command_lines_alone() -> None:
+    """Every setting is read outside the command line (``cli/``) but ``CLI_ONLY``: the call
+    honours the rest through the same path (``app.invocation``). An option only the command
+    line starts reading shows here (config.py's validators read theirs as ``self.NAME``)."""
     package = Path(pipeline.__file__).parent
     texts = [p.read_text() for p in package.rglob("*.py") if p.parent.name != "cli"]
     validators = (package / "app" / "config.py").read_text()
@@ -119,34 +99,113 @@ def test_the_options_not_carried_out_yet_are_those_only_the_command_line_reads()
         if any(re.search(rf"\bconfig\.{name}\b", text) for text in texts)
         or re.search(rf"\bself\.{name}\b", validators)
     }
-    assert set(NOT_YET) == set(pipeline.RunConfig.model_fields) - read
-    assert set(NOT_YET_VALUES) == set(NOT_YET)
+    assert set(CLI_ONLY) == set(pipeline.RunConfig.model_fields) - read == {"summary"}
 
 
-@pytest.mark.parametrize("name", NOT_YET)
-def test_an_option_the_call_does_not_carry_out_is_refused_by_name(name: str) -> None:
-    """A dry run that would go through if the option were ignored."""
-    option = {name: NOT_YET_VALUES[name]}
+def test_the_printed_summary_is_refused_by_name() -> None:
     with pytest.raises(pipeline.UsageError) as refused:
-        pipeline.create_conversations(frame(1, 2), dry_run=True, **option)
+        pipeline.create_conversations(frame(1, 2), dry_run=True, summary="json")
     assert isinstance(refused.value, TypeError)  # as Python refuses an unexpected keyword
     message = str(refused.value)
-    assert f"does not take {name}= yet" in message
+    assert "does not take summary= (the call prints nothing" in message
     assert message.endswith("it takes: " + ", ".join(accepted()))
     assert "token, tokens, output, resume, overwrite, dry_run, base_url" in message
-    assert not set(NOT_YET) & set(message.partition("it takes: ")[2].split(", "))
+    assert "summary" not in message.partition("it takes: ")[2].split(", ")
 
     async def call_async() -> pl.DataFrame:
-        return await pipeline.create_conversations_async(frame(1, 2), dry_run=True, **option)
+        return await pipeline.create_conversations_async(frame(1, 2), dry_run=True, summary="x")
 
-    with pytest.raises(OptionNotTaken, match=rf"does not take {name}= yet"):
+    with pytest.raises(OptionNotTaken, match=r"does not take summary="):
         asyncio.run(call_async())
 
 
-def test_unknown_and_not_yet_options_are_named_together() -> None:
+def test_unknown_and_cli_only_options_are_named_together() -> None:
     with pytest.raises(OptionNotTaken) as refused:
-        pipeline.create_conversations(frame(1, 1), dry_run=True, colour="red", notify=[])
-    assert "unknown option(s) colour and does not take notify= yet" in str(refused.value)
+        pipeline.create_conversations(frame(1, 1), dry_run=True, colour="red", summary="json")
+    assert "unknown option(s) colour and does not take summary=" in str(refused.value)
+
+
+# -- every other option is honoured, as the command line honours it --------------------------
+
+
+def test_the_summary_says_the_verdict_that_fail_on_decides(sandbox: SandboxThread) -> None:
+    rows = pl.concat([frame(1, 3), pl.DataFrame({"contactId": ["bad id!"], "locationId": ["L0"]})])
+    kept = pipeline.run_conversations(rows, token=TOKEN, **options(sandbox))
+    assert kept.exit_code == 1 and not kept.succeeded  # the invalid row, by default
+    assert kept.exit_reason == "1 rows match --fail-on invalid,failed,skipped"
+    assert kept.report.by_status == {"created": 3, "invalid": 1}
+    assert kept.rows is not None and kept.rows.height == 4
+    assert kept.next == ""  # no command line to paste
+    lenient = pipeline.run_conversations(
+        rows, token=TOKEN, fail_on="failed", overwrite=True, **options(sandbox)
+    )
+    assert lenient.exit_code == 0 and lenient.succeeded
+    assert lenient.report.by_status == {"exists": 3, "invalid": 1}
+
+
+def test_tokens_come_from_where_the_options_say(
+    sandbox: SandboxThread, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("GHL_TOKEN", raising=False)
+    monkeypatch.setenv("OUR_TOKEN", TOKEN)
+    by_env = pipeline.create_conversations(frame(1, 2), token_env="OUR_TOKEN", **options(sandbox))
+    assert by_env["status"].to_list() == ["created"] * 2
+    (tmp_path / "token.txt").write_text(TOKEN + "\n")
+    by_file = pipeline.create_conversations(
+        frame(1, 2), token_file=tmp_path / "token.txt", **options(sandbox)
+    )
+    assert by_file["status"].to_list() == ["exists"] * 2
+    (tmp_path / "tokens.toml").write_text('[tokens]\nL0 = { env = "OUR_TOKEN" }\n')
+    per_location = pipeline.create_conversations(
+        frame(2, 1), tokens_file=tmp_path / "tokens.toml", **options(sandbox)
+    )
+    assert per_location["status"].to_list() == ["exists", "skipped"]  # L1 has no token
+    with pytest.raises(pipeline.UsageError, match="or set GHL_TOKEN"):
+        pipeline.create_conversations(frame(1, 1), **options(sandbox))
+
+
+def test_oauth_credentials_sign_the_call(
+    sandbox: SandboxThread, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.test_oauth import SECRET, configure, grants_for_locations, oauth_file
+
+    grants = grants_for_locations(["L0"])
+    configure(sandbox, grants)
+    monkeypatch.setenv("GHL_CLIENT_SECRET", SECRET)
+    monkeypatch.delenv("GHL_TOKEN", raising=False)
+    summary = pipeline.run_conversations(
+        frame(1, 3), oauth_file=oauth_file(tmp_path, grants), refresh_margin=60, **options(sandbox)
+    )
+    assert summary.report.by_status == {"created": 3}
+    assert summary.report.run is not None and summary.report.run.token_refreshes == 1
+
+
+def test_a_shard_writes_its_part_and_merge_writes_the_whole(
+    sandbox: SandboxThread, tmp_path: Path
+) -> None:
+    out = tmp_path / "all.parquet"
+    summary = pipeline.run_conversations(
+        frame(2, 2), token=TOKEN, output=out, shard="0/1", merge=True, **options(sandbox)
+    )
+    assert summary.results == str(tmp_path / "all.part-00000-of-00001.parquet")
+    assert pl.read_parquet(out)["status"].to_list() == ["created"] * 4  # merged
+
+
+def test_others_are_told(sandbox: SandboxThread, tmp_path: Path) -> None:
+    from tests.test_notify import Receiver
+
+    hook = Receiver(200).start()
+    try:
+        prom = tmp_path / "pipeline.prom"
+        summary = pipeline.run_conversations(
+            frame(1, 2), token=TOKEN, notify=[hook.url], notify_on="always",
+            metrics_file=prom, **options(sandbox),
+        )  # fmt: skip
+        assert summary.succeeded
+        assert len(hook.received) == 1
+        assert "pipeline_rows" in prom.read_text()
+    finally:
+        hook.stop()
 
 
 def test_errors_name_keyword_arguments_not_flags(sandbox: SandboxThread, tmp_path: Path) -> None:
@@ -180,7 +239,8 @@ def test_errors_name_keyword_arguments_not_flags(sandbox: SandboxThread, tmp_pat
         ("or add --override-location", "or add override_location=True"),
         ("choose another -o", "choose another output=..."),
         # not the call's keyword arguments: left as they are
-        ("name another variable with --token-env", "name another variable with --token-env"),
+        ("name another variable with --token-env", "name another variable with token_env=..."),
+        ("--summary json", "--summary json"),  # the command line's alone: left as it is
         ("see `pipeline run --help`", "see `pipeline run --help`"),
         ("a non-option", "a non-option"),
     ],

@@ -163,11 +163,16 @@ async def test_a_cancelled_waiter_does_not_lose_a_slot() -> None:
     slots = PrioritySlots(1)
     await slots.acquire()
     waiter = asyncio.create_task(slots.acquire())
-    await asyncio.sleep(0)
-    waiter.cancel()
-    await asyncio.sleep(0)
-    slots.release()
-    await asyncio.wait_for(slots.acquire(), 1.0)  # the slot came back
+    await asyncio.sleep(0)  # the waiter waits on its future
+    slots.release()  # hands the slot over to the waiter (its future is done)...
+    assert slots.in_use == 1
+    waiter.cancel()  # ...which is cancelled before it ever runs again
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert waiter.cancelled()
+    assert slots.in_use == 0  # the handed-over slot was given back, not held by nobody
+    await asyncio.wait_for(slots.acquire(), 1.0)  # and the next comer gets it at once
+    assert slots.in_use == 1
 
 
 # -- following announcements both ways (adopt, observe(follow=True)) ---------------------

@@ -258,6 +258,7 @@ def test_a_hanging_receiver_holds_the_run_seconds_only(
     assert_secret_kept(done)
 
 
+@pytest.mark.timing
 def test_a_trickling_receiver_is_abandoned_at_the_deadline_and_the_process_exits(
     receiver: Callable[..., Receiver],
 ) -> None:

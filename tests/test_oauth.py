@@ -260,16 +260,21 @@ def test_a_credentials_file_others_can_read_is_refused(tmp_path: Path) -> None:
     )
 
 
+def accepted_refreshes(sandbox: SandboxThread) -> int:
+    return sum(use.accepted for use in sandbox.state.refresh_uses())
+
+
 def test_kill_9_during_refreshes_never_loses_the_file_and_resume_ends_right(
     sandbox: SandboxThread, tmp_path: Path
 ) -> None:
-    """Killed at random moments of runs whose tokens expire every second and whose
-    refresh answers the sandbox holds for a while (so kills land before the request,
-    while the answer is held, and around the save), 20 times: the file always parses;
-    its refresh token is one the sandbox accepts, except when the kill fell in the one
-    window no client can close (the token rotated, its answer not yet on disk), which the
-    way back mends (a reconnect: a new refresh token in the file); --resume then ends every
-    row right."""
+    """Killed 20 times, during runs whose tokens expire every second and whose refresh
+    answers the sandbox holds for a while: at random moments (before the request, while the
+    answer is held, around the save), and on purpose inside the one window no client can
+    close (a refresh accepted, its answer held: the token rotated, the new one not yet on
+    disk) and just after it (the answer given, so it must be saved). The file always parses;
+    its refresh token is one the sandbox accepts, except after a kill inside that window,
+    which the way back mends (a reconnect: a new refresh token in the file); --resume then
+    ends every row right."""
     grants = grants_for_locations(LOCATIONS[:2])
     configure(sandbox, grants, access_token_ttl_s=1.5, oauth_token_delay_s=HELD_S)
     credentials = oauth_file(tmp_path, grants)
@@ -284,12 +289,26 @@ def test_kill_9_during_refreshes_never_loses_the_file_and_resume_ends_right(
     env = {"PATH": "/usr/bin:/bin", "GHL_CLIENT_SECRET": SECRET}
     chance = random.Random(16)
     windows = 0
+    aimed: Counter[str] = Counter()  # kills aimed at the window ("in") and after it ("after")
     for kill in range(20):
+        accepted_before = accepted_refreshes(sandbox)
         proc = subprocess.Popen(
             args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        time.sleep(chance.uniform(0.3, 2.0))
+        aim = ("random", "in", "random", "after")[kill % 4]
+        if aim == "random":
+            time.sleep(chance.uniform(0.3, 2.0))
+        else:  # wait for a refresh the sandbox accepts (and holds the answer of)
+            deadline = time.monotonic() + 10
+            while accepted_refreshes(sandbox) == accepted_before and proc.poll() is None:
+                assert time.monotonic() < deadline, "no refresh in 10 s"
+                time.sleep(0.005)
+            if aim == "after" and proc.poll() is None:  # the answer given, then time to save
+                spent = sandbox.state.refresh_uses()[-1].t
+                time.sleep(max(0.0, spent + HELD_S + 0.5 - time.monotonic()))
         killed_at = time.monotonic()
+        if proc.poll() is None:
+            aimed[aim] += 1
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
         state = CredentialsStore(credentials).read()  # always parses
@@ -300,7 +319,7 @@ def test_kill_9_during_refreshes_never_loses_the_file_and_resume_ends_right(
             # token and held its answer (0.3 s); the kill came before the answer was saved.
             label = token_label(credential.refresh_token)
             [spent] = [u.t for u in sandbox.state.refresh_uses() if u.token == label and u.accepted]
-            assert killed_at - spent < HELD_S + 0.25, (kill, killed_at - spent)
+            assert killed_at - spent < HELD_S + 0.25, (kill, aim, killed_at - spent)
             windows += 1
             fresh = f"rt-{credential.location_id}-reconnect-{kill:04d}"
             text = credentials.read_text(encoding="utf-8")
@@ -318,4 +337,7 @@ def test_kill_9_during_refreshes_never_loses_the_file_and_resume_ends_right(
     assert results.height == 1000 and set(results["status"]) <= {"created", "exists"}
     for row in results.iter_rows(named=True):
         assert row["conversation_id"] == created[(row["location_id"], row["contact_id"])]
-    assert windows < 40  # some kills missed the window: the file then held a live token
+    # The kills reached both sides of the window: aimed inside it (a token lost and mended
+    # at least once), and after it (the answer saved: nothing lost, or the assert above).
+    assert aimed["in"] >= 3 and aimed["after"] >= 3, aimed
+    assert 1 <= windows < 40, windows  # and some kills missed it: the file held a live token

@@ -289,6 +289,7 @@ def test_sigterm_writes_results_and_exits_143(sandbox: SandboxThread, tmp_path: 
     assert Counter(pl.read_parquet(out)["status"].to_list())["exists"] == 0  # nothing re-sent
 
 
+@pytest.mark.timing
 def test_second_sigint_leaves_at_once(sandbox: SandboxThread, tmp_path: Path) -> None:
     sandbox.update_config(latency_ms=3000)
     src = write_csv(tmp_path / "in.csv", rows_for(2, 20))

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from pipeline.core.outcomes import Code, Status
-from pipeline.highlevel.client import Answer, RateInfo
+from pipeline.highlevel.answers import Answer, RateInfo
 from pipeline.send.backoff import Backoff
 from pipeline.send.retrying import FindExisting, Retry, RetryPolicy, Settle, skipped
 

@@ -215,8 +215,10 @@ def test_the_seed_and_reset_replay_the_latencies(
     second = gaps()
     assert len(first) == len(second) == 7
     assert max(first) - min(first) > 0.015
-    # Same draws: each gap is the same up to the client's and loop's own few milliseconds.
-    assert sum(abs(a - b) for a, b in zip(first, second, strict=True)) / 7 < 0.01
+    # Same draws: each gap is the same up to the client's and loop's own few milliseconds;
+    # the median, since on a loaded machine one gap may take a scheduling hiccup (a mean
+    # over 7 went 14 ms in a CI run beside other tests).
+    assert statistics.median(abs(a - b) for a, b in zip(first, second, strict=True)) < 0.01
 
 
 def test_half_the_latency_passes_before_the_request_arrives() -> None:

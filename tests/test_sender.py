@@ -15,7 +15,8 @@ import pytest
 from pipeline.auth.tokens import Tokens
 from pipeline.core.outcomes import Code, RowOutcome, Status
 from pipeline.core.settings import Rate
-from pipeline.highlevel.client import Answer, ConversationsClient
+from pipeline.highlevel.answers import Answer
+from pipeline.highlevel.client import ConversationsClient
 from pipeline.send.backoff import Backoff
 from pipeline.send.retrying import RetryPolicy
 from pipeline.send.rows import LocationBatch

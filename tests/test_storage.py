@@ -196,16 +196,48 @@ def test_round_trip_through_s3(sandbox: SandboxThread, tmp_path: Path, s3: dict[
     assert secret not in done.stdout + done.stderr + report.stdout
 
 
-def test_unreachable_bucket_is_one_line(tmp_path: Path, s3: dict[str, str]) -> None:
-    done = run_cli(
-        "run",
-        f"s3://{BUCKET}/no-such-prefix/*.parquet",
-        "-o",
-        str(tmp_path / "o.parquet"),
-        "--dry-run",
-        env=s3,
-        token=None,
-    )
+@pytest.mark.parametrize(
+    ("store", "says"),
+    [
+        ("nothing listening", "connection refused"),
+        ("refusing our keys", "refused the credentials"),
+        ("empty prefix", "no-such-prefix/*.parquet"),  # names the glob
+    ],
+)
+def test_an_input_glob_in_a_store_that_cannot_be_read_is_one_line(
+    tmp_path: Path, s3: dict[str, str], store: str, says: str
+) -> None:
+    """An input glob (its listing is the first thing read) where nothing listens, where the
+    store refuses our keys (moto with authentication on), or that matches nothing: exit 2,
+    one line that says which, nothing written. (test_object_store covers the other commands
+    and a single object.)"""
+    env = dict(s3)
+    strict = None
+    if store == "nothing listening":
+        env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{free_port()}"
+    elif store == "refusing our keys":
+        port = free_port()
+        strict = moto_server(port, INITIAL_NO_AUTH_ACTION_COUNT="0")
+        env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{port}"
+    prefix = "no-such-prefix" if store == "empty prefix" else "store"
+    try:
+        done = run_cli(
+            "run",
+            f"s3://{BUCKET}/{prefix}/*.parquet",
+            "-o",
+            str(tmp_path / "o.parquet"),
+            "--dry-run",
+            env=env,
+            token=None,
+        )
+    finally:
+        if strict is not None:
+            strict.terminate()
+            strict.wait(timeout=10)
     assert done.code == 2, done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+    (line,) = done.stderr.strip().splitlines()  # one line: no traceback, no Rust backtrace
+    assert line.startswith("pipeline: error: ") and "internal error" not in line, line
+    assert says in line, line
+    if store != "empty prefix":
+        assert "AWS_" in line, line  # names what to set
     assert not (tmp_path / "o.parquet").exists()

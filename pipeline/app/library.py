@@ -8,6 +8,15 @@ with ``contactId``/``locationId`` columns (any of the names a file may use), or 
 or URI as ``pipeline run`` takes. Options are ``pipeline run``'s, by their option names
 (``rate="50/10s"``, ``max_attempts=3``, ``base_url=...``), validated the same way.
 
+``run_conversations`` (and ``run_conversations_async``) is the same call returning the
+run's typed summary (``app.summary.RunSummary``): the counts, the plan, the exit code that
+``pipeline run`` would have exited with and why (``--fail-on``), the advice, and the results
+themselves (``.rows``). Every option of ``pipeline run`` is honoured as the command line
+honours it, through the same path (``app.invocation``): tokens from ``token_env``,
+``token_file``, ``tokens_file`` or ``oauth_file`` when neither ``token`` nor ``tokens`` is
+given, ``shard``/``merge``, ``fail_on``, ``notify``, ``metrics_file``, ``pushgateway``. Only
+``summary`` is refused: the call prints nothing, it returns its summary.
+
 ``create_conversations_async`` is the form for code that already runs an event loop
 (Jupyter does): the job runs on a worker thread with its own loop, so the caller's loop is
 never blocked. Neither form installs signal handlers: Ctrl-C interrupts them as it
@@ -15,19 +24,20 @@ interrupts any Python call, and a run given an ``output`` continues with ``resum
 
 Bad input or options raise ``UsageError`` with the command line's one-line message, worded
 for Python: an option is named as its keyword argument (``resume=True``, ``rate='9'``), not
-as a flag (``as_keywords``). An option of ``pipeline run`` that the call does not carry out
-yet (``NOT_YET``: ``notify``, ``fail_on``, ``shard``...) is refused by name rather than
-ignored. A newer attempt that takes an object-storage output's checkpoint over stops the
-call as Ctrl-C would and raises ``CheckpointTakenOver``: the call never signals its own
-process, which is the caller's (a notebook's kernel).
+as a flag (``as_keywords``). An option the call does not take (``CLI_ONLY``: ``summary``)
+is refused by name rather than ignored. A newer attempt that takes an object-storage
+output's checkpoint over stops the call as Ctrl-C would and raises ``CheckpointTakenOver``:
+the call never signals its own process, which is the caller's (a notebook's kernel).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import tempfile
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,43 +45,55 @@ import polars as pl
 import structlog
 
 from pipeline.app.config import RunConfig
-from pipeline.app.job import Job
-from pipeline.app.run import execute
+from pipeline.app.invocation import job_for, perform, tokens_for
+from pipeline.app.summary import RunSummary
 from pipeline.auth.tokens import Tokens
 from pipeline.core import logs
 from pipeline.core.errors import OptionNotTaken, UsageError
-from pipeline.state.outputs import OutputFiles, require_parquet_name
+from pipeline.state.outputs import require_parquet_name
 
 Rows = pl.DataFrame | str | Path
 
-# ``pipeline run``'s options that only the command line carries out so far: where the token
-# comes from (the call takes token= or tokens=), array jobs, the exit code, telling others,
-# and the summary it prints. Refused by name, never ignored: a caller who passes
-# notify=[...] expects to be notified. (A later issue makes the call honour them.)
-NOT_YET: tuple[str, ...] = (
-    "token_env",
-    "token_file",
-    "tokens_file",
-    "oauth_file",
-    "refresh_margin",
-    "shard",
-    "shard_count",
-    "merge",
-    "fail_on",
-    "notify",
-    "notify_on",
-    "metrics_file",
-    "pushgateway",
-    "summary",
-)
+# ``pipeline run``'s options that only the command line has: the printed summary (the call
+# returns its summary instead). Refused by name, never ignored.
+CLI_ONLY: tuple[str, ...] = ("summary",)
 # The call's own switches, which the command line spells --resume, --overwrite, --dry-run.
 SWITCHES: tuple[str, ...] = ("resume", "overwrite", "dry_run")
 
 
 def accepted() -> tuple[str, ...]:
     """Every keyword argument the call takes, the options in ``pipeline run --help``'s order."""
-    options = (name for name in RunConfig.model_fields if name not in NOT_YET)
+    options = (name for name in RunConfig.model_fields if name not in CLI_ONLY)
     return ("token", "tokens", "output", *SWITCHES, *options)
+
+
+def run_conversations(
+    rows: Rows,
+    *,
+    token: str | None = None,
+    tokens: Mapping[str, str] | None = None,
+    output: str | Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    dry_run: bool = False,
+    **options: Any,
+) -> RunSummary:
+    """Create a conversation for every (location, contact) row; return the run's summary,
+    the results in its ``rows``.
+
+    ``token``: the one token; ``tokens``: a token per location id instead (rows of a
+    location it does not list end ``skipped`` / ``no_token``); neither: the tokens the
+    options name (``token_env``, ``GHL_TOKEN`` by default, ``token_file``, ``tokens_file``,
+    ``oauth_file``). ``output``: also write the results file there (Parquet, local or object
+    storage), journalled so that a crash or an interruption can be continued with
+    ``resume=True``; without it, the run works in a temporary folder that is removed
+    afterwards.
+    """
+    try:
+        return _run(rows, token, tokens, output, resume, overwrite, dry_run, options)
+    except UsageError as exc:  # worded for the command line by the stage that raised it
+        exc.args = (as_keywords(str(exc)),)
+        raise
 
 
 def create_conversations(
@@ -85,22 +107,23 @@ def create_conversations(
     dry_run: bool = False,
     **options: Any,
 ) -> pl.DataFrame:
-    """Create a conversation for every (location, contact) row; return the results.
+    """``run_conversations``, returning the results alone (a row per input row, the
+    documented columns)."""
+    summary = run_conversations(
+        rows,
+        token=token,
+        tokens=tokens,
+        output=output,
+        resume=resume,
+        overwrite=overwrite,
+        dry_run=dry_run,
+        **options,
+    )
+    assert summary.rows is not None  # run_conversations always reads them
+    return summary.rows
 
-    ``token``: the one token; ``tokens``: a token per location id instead (rows of a
-    location it does not list end ``skipped`` / ``no_token``). ``output``: also write the
-    results file there (Parquet, local or object storage), journalled so that a crash or an
-    interruption can be continued with ``resume=True``; without it, the run works in a
-    temporary folder that is removed afterwards.
-    """
-    try:
-        return _create(rows, token, tokens, output, resume, overwrite, dry_run, options)
-    except UsageError as exc:  # worded for the command line by the stage that raised it
-        exc.args = (as_keywords(str(exc)),)
-        raise
 
-
-def _create(
+def _run(
     rows: Rows,
     token: str | None,
     tokens: Mapping[str, str] | None,
@@ -109,21 +132,55 @@ def _create(
     overwrite: bool,
     dry_run: bool,
     options: dict[str, Any],
-) -> pl.DataFrame:
+) -> RunSummary:
     config = _config(options)
-    credentials = _tokens(token, tokens, dry_run=dry_run)
+    credentials = _tokens(token, tokens, config)
     if not structlog.is_configured():
         logs.configure(config.log_format, log_file=config.log_file)
     with tempfile.TemporaryDirectory(prefix="pipeline-") as scratch:
         source = _source(rows, Path(scratch))
         if output is None:
-            files = OutputFiles(Path(scratch) / "results.parquet")
+            where = str(Path(scratch) / "results.parquet")
         else:
-            require_parquet_name(str(output))
-            files = OutputFiles.of(str(output), config.state_dir)
-        job = Job(config, source, files, dry_run=dry_run, overwrite=overwrite or output is None)
-        execute(job, credentials, resume=resume)
-        return pl.read_parquet(files.results)
+            where = str(output)
+            require_parquet_name(where)
+        job = job_for(
+            source, config, output=where, dry_run=dry_run, overwrite=overwrite or output is None
+        )
+        if credentials is None and not dry_run:
+            raise UsageError(
+                f"no API token: pass token=... (or tokens={{location_id: token}}), or set "
+                f"{config.token_env}"
+            )
+        summary = perform(job, credentials, resume=resume)
+        return replace(summary, rows=pl.read_parquet(summary.results))
+
+
+async def run_conversations_async(
+    rows: Rows,
+    *,
+    token: str | None = None,
+    tokens: Mapping[str, str] | None = None,
+    output: str | Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    dry_run: bool = False,
+    **options: Any,
+) -> RunSummary:
+    """``run_conversations`` for code inside an event loop: awaits the job, which runs on a
+    worker thread with its own loop, so the caller's loop keeps serving."""
+    _refuse_options(options)  # at once, before a thread is started
+    return await asyncio.to_thread(
+        run_conversations,
+        rows,
+        token=token,
+        tokens=tokens,
+        output=output,
+        resume=resume,
+        overwrite=overwrite,
+        dry_run=dry_run,
+        **options,
+    )
 
 
 async def create_conversations_async(
@@ -137,11 +194,8 @@ async def create_conversations_async(
     dry_run: bool = False,
     **options: Any,
 ) -> pl.DataFrame:
-    """``create_conversations`` for code inside an event loop: awaits the job, which runs
-    on a worker thread with its own loop, so the caller's loop keeps serving."""
-    _refuse_options(options)  # at once, before a thread is started
-    return await asyncio.to_thread(
-        create_conversations,
+    """``create_conversations`` for code inside an event loop (``run_conversations_async``)."""
+    summary = await run_conversations_async(
         rows,
         token=token,
         tokens=tokens,
@@ -151,6 +205,8 @@ async def create_conversations_async(
         dry_run=dry_run,
         **options,
     )
+    assert summary.rows is not None
+    return summary.rows
 
 
 def _config(options: dict[str, Any]) -> RunConfig:
@@ -162,15 +218,18 @@ def _config(options: dict[str, Any]) -> RunConfig:
 
 def _refuse_options(options: Mapping[str, Any]) -> None:
     """Refuse, by name, a keyword argument that is no option at all and one that the call
-    does not carry out yet (``NOT_YET``), listing what it takes."""
+    does not take (``CLI_ONLY``), listing what it takes."""
     unknown = [name for name in options if name not in RunConfig.model_fields]
-    not_yet = [name for name in options if name in NOT_YET]
+    cli_only = [name for name in options if name in CLI_ONLY]
     problems = []
     if unknown:
         problems.append(f"got unknown option(s) {', '.join(unknown)}")
-    if not_yet:
-        named = ", ".join(f"{name}=" for name in not_yet)
-        problems.append(f"does not take {named} yet (only `pipeline run` carries it out)")
+    if cli_only:
+        named = ", ".join(f"{name}=" for name in cli_only)
+        problems.append(
+            f"does not take {named} (the call prints nothing: it returns its summary, "
+            "run_conversations)"
+        )
     if problems:
         raise OptionNotTaken(
             f"create_conversations() {' and '.join(problems)}; it takes: {', '.join(accepted())}"
@@ -203,7 +262,11 @@ def as_keywords(message: str) -> str:
     return _FLAG.sub(keyword, message)
 
 
-def _tokens(token: str | None, tokens: Mapping[str, str] | None, *, dry_run: bool) -> Tokens | None:
+def _tokens(
+    token: str | None, tokens: Mapping[str, str] | None, config: RunConfig
+) -> Tokens | None:
+    """The tokens given to the call; else those its options name, as the command line reads
+    them (``app.invocation.tokens_for``)."""
     if token is not None and tokens is not None:
         raise UsageError("give token or tokens, not both")
     for value in [token, *(tokens or {}).values()]:
@@ -216,9 +279,7 @@ def _tokens(token: str | None, tokens: Mapping[str, str] | None, *, dry_run: boo
         return Tokens(by_location=dict(tokens), sources=sources)
     if token:
         return Tokens(default=token, default_source="token= given to create_conversations")
-    if dry_run:
-        return None
-    raise UsageError("no API token: pass token=... (or tokens={location_id: token})")
+    return tokens_for(config, os.environ)
 
 
 def _source(rows: Rows, scratch: Path) -> str:

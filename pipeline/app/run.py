@@ -48,7 +48,7 @@ from pipeline.observe.report import Report, RunInfo, build_report
 from pipeline.send.inflight import DEFAULT_CEILING, Gauge
 from pipeline.send.session import SessionResult, StopSwitch, run_async, send_session
 from pipeline.send.workers import run_workers
-from pipeline.state.checkpoints import Checkpoints, for_output, released_on_failure
+from pipeline.state.checkpoints import Checkpoints, released_on_failure, take_up
 from pipeline.state.journal import JournalWriter, fingerprint, read_records
 from pipeline.state.locking import exclusive
 from pipeline.state.outputs import OutputFiles
@@ -152,32 +152,13 @@ def execute(
     check_output_folder(files)
     with exclusive(files):
         check_paths(job, files, resume=resume)
-        checkpoints = _take_up_checkpoint(job, files, resume=resume)
+        checkpoints = (
+            None if job.dry_run else take_up(files, job.config.checkpoint_interval, resume=resume)
+        )
         with staging(files) as stage, released_on_failure(checkpoints):
             return _execute(
                 job, tokens, files, stage, checkpoints, resume=resume, retry_from=retry_from
             )
-
-
-def _take_up_checkpoint(job: Job, files: OutputFiles, *, resume: bool) -> Checkpoints | None:
-    """For an output in object storage: claim the checkpoint beside it (fencing off any
-    older attempt of this task) and, with no journal on this disk, take up its journals,
-    which ``--resume`` then goes on from (``checkpoints``). Without ``--resume``, a
-    checkpoint that holds an unfinished run's journal stops the run before it claims
-    anything: starting over would send its rows again, and the claim would stop that run
-    if it is still going somewhere."""
-    if job.dry_run:
-        return None
-    checkpoints = for_output(files, job.config.checkpoint_interval)
-    if checkpoints is None:
-        return None
-    if not resume and checkpoints.holds_journals():
-        raise UsageError(
-            f"{checkpoints.where}: an unfinished run left its journal's checkpoint there; add "
-            "--resume to continue it (or remove that folder to start over)"
-        )
-    checkpoints.take_up()
-    return checkpoints
 
 
 @dataclass(frozen=True, slots=True)

@@ -81,8 +81,12 @@ class FlowGroup(click.Group):
     """The top command: subcommands in the order a person uses them, not alphabetical, and
     a first example to start from."""
 
+    # The order a person uses them in (the commands are defined over several modules).
+    ORDER = ("run", "retry", "check", "report", "merge", "sandbox")
+
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(self.commands)
+        known = [name for name in self.ORDER if name in self.commands]
+        return known + [name for name in self.commands if name not in self.ORDER]
 
     def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         with formatter.section("Start here"):

@@ -8,14 +8,14 @@ rule is unit-tested without a server, and the same function serves real answers 
 sandbox's. It reads answers strictly, the way the live API words them (the README's
 "Retries, limits and a rejected token"): success only with a conversation id, "already
 exists" by its start and the row's contact id whatever follows it, a search hit only when it
-names the row's contact. Every answer's ``traceId`` is kept, for HighLevel's support.
+names the row's contact. Every answer's ``traceId`` is kept, for HighLevel's support. What
+it makes, ``Answer`` and ``RateInfo``, is plain data in ``answers`` (no I/O import there).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -27,7 +27,8 @@ from pipeline.auth.tokens import Tokens
 from pipeline.core import constants
 from pipeline.core.errors import one_line
 from pipeline.core.logs import scrub
-from pipeline.core.outcomes import RETRYABLE, Code, Status, quick_init
+from pipeline.core.outcomes import RETRYABLE, Code, Status
+from pipeline.highlevel.answers import Answer, RateInfo
 from pipeline.highlevel.transport import (
     HttpStack,
     RawAnswer,
@@ -38,42 +39,6 @@ from pipeline.highlevel.transport import (
 
 MAX_MESSAGE_CHARS = 300
 MAX_TRACE_ID_CHARS = 100
-
-
-@quick_init
-@dataclass(frozen=True, slots=True)
-class RateInfo:
-    """What the API said about its limits in one answer's headers (None where absent)."""
-
-    remaining: int | None = None
-    max_requests: int | None = None
-    interval_ms: int | None = None
-    daily_remaining: int | None = None
-    daily_limit: int | None = None
-    retry_after_s: float | None = None
-
-
-@quick_init
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """One HTTP attempt, classified."""
-
-    status: Status  # created, exists or failed
-    code: Code | None
-    conversation_id: str | None = None
-    http_status: int | None = None
-    message: str | None = None
-    rate: RateInfo = RateInfo()
-    trace_id: str | None = None
-    # No HTTP answer because no connection could be made (refused, DNS, TLS, connect
-    # timeout): the only failure that can mean the whole API is out of reach.
-    connect_failed: bool = False
-    sent: bool = True  # False: no request went out (no token could be had for it)
-
-    @property
-    def decisive(self) -> bool:
-        """An HTTP answer below 500: the API itself looked at the request (and its token)."""
-        return self.http_status is not None and self.http_status < 500
 
 
 def _int_header(headers: Mapping[str, str], name: str) -> int | None:

@@ -21,8 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from pipeline.core import constants
 from pipeline.core.errors import UsageError
 from pipeline.core.outcomes import Code, Status
+from pipeline.core.settings import Rate
 
 if TYPE_CHECKING:  # the options model; imported only for its type
     from pipeline.app.config import RunConfig
@@ -242,11 +244,70 @@ def send_seconds(rows: int, limits: Sequence[tuple[int, float]], latency_s: floa
     """Seconds from a location's first request to its last answer, when every one of
     ``limits`` (N requests per T seconds) holds at once: the first request goes alone, then
     N at once, then one more window for each further N, where a window is T plus a round
-    trip (a permit rests from its answer); the slowest limit decides."""
+    trip (a permit rests from its answer); the slowest limit decides. The one estimate of a
+    location's sending time: the dry run's (``estimate``) and the check's
+    (``location_estimate``) are made of it. It never falls as ``rows`` grow."""
     if rows <= 0:
         return 0.0
     windows = max((0.0, *((math.ceil(rows / n) - 1) * (t + latency_s) for n, t in limits)))
     return windows + latency_s * (1 if rows == 1 else 2)
+
+
+def run_seconds(
+    longest_s: float,
+    requests: int,
+    *,
+    latency_s: float = 0.0,
+    max_in_flight: int | None = None,
+    pace: float | None = None,
+) -> float:
+    """A run's sending time: its locations go in parallel, so the longest one's
+    (``longest_s``), but no faster than ``max_in_flight`` requests at once carry all the
+    ``requests`` (Little's law: requests x latency / in flight), nor than ``pace`` requests
+    a second (``CLIENT_PACE``): past a few hundred locations the machine sets the time."""
+    if max_in_flight:
+        longest_s = max(longest_s, requests * latency_s / max_in_flight)
+    if pace:
+        longest_s = max(longest_s, requests / pace)
+    return longest_s
+
+
+def days_needed(rows: int, daily_remaining: int | None, daily_limit: int) -> int:
+    """Calendar days a location's rows span: today takes what is left of today's quota
+    (all of it when unknown), each later day a full ``daily_limit``."""
+    if rows <= 0:
+        return 0
+    today = daily_limit if daily_remaining is None else max(0, daily_remaining)
+    if rows <= today:
+        return 1
+    return 1 + math.ceil((rows - today) / daily_limit)
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    seconds: float
+    days: int
+
+
+def location_estimate(
+    rows: int,
+    *,
+    announced: tuple[int, float] | None,
+    ceiling: Rate | None,
+    daily_remaining: int | None,
+    daily_limit: int,
+    latency_s: float = 0.0,
+) -> Estimate:
+    """Sending time and days for one location. ``announced`` is the live limit (N, T
+    seconds) from the location's answer; until one is known, HighLevel's published
+    100/10 s stands in, as it does for a run's first requests. ``ceiling`` is ``--rate``;
+    ``latency_s`` the round trip (``pipeline check`` measures it)."""
+    limits = [announced or (constants.DEFAULT_RATE_MAX, constants.DEFAULT_RATE_INTERVAL_S)]
+    if ceiling is not None:
+        limits.append(ceiling.as_tuple())
+    return Estimate(
+        send_seconds(rows, limits, latency_s), days_needed(rows, daily_remaining, daily_limit)
+    )
 
 
 def estimate(
@@ -262,27 +323,21 @@ def estimate(
     """Each location sends its rows as fast as every one of ``limits`` (N requests per T
     seconds, all holding at once) allows, all locations at once (``send_seconds``, at
     ``latency_s`` a request); a location's rows beyond ``daily_quota`` wait for the next day.
-    ``max_in_flight`` bounds the whole run too: by Little's law it cannot take less than
-    requests x latency / requests in flight. So does ``pace``, the requests a second this
-    tool sends at most (``CLIENT_PACE``): past a few hundred locations, the machine sets the
-    time, not the limits."""
+    ``max_in_flight`` and ``pace`` bound the whole run too (``run_seconds``)."""
     per_location = (
         sendable.group_by("location_id")
         .len()
         .sort(["len", "location_id"], descending=[True, False])
         .collect(engine="streaming")
     )
-    today = pl.col("len").clip(upper_bound=daily_quota)
-    seconds = pl.max_horizontal(
-        pl.lit(0.0),
-        *(((today + n - 1) // n - 1) * (interval + latency_s) for n, interval in limits),
-    ) + pl.when(today > 1).then(2 * latency_s).otherwise(latency_s)  # as in send_seconds
-    longest = per_location.select(seconds.max()).item() if per_location.height else 0.0
     requests = int(per_location["len"].sum())
-    if max_in_flight:
-        longest = max(longest or 0.0, requests * latency_s / max_in_flight)
-    if pace:
-        longest = max(longest or 0.0, requests / pace)
+    # The largest location takes longest (``send_seconds`` never falls as rows grow); its
+    # rows beyond one day's quota are not sent today.
+    largest = int(per_location["len"][0]) if per_location.height else 0  # sorted: first
+    longest = send_seconds(min(largest, daily_quota), limits, latency_s)
+    longest = run_seconds(
+        longest, requests, latency_s=latency_s, max_in_flight=max_in_flight, pace=pace
+    )
     over = per_location.filter(pl.col("len") > daily_quota).with_columns(
         pl.col("len") - daily_quota
     )
@@ -301,7 +356,7 @@ def estimate(
         requests=requests,
         locations=per_location.height,
         largest_locations=list(per_location.head(10).iter_rows()),
-        estimated_s=float(longest or 0.0),
+        estimated_s=longest,
         latency_s=latency_s,
         over_daily_quota=list(over.iter_rows()),
         pace=pace,

@@ -1,17 +1,7 @@
 """The sandbox's HTTP face: HighLevel's create and search endpoints, rules in HighLevel's order.
 
-Both routes check, in this order, each failure answering at once:
-
-1. authentication: 401 ``Invalid token: access token is invalid``, or 401 ``Invalid JWT``
-   for an access token the sandbox minted that has expired (see ``oauth.py``);
-2. ``Version`` header: 400 ``Version header is required`` when missing or blank,
-   400 ``version header is invalid`` unless it is one of ``API_VERSIONS``;
-3. token class and scope: an agency (Company) OAuth token gets 401 ``This authClass type is
-   not allowed to access this scope. ...``; a token without ``conversations.write`` (create)
-   or ``conversations.readonly`` (search) gets 401 ``The token is not authorized for this
-   scope.`` (``SandboxConfig.token_scopes``, or ``oauth_scopes`` for minted tokens);
-4. body or query: 422 with class-validator messages;
-5. location access (``location_tokens``, or a minted token's own location): 403.
+Both routes first meet the checks of ``gates.py`` (authentication, ``Version``, token class
+and scope, body or query, location access), each failure answering at once.
 
 None of these takes a rate slot. A create then meets the injected 429, the rate window and
 daily quota (429), the other injected faults, and finally "already exists" (400, worded as
@@ -19,7 +9,9 @@ the live API does: ``Conversation with the contact id:<id> already exists! <trac
 creation (``create_status``). A search meets the rate window and daily quota, then answers
 200. Rate headers go on every answer whose location is known, because a client's limiter
 reads them from any answer. Every JSON answer ends with a fresh ``traceId`` (uuid4); only
-the injected 502 gateway page (HTML) and dropped connections carry none.
+the injected 502 gateway page (HTML) and dropped connections carry none. The answers' JSON
+is shaped in ``conversations.py``.
+
 Every API request is logged when its outcome is decided, with a label of its token (never
 the token). Its latency (one draw, see ``latency.py``) is split around that: a share passes
 before the request arrives (its logged time ``t``, its rate-limit slot, its create), the rest
@@ -31,24 +23,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import Iterable
 from typing import Any
 
 from aiohttp import web
 
-from pipeline.core.constants import (
-    API_VERSIONS,
-    EXISTS_MESSAGE_MARK,
-    EXISTS_MESSAGE_PREFIX,
-    H_RETRY_AFTER,
-    H_VERSION,
-    SCOPE_READ,
-    SCOPE_WRITE,
-)
+from pipeline.core.constants import H_RETRY_AFTER, H_VERSION, SCOPE_READ, SCOPE_WRITE
 from pipeline.sandbox.bodies import JsonTemplate, TraceIds, with_trace
-from pipeline.sandbox.config import USER_TYPE_LOCATION, SandboxConfig
+from pipeline.sandbox.config import SandboxConfig
+from pipeline.sandbox.conversations import (
+    conversation_json,
+    exists_message,
+    parse_create_body,
+    search_item_json,
+    search_limit,
+)
 from pipeline.sandbox.faults import (
     BAD_GATEWAY_BODY,
     SERVER_ERROR,
@@ -56,143 +46,23 @@ from pipeline.sandbox.faults import (
     FaultPicker,
     break_body,
 )
+from pipeline.sandbox.gates import (
+    Caller,
+    Refusal,
+    bearer_token,
+    conversation_refusal,
+    field_problems,
+    unprocessable,
+)
 from pipeline.sandbox.latency import Network
 from pipeline.sandbox.limits import admit, peek
-from pipeline.sandbox.oauth import AccessGrant, OAuthStore
+from pipeline.sandbox.oauth import OAuthStore
 from pipeline.sandbox.state import Conversation, SandboxState, TokenLabels
 
 JSON = "application/json"
-
-# Fixed answers; each is called with a fresh trace id, which becomes the body's last key.
-UNAUTHORIZED = JsonTemplate(
-    {
-        "statusCode": 401,
-        "message": "Invalid token: access token is invalid",
-        "error": "Unauthorized",
-    }
-)
-# An access token the sandbox minted, once expired. HighLevel's gateway answers an expired
-# (or otherwise unverifiable) JWT with this short body, as observed live.
-INVALID_JWT = JsonTemplate({"statusCode": 401, "message": "Invalid JWT"})
-# An agency (Company) OAuth token on a sub-account endpoint, or a location token on an
-# agency-only one: HighLevel's IAM refuses the token's class, in these words.
-AUTH_CLASS_UNAUTHORIZED = JsonTemplate(
-    {
-        "statusCode": 401,
-        "message": (
-            "This authClass type is not allowed to access this scope. "
-            "Please verify your IAM configuration if this is not the case."
-        ),
-        "error": "Unauthorized",
-    }
-)
-SCOPE_UNAUTHORIZED = JsonTemplate(
-    {
-        "statusCode": 401,
-        "message": "The token is not authorized for this scope.",
-        "error": "Unauthorized",
-    }
-)
-FORBIDDEN = JsonTemplate(
-    {
-        "statusCode": 403,
-        "message": "The token does not have access to this location.",
-        "error": "Forbidden",
-    }
-)
-VERSION_REQUIRED = JsonTemplate({"statusCode": 400, "message": "Version header is required"})
-VERSION_INVALID = JsonTemplate({"statusCode": 400, "message": "version header is invalid"})
 TOO_MANY = JsonTemplate({"statusCode": 429, "message": "Too Many Requests"})
-ACCEPTED_VERSIONS = frozenset(API_VERSIONS)
 # Retry-After on an injected 429, when the window itself would have a free slot.
 SPURIOUS_RETRY_AFTER_S = 1
-SEARCH_DEFAULT_LIMIT = 20
-SEARCH_MAX_LIMIT = 100
-
-
-def exists_message(contact_id: str, trace_id: str) -> str:
-    """HighLevel's live wording for a duplicate create: the documented text, then the trace id.
-
-    ``Conversation with the contact id:rTDJGD7SjqDamyzrk5UW already exists! cbf699cb-…``
-    """
-    return f"{EXISTS_MESSAGE_PREFIX}{contact_id}{EXISTS_MESSAGE_MARK} {trace_id}"
-
-
-def unprocessable(messages: list[str], trace_id: str) -> bytes:
-    """NestJS's 422 for a body or query that fails validation, listing every problem."""
-    return with_trace(
-        {"statusCode": 422, "message": messages, "error": "Unprocessable Entity"}, trace_id
-    )
-
-
-def field_problems(name: str, value: object) -> list[str]:
-    """class-validator style messages, as HighLevel's NestJS backend words them."""
-    if value is None:
-        return [f"{name} must be a string", f"{name} should not be empty"]
-    if not isinstance(value, str):
-        return [f"{name} must be a string"]
-    if not value.strip():
-        return [f"{name} should not be empty"]
-    return []
-
-
-def parse_create_body(raw: bytes) -> tuple[str | None, str | None, list[str]]:
-    """``(locationId, contactId, problems)``; ids are None unless usable strings."""
-    try:
-        data = json.loads(raw) if raw else None
-    except ValueError:
-        data = None
-    if not isinstance(data, dict):
-        data = {}
-    location, contact = data.get("locationId"), data.get("contactId")
-    problems = field_problems("locationId", location) + field_problems("contactId", contact)
-    return (
-        location if isinstance(location, str) and location.strip() else None,
-        contact if isinstance(contact, str) and contact.strip() else None,
-        problems,
-    )
-
-
-def bearer_token(request: web.Request) -> str | None:
-    """The token of an ``Authorization: Bearer <token>`` header, or None."""
-    value = request.headers.get("Authorization")
-    if not value:
-        return None
-    scheme, _, token = value.strip().partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        return None
-    return token
-
-
-def conversation_json(conversation: Conversation) -> dict[str, Any]:
-    """The create answer's ``conversation`` object."""
-    return {
-        "id": conversation.id,
-        "dateUpdated": conversation.date_updated,
-        "dateAdded": conversation.date_added,
-        "deleted": False,
-        "contactId": conversation.contact_id,
-        "locationId": conversation.location_id,
-        "lastMessageDate": None,
-        "assignedTo": None,
-    }
-
-
-def search_item_json(conversation: Conversation) -> dict[str, Any]:
-    """One search hit; the fields a migration tool can use plus a few the spec requires."""
-    return {
-        "id": conversation.id,
-        "contactId": conversation.contact_id,
-        "locationId": conversation.location_id,
-        "dateAdded": conversation.date_added,
-        "dateUpdated": conversation.date_updated,
-        "deleted": False,
-        "assignedTo": None,
-        "lastMessageBody": "",
-        "type": "TYPE_PHONE",
-        "unreadCount": 0,
-    }
 
 
 class Sandbox:
@@ -260,7 +130,7 @@ class Sandbox:
         """Let hanging handlers answer now, so shutdown does not wait ``hang_s``."""
         self._closing.set()
 
-    # -- plumbing (shared with the OAuth handlers in oauth_api.py) ---------------------------
+    # -- plumbing (shared with the OAuth handlers: oauth_grant.py, oauth_agency.py) -------
 
     def accepts_static(self, token: str) -> bool:
         """Whether a token the sandbox did not mint passes authentication (``tokens``, or any
@@ -326,54 +196,70 @@ class Sandbox:
             return {}
         return peek(self.state.counters(resource), config, now)
 
-    async def _gate(
+    def caller(self, request: web.Request) -> Caller:
+        """Who asks, as the gates judge it (see ``gates.Caller``)."""
+        token = bearer_token(request)
+        return Caller(
+            token,
+            None if token is None else self.oauth.access(token),
+            token is not None and self.accepts_static(token),
+            request.headers.get(H_VERSION, "").strip(),
+        )
+
+    async def refuse(
         self,
         request: web.Request,
         token: str | None,
+        config: SandboxConfig,
+        now: float,
+        refusal: Refusal,
+        location: str | None = None,
+        headers: dict[str, str] | None = None,
+        problems: list[str] | None = None,
+    ) -> web.Response:
+        """A gate's refusal with a fresh trace id (a 422 lists ``problems``), logged like
+        any answer."""
+        status, template = refusal
+        trace_id = self._trace()
+        body = template(trace_id) if template else unprocessable(problems or [], trace_id)
+        return await self.answer(request, token, config, now, location, status, body, headers)
+
+    async def gate(
+        self,
+        request: web.Request,
+        caller: Caller,
+        config: SandboxConfig,
+        now: float,
+        refusal: Refusal | None,
+        rate_key: str | None,
+        location: str | None = None,
+        problems: list[str] | None = None,
+    ) -> web.Response | None:
+        """Answer a gate's decision (``gates.py``): nothing when it lets the request on, else
+        the refusal, which takes no rate slot but shows the rate headers of ``rate_key`` (a
+        location or a company) when known."""
+        if refusal is None:
+            return None
+        headers = self.rate_headers(config, rate_key, now)
+        return await self.refuse(
+            request, caller.token, config, now, refusal, location, headers, problems
+        )
+
+    async def _check(
+        self,
+        request: web.Request,
+        caller: Caller,
         config: SandboxConfig,
         now: float,
         location: str | None,
         problems: list[str],
         scope: str,
     ) -> web.Response | None:
-        """Auth, Version, scope, validation and location access: the checks of both routes.
-
-        Each refusal takes no rate slot but shows the location's rate headers when known.
-        A token the sandbox minted (OAuth) is judged by what it was minted for; any other
-        token by the config's ``tokens``, ``token_scopes`` and ``location_tokens``.
-        """
-        template: JsonTemplate | None  # None: the 422, whose body lists the problems
-        version = request.headers.get(H_VERSION, "").strip()
-        minted: AccessGrant | None = None if token is None else self.oauth.access(token)
-        if token is None or (minted is None and self._tokens and token not in self._tokens):
-            status, template = 401, UNAUTHORIZED
-        elif minted is not None and minted.expired(now):
-            status, template = 401, INVALID_JWT
-        elif not version:
-            status, template = 400, VERSION_REQUIRED
-        elif version not in ACCEPTED_VERSIONS:
-            status, template = 400, VERSION_INVALID
-        elif minted is not None and minted.user_type != USER_TYPE_LOCATION:
-            status, template = 401, AUTH_CLASS_UNAUTHORIZED
-        elif scope not in (
-            minted.scopes if minted is not None else self._scopes.get(token, (scope,))
-        ):  # unlisted static tokens: every scope
-            status, template = 401, SCOPE_UNAUTHORIZED
-        elif problems or location is None:
-            status, template = 422, None
-        else:
-            if minted is not None:
-                allowed = minted.location_id == location
-            else:
-                bound = config.location_tokens.get(location)
-                allowed = bound is None or token == bound
-            if allowed:
-                return None
-            status, template = 403, FORBIDDEN
-        trace_id = self._trace()
-        body = template(trace_id) if template is not None else unprocessable(problems, trace_id)
-        headers = self.rate_headers(config, location, now)
-        return await self.answer(request, token, config, now, location, status, body, headers)
+        """The checks of both conversation routes (``gates.conversation_refusal``)."""
+        refusal = conversation_refusal(
+            caller, now, scope, self._scopes, problems, location, config.location_tokens
+        )
+        return await self.gate(request, caller, config, now, refusal, location, location, problems)
 
     async def too_many(
         self,
@@ -400,12 +286,13 @@ class Sandbox:
         """``POST /conversations/``."""
         now = await self.arrive(request)
         config = self._config
-        token = bearer_token(request)
+        caller = self.caller(request)
+        token = caller.token
         location, contact, problems = parse_create_body(await request.read())
-        refused = await self._gate(request, token, config, now, location, problems, SCOPE_WRITE)
+        refused = await self._check(request, caller, config, now, location, problems, SCOPE_WRITE)
         if refused is not None:
             return refused
-        assert location is not None and contact is not None  # _gate answered 422 otherwise
+        assert location is not None and contact is not None  # _check answered 422 otherwise
 
         fault = self.faults.pick()
         counters = self.state.counters(location)
@@ -474,13 +361,14 @@ class Sandbox:
         """``GET /conversations/search?locationId=…[&contactId=…][&limit=…]``."""
         now = await self.arrive(request)
         config = self._config
-        token = bearer_token(request)
+        caller = self.caller(request)
+        token = caller.token
         query = request.query
         raw_location = query.get("locationId")
         location = raw_location if raw_location and raw_location.strip() else None
         contact = query.get("contactId") or None
         problems = field_problems("locationId", raw_location)
-        refused = await self._gate(request, token, config, now, location, problems, SCOPE_READ)
+        refused = await self._check(request, caller, config, now, location, problems, SCOPE_READ)
         if refused is not None:
             return refused
         assert location is not None
@@ -490,11 +378,7 @@ class Sandbox:
             return await self.too_many(
                 request, token, config, now, location, decision.headers, decision.retry_after_s
             )
-        try:
-            limit = int(query.get("limit", SEARCH_DEFAULT_LIMIT))
-        except ValueError:
-            limit = SEARCH_DEFAULT_LIMIT
-        limit = min(max(limit, 1), SEARCH_MAX_LIMIT)
+        limit = search_limit(query)
         found, total = self.state.search(location, contact, now - config.search_lag_s, limit)
         body = with_trace(
             {"conversations": [search_item_json(c) for c in found], "total": total},

@@ -12,7 +12,7 @@ import random
 from dataclasses import dataclass, field
 
 from pipeline.core.outcomes import Code
-from pipeline.highlevel.client import Answer
+from pipeline.highlevel.answers import Answer
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,12 +14,13 @@ The rules, in the order a run meets them:
   (``missing_scope``) is not a rejection.
 - **A location's first decisive answer decides it**: a 403 stops it (``forbidden``), as does
   a 403 later on. The sender holds the location's burst until then.
-- **A spent daily quota** (``X-RateLimit-Daily-Remaining: 0`` in any answer) stops the
-  location (``daily_quota_exhausted``).
+- **A spent daily quota** (``X-RateLimit-Daily-Remaining: 0`` in any answer, as
+  ``quota.spent`` reads it) stops the location (``daily_quota_exhausted``).
 - **A search refused for a missing scope** means the token cannot look up existing
   conversations: no more searches with it.
 - **No connection at all**, ``MAX_CONNECT_FAILURES`` times before the API has answered
-  anything, stops the run (``unreachable``): a wrong ``--base-url`` costs seconds.
+  anything, stops the run (``unreachable``): a wrong ``--base-url`` costs seconds
+  (``Reachability``, the rule ``pipeline check`` follows too).
 - **The OAuth credentials file locked** by another run past its bound stops the run
   (``credentials_locked``): a token is a matter of the run, not of a row or a location.
 """
@@ -33,13 +34,34 @@ import structlog
 
 from pipeline.core import constants
 from pipeline.core.outcomes import RETRYABLE, Code
-from pipeline.highlevel.client import Answer
+from pipeline.highlevel.answers import Answer
+from pipeline.send import quota
 
 log = structlog.get_logger("pipeline.send.guards")
 
 # Connection failures, before the API has answered anything, that stop the run. With the
 # backoff's first waits (up to 0.5 s, then 1 s) they take a few seconds.
 MAX_CONNECT_FAILURES = 3
+
+
+@dataclass(slots=True)
+class Reachability:
+    """Whether the API can be reached at all: ``MAX_CONNECT_FAILURES`` answers with no
+    connection made, before any HTTP answer, say it cannot. A run's guards and
+    ``pipeline check`` both ask this rule."""
+
+    answered: bool = False  # the API has answered at least once: it is reachable
+    connect_failures: int = 0
+
+    def lost(self, answer: Answer) -> bool:
+        """Take one answer in: True when it makes the API unreachable."""
+        if answer.http_status is not None:
+            self.answered = True
+            return False
+        if not answer.connect_failed or self.answered:
+            return False
+        self.connect_failures += 1
+        return self.connect_failures >= MAX_CONNECT_FAILURES
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,8 +101,7 @@ class Guards:
         self._token_key = token_key
         self._tokens: dict[int, _Token] = {}
         self._locations: dict[str, _Location] = {}
-        self._answered = False  # the API has answered at least once: it is reachable
-        self._connect_failures = 0
+        self._reach = Reachability()
         self._credentials_locked_told = False
 
     def add(self, location_id: str) -> None:
@@ -125,10 +146,13 @@ class Guards:
             return self._credentials_locked(answer)
         if not answer.sent and answer.code is not None and answer.code not in RETRYABLE:
             return self._no_token(location_id, answer.code)
+        if self._reach.lost(answer):
+            log.error("API unreachable; stopping", cause=answer.message)
+            detail = f"cannot reach the API: {answer.message}"
+            return Verdict(stop_run=Code.UNREACHABLE, detail=detail)
         if answer.http_status is None:
-            return self._no_answer(answer)
-        self._answered = True
-        if answer.rate.daily_remaining == 0 and location.stopped_by is None:
+            return NOTHING
+        if quota.spent(answer.rate) and location.stopped_by is None:
             location.stopped_by = Code.DAILY_QUOTA_EXHAUSTED
             log.warning("daily quota spent", location_id=location_id)
         if answer.code is Code.UNAUTHORIZED:
@@ -205,12 +229,3 @@ class Guards:
             self._credentials_locked_told = True
             log.error("the oauth credentials stayed locked; stopping", cause=answer.message)
         return Verdict(stop_run=Code.CREDENTIALS_LOCKED, detail=answer.message)
-
-    def _no_answer(self, answer: Answer) -> Verdict:
-        if not answer.connect_failed or self._answered:
-            return NOTHING
-        self._connect_failures += 1
-        if self._connect_failures < MAX_CONNECT_FAILURES:
-            return NOTHING
-        log.error("API unreachable; stopping", cause=answer.message)
-        return Verdict(stop_run=Code.UNREACHABLE, detail=f"cannot reach the API: {answer.message}")

@@ -8,7 +8,7 @@ seconds ago. So a row whose first search finds nothing is not given up: it waits
 holding no sending slot and no place in its location's queue, and is searched again with
 growing waits (``LookupSchedule``) while the run goes on and after its last create, until
 found or ``--lookup-wait`` seconds after its "exists" answer. Each search takes a permit of
-the location's window and a slot like any request (the sender's ``search``), and the daily
+the location's window and a slot like any request (``looking.IdLookups``), and the daily
 reserve (``--daily-reserve``) is there for them.
 
 A row still without an id at the end is ``exists`` / ``id_not_found_yet``; the journal
@@ -34,7 +34,7 @@ from typing import Any, Generic, TypeVar
 from pipeline.core.constants import SCOPE_READ
 from pipeline.core.outcomes import Code, Status
 from pipeline.core.settings import DEFAULT_LOOKUP_WAIT_S
-from pipeline.highlevel.client import Answer
+from pipeline.highlevel.answers import Answer
 
 T = TypeVar("T")
 

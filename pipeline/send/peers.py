@@ -35,6 +35,7 @@ locations anyway) learn of each other from the headers alone.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import hashlib
@@ -42,18 +43,22 @@ import os
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import structlog
+
+if TYPE_CHECKING:  # the sender's view of a location; imported only for its type
+    from pipeline.send.rows import Location, SharedLocations
 
 log = structlog.get_logger("pipeline.send.peers")
 
 _DIGEST = 8  # bytes of a location's hash
 _SUFFIX = ".lease"
 # How old the view of the folder may be: the sender reads it this often and applies the
-# shares at once (``Sender._follow_peers``), so a peer that starts later is seen within it.
+# shares at once (``follow``), so a peer that starts later is seen within it.
 REFRESH_S = 0.25
 # A run that finds a location already leased waits this long after registering before its
 # first request there: by then every other run has read our lease and keeps to its share,
@@ -238,3 +243,15 @@ class Peers:
             return None
         finally:
             os.close(fd)
+
+
+async def follow(peers: SharedLocations, locations: Mapping[str, Location]) -> None:
+    """Apply our other runs' leases to the locations as they change, between answers too
+    (the sender runs this beside its rows): a run that learnt of a new peer only from its
+    next answer could spend a whole window's burst first, and the newcomer's requests
+    would meet it as 429s."""
+    while True:
+        await asyncio.sleep(REFRESH_S)
+        for name, location in locations.items():
+            if location.limiter.answers:
+                location.limiter.share(peers.sharers(name))

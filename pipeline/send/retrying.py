@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from pipeline.core.outcomes import RETRYABLE, SKIP_MESSAGES, Code, Status, quick_init
-from pipeline.highlevel.client import Answer
+from pipeline.highlevel.answers import Answer
+from pipeline.send import quota
 from pipeline.send.backoff import Backoff
 
 if TYPE_CHECKING:  # the options model; imported only for its type
@@ -93,7 +94,7 @@ class RetryPolicy:
         run or the row's location sends no more, if it does not."""
         if answer.status is Status.EXISTS:
             return FindExisting()
-        if answer.code is Code.RATE_LIMITED and answer.rate.daily_remaining == 0:
+        if quota.refused(answer):  # no retry can succeed today
             return Settle(skipped(Code.DAILY_QUOTA_EXHAUSTED, answer))
         if answer.code not in RETRYABLE:
             return Settle(answer)

@@ -1,5 +1,6 @@
 """What the sender works on: a location's batch of rows, its state while sending (its
-limiter, its token's turns, what is left of its day), and one row's story.
+limiter, its token's turns, what is left of its day: ``quota.DailyAllowance``), and one
+row's story.
 
 Plain data with the little logic that belongs to it (a turn taken and given back, the answer
 of a row the run did not send); the mechanism that moves them is ``sender.Sender``.
@@ -13,9 +14,10 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from pipeline.core.outcomes import Code
-from pipeline.highlevel.client import Answer
+from pipeline.highlevel.answers import Answer
 from pipeline.send.limiter import LocationLimiter
 from pipeline.send.lookups import not_found_yet
+from pipeline.send.quota import DailyAllowance
 from pipeline.send.retrying import unsent
 
 
@@ -64,11 +66,7 @@ class Location:
     limiter: LocationLimiter
     priority: int  # order of first appearance: earlier locations are served first
     token: TokenTurn
-    # Rows that may still start today: the last X-RateLimit-Daily-Remaining, less the
-    # reserve and our requests on their way then, less the rows started since (None: not
-    # known yet).
-    daily_allowance: int | None = None
-    told_spent: bool = False
+    quota: DailyAllowance = field(default_factory=DailyAllowance)  # rows that may start today
     holds_turn: bool = False  # its first request holds the token's turn (``TokenTurn``)
     decided: asyncio.Event = field(default_factory=asyncio.Event)  # its first request is
 

@@ -2,14 +2,17 @@
 
 This module is the mechanism; the decisions live beside it as plain state and functions:
 ``retrying.RetryPolicy`` (after an answer: retry after a delay, look up the existing
-conversation, or settle) and ``guards.Guards`` (what an answer says about a token, a
-location and the run). ``Sender`` dispatches rows, holds permits and slots, carries the
-decisions out and records outcomes.
+conversation, or settle), ``guards.Guards`` (what an answer says about a token, a location
+and the run) and ``quota`` (what is left of a location's day). ``Sender`` dispatches rows,
+carries the decisions out and stops the run; beneath it, ``requests.RequestLayer`` takes
+permits and slots and makes each request, ``looking.IdLookups`` searches the ids of
+conversations that exist (and queues a row the index does not show yet), and
+``recording.Recorder`` gives each row its outcome.
 
 Shape of the machinery: one dispatcher per location walks that location's rows in input
 order; for each it takes a permit from the location's ``LocationLimiter`` (the limit the
-location's answers announce and the user's ``--rate``, both at once) and then a slot from
-the global concurrency semaphore, and starts the row's task. Taking the location permit
+location's answers announce and the user's ``--rate``, both at once) and starts the row's
+task, which then queues for a slot of the global concurrency. Taking the location permit
 first means a location that is waiting on its own limit holds no global slot, so a slow or
 throttled location never stalls the others. A row's task owns its retries: between attempts
 it holds nothing, and each new request takes a permit and a slot again.
@@ -18,43 +21,38 @@ First requests go alone. A token's first request goes alone: its other locations
 the answer, so a wrong token costs one request, not a burst. Then each location's first
 request goes alone too, and its burst follows the answer (which may say 403, or announce
 the location's real limits). A first request that gets no decisive answer (see ``guards``)
-is followed by the next row's, alone in turn.
-
-"Already exists" is followed by a search for the existing id, so a create whose answer was
-lost and then re-sent still ends with the right conversation id; a row whose id the index
-does not show yet waits in the lookup queue (``lookups``) holding no slot, and is searched
-again later. A batch's ``lookups`` (rows an earlier run left without their id) are only
-searched, never created.
+is followed by the next row's, alone in turn. A batch's ``lookups`` (rows an earlier run
+left without their id) are only searched, never created.
 
 ``stop()`` (a signal, a rejected token, an unreachable API) ends the run gracefully: no new
 row starts, rows waiting between attempts end at once, requests in flight get a bounded
-grace period.
-
-Every row of every batch reaches ``sink`` exactly once, as a ``RowOutcome``: rows the run
-never got to (it stopped first) as ``skipped`` with ``stop_code`` as the reason.
+grace period. Every row of every batch reaches ``sink`` exactly once, as a ``RowOutcome``:
+rows the run never got to (it stopped first) as ``skipped`` with ``stop_code`` as the reason.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import time
-from collections.abc import Awaitable, Callable, Iterable
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable
 
 import structlog
 
 from pipeline.core.outcomes import RETRYABLE, Code, RowOutcome, Status
 from pipeline.core.settings import Rate
-from pipeline.highlevel.client import Answer
+from pipeline.highlevel.answers import Answer
 from pipeline.send.guards import Guards, Verdict
-from pipeline.send.inflight import Gauge, InFlightLimit, watch_loop_lag
+from pipeline.send.inflight import Gauge, InFlightLimit
 from pipeline.send.latencies import Latencies
-from pipeline.send.limiter import DEFAULT_SERVER_LIMIT, LocationLimiter, PrioritySlots
-from pipeline.send.lookups import LookupQueue, LookupSchedule, found, not_found_yet, unsearchable
-from pipeline.send.peers import REFRESH_S
-from pipeline.send.retrying import FindExisting, Retry, RetryPolicy, Settle, unsent
+from pipeline.send.limiter import DEFAULT_SERVER_LIMIT, LocationLimiter
+from pipeline.send.looking import IdLookups
+from pipeline.send.lookups import LookupSchedule
+from pipeline.send.peers import follow
+from pipeline.send.quota import DailyAllowance
+from pipeline.send.recording import Recorder
+from pipeline.send.requests import RequestLayer
+from pipeline.send.retrying import FindExisting, RetryPolicy, Settle, unsent
 from pipeline.send.rows import (
     Alone,
     ConversationsAPI,
@@ -65,12 +63,9 @@ from pipeline.send.rows import (
     TokenTurn,
     not_sent,
 )
-from pipeline.send.watchdog import CHECK_EVERY_S, PROBE_EVERY_S, Watchdog, bound_for
+from pipeline.send.watchdog import CHECK_EVERY_S, Watchdog, bound_for
 
 log = structlog.get_logger("pipeline.send.sender")
-
-# Failures with no answer at all: while the API is silent, their rows are told in one line.
-_NO_ANSWER = frozenset({Code.NETWORK_ERROR, Code.TIMEOUT})
 
 
 class Sender:
@@ -95,9 +90,7 @@ class Sender:
         location's answers announce (None: follow the announced limit alone).
 
         ``daily_reserve``: requests of a location's daily quota kept for the searches and
-        retries of rows already started: once what the API says is left today comes down
-        to it, the location's rows not yet started end ``skipped`` /
-        ``daily_quota_exhausted`` in input order, never sent into a refusal.
+        retries of rows already started (``quota.DailyAllowance``).
 
         ``record_unstarted``: when the run stops, give every row never started an outcome
         too (``skipped`` with the stop's code). A single process can leave them out (the
@@ -105,12 +98,9 @@ class Sender:
         does not write millions of records); a worker must not, because workers may stop
         for different reasons.
 
-        ``lookup``: how long and how often a conversation's id is searched for when the
-        index does not show it yet (``lookups``).
-
+        ``lookup``: how long and how often an id is searched for (``lookups``).
         ``concurrency``: requests in flight at most, fixed, or an ``InFlightLimit`` that
         sizes it to the latency as answers come in.
-
         ``clock``: the limiters' time (tests pass their event loop's virtual clock).
         ``gauge``: where to show the requests in flight and the limit (the progress bar).
         ``peers``: which locations our other runs on this machine send to as well (their
@@ -119,44 +109,53 @@ class Sender:
         (``watchdog``)."""
         self._client = client
         self._rate = rate
-        if isinstance(concurrency, InFlightLimit):
-            self._inflight: InFlightLimit | None = concurrency
-            self._slots = PrioritySlots(concurrency.limit)
-            # A location never needs more tasks started than could ever be in flight at once.
-            self._concurrency = concurrency.ceiling
-        else:
-            self._inflight = None
-            self._slots = PrioritySlots(concurrency)
-            self._concurrency = concurrency
         self._policy = policy
         self._daily_reserve = daily_reserve
         self._peers: SharedLocations = peers or Alone()
-        self._sink = sink
         self._grace_s = grace_s
         self._clock = clock
         self._watchdog = watchdog or Watchdog(bound_for(30.0), clock)
         if rate is not None:
             self._watchdog.window(rate.interval_s)  # the user's own window is no silence
-        self._request_ended = asyncio.Event()  # probes wait on it while the API is silent
-        self._next_probe_at = 0.0
-        self._quiet_failures = 0  # rows failed with no answer while the API was silent
-        self._lookup = lookup or LookupSchedule()
-        self._lookups: LookupQueue[Row] = LookupQueue(self._look_up_again, clock=clock)
+        self._layer = RequestLayer(
+            concurrency, watchdog=self._watchdog, observe=self._observe, clock=clock, gauge=gauge
+        )
+        self._guards = Guards(client.token_key)
+        self._recorder = Recorder(sink, self._watchdog, lambda: self.stop_code)
+        self._finish = self._recorder.finish
+        self._ids = IdLookups(
+            self._layer,
+            client.find_conversation,
+            guards=self._guards,
+            schedule=lookup or LookupSchedule(),
+            watchdog=self._watchdog,
+            finish=self._finish,
+            stopped=lambda: self.stop_code,
+            clock=clock,
+            gauge=gauge,
+        )
         self._record_unstarted = record_unstarted
         self._locations: dict[str, Location] = {}
         self._dispatchers: list[asyncio.Task[None]] = []
         self._rows: dict[asyncio.Task[None], Row] = {}
-        self._guards = Guards(client.token_key)
         self._turns: dict[int, TokenTurn] = {}  # by token key
         self.stop_code: Code | None = None
         self.stop_detail: str | None = None  # why, in a line, when the run stopped itself
-        self.requests = 0  # HTTP requests made, creates and searches
-        self.peak_in_flight = 0
-        self._gauge = gauge or Gauge()
-        self.latencies = Latencies()  # every request's time, for the mean, p50 and p99
         self.throttled = 0  # 429 answers
         # Each location's X-RateLimit-Daily-Remaining, as its last answer said (metrics).
         self.daily_remaining: dict[str, int] = {}
+
+    @property
+    def requests(self) -> int:  # HTTP requests made, creates and searches
+        return self._layer.requests
+
+    @property
+    def peak_in_flight(self) -> int:
+        return self._layer.peak_in_flight
+
+    @property
+    def latencies(self) -> Latencies:  # every request's time, for the mean, p50 and p99
+        return self._layer.latencies
 
     # -- public -------------------------------------------------------------------------
 
@@ -166,7 +165,8 @@ class Sender:
             limiter = LocationLimiter(DEFAULT_SERVER_LIMIT, self._rate, clock=self._clock)
             self._guards.add(location_id)
             turn = self._turns.setdefault(self._client.token_key(location_id), TokenTurn())
-            found = Location(location_id, limiter, len(self._locations), turn)
+            allowance = DailyAllowance(self._daily_reserve)
+            found = Location(location_id, limiter, len(self._locations), turn, allowance)
             self._locations[location_id] = found
         return found
 
@@ -175,12 +175,12 @@ class Sender:
 
     async def run(self, batches: Iterable[LocationBatch]) -> None:
         helpers = [
-            asyncio.create_task(self._follow_peers()),
-            asyncio.create_task(self._lookups.run()),
+            asyncio.create_task(self._ids.run()),
             asyncio.create_task(self._watch()),
+            *(asyncio.create_task(helper) for helper in self._layer.helpers()),
         ]
-        if self._inflight is not None:
-            helpers.append(asyncio.create_task(watch_loop_lag(self._inflight)))
+        if not isinstance(self._peers, Alone):  # our other runs' shares, between answers too
+            helpers.append(asyncio.create_task(follow(self._peers, self._locations)))
         try:
             self._dispatchers = [asyncio.create_task(self._dispatch(b)) for b in batches]
             ended = await asyncio.gather(*self._dispatchers, return_exceptions=True)
@@ -189,22 +189,17 @@ class Sender:
                     log.error("a location's dispatcher failed", exc_info=outcome)
             while self._rows:
                 await asyncio.wait(list(self._rows))
-            await self._lookups.drained()  # after the last create: the ids still looked up
+            await self._ids.drained()  # after the last create: the ids still looked up
         finally:
             for helper in helpers:
                 helper.cancel()
-            if self._quiet_failures:
-                log.warning(
-                    "rows failed with no answer from the API",
-                    rows=self._quiet_failures,
-                    error_code=Code.NETWORK_ERROR,
-                )
+            self._recorder.close()
 
     async def _watch(self) -> None:
         """Stop the run when the API has gone silent or nothing moves (``watchdog``)."""
         while True:
             await asyncio.sleep(CHECK_EVERY_S)
-            verdict = self._watchdog.check(self._slots.in_use)
+            verdict = self._watchdog.check(self._layer.in_flight)
             if verdict is not None and self.stop_code is None:
                 log.error(
                     "the API is lost; stopping"
@@ -212,21 +207,9 @@ class Sender:
                     else "no progress; stopping",
                     reason=verdict.detail,
                     rows_in_flight=len(self._rows),
-                    looking_up=len(self._lookups),
+                    looking_up=len(self._ids),
                 )
                 self.stop(verdict.code, verdict.detail)
-
-    async def _follow_peers(self) -> None:
-        """Apply our other runs' leases to the locations as they change, between answers
-        too: a run that learnt of a new peer only from its next answer could spend a whole
-        window's burst first, and the newcomer's requests would meet it as 429s."""
-        if isinstance(self._peers, Alone):
-            return
-        while True:
-            await asyncio.sleep(REFRESH_S)
-            for name, location in self._locations.items():
-                if location.limiter.answers:
-                    location.limiter.share(self._peers.sharers(name))
 
     def stop(self, code: Code, detail: str | None = None) -> None:
         """Start no new row; end rows waiting between attempts; give requests in flight a grace."""
@@ -240,7 +223,7 @@ class Sender:
         for task, row in list(self._rows.items()):
             if not row.in_request:
                 task.cancel()
-        self._lookups.stop()  # their rows keep the id_not_found_yet the journal holds
+        self._ids.stop()  # their rows keep the id_not_found_yet the journal holds
         asyncio.get_running_loop().call_later(self._grace_s, self._cancel_rows)
 
     def _cancel_rows(self) -> None:
@@ -260,7 +243,7 @@ class Sender:
         a time (``_first_answer``).
         """
         location = self.location(batch.location_id)
-        pending = asyncio.Semaphore(self._concurrency)
+        pending = asyncio.Semaphore(self._layer.ceiling)
         join_wait = self._peers.join_wait_s(batch.location_id)
         if join_wait > 0:
             await asyncio.sleep(join_wait)
@@ -274,28 +257,21 @@ class Sender:
             for row_index, contact_id, lookup in rows:
                 row = Row(location, row_index, contact_id, lookup=lookup)
                 if self._spent_today(location):
-                    self._finish(row, not_sent(row, Code.DAILY_QUOTA_EXHAUSTED))
+                    refused: Code | None = Code.DAILY_QUOTA_EXHAUSTED
+                else:
+                    refused = await self._admit(location, pending)
+                if refused is not None:
+                    self._finish(row, not_sent(row, refused))
                     row = None
                     continue
-                if await self._admit(location, pending):
-                    if self._spent_today(location):  # an answer said so while we waited
-                        location.limiter.cancel()
-                        pending.release()
-                        self._finish(row, not_sent(row, Code.DAILY_QUOTA_EXHAUSTED))
-                        row = None
-                        continue
-                    if location.daily_allowance is not None:
-                        location.daily_allowance -= 1
-                    task = asyncio.create_task(self._send_row(row, holding=True))
-                    self._rows[task] = row
-                    task.add_done_callback(self._rows.pop)
-                    task.add_done_callback(lambda _: pending.release())
-                    row = None
-                    if not location.decided.is_set():
-                        await self._first_answer(location, task)
-                else:
-                    self._finish(row, not_sent(row, self.stopped_by(location) or Code.INTERRUPTED))
-                    row = None
+                location.quota.start_one()
+                task = asyncio.create_task(self._send_row(row, holding=True))
+                self._rows[task] = row
+                task.add_done_callback(self._rows.pop)
+                task.add_done_callback(lambda _: pending.release())
+                row = None
+                if not location.decided.is_set():
+                    await self._first_answer(location, task)
             self._peers.done(location.location_id)  # our other runs may take our share back
         except asyncio.CancelledError:  # the run stopped: the rows left are unsent
             if self._record_unstarted:
@@ -308,37 +284,43 @@ class Sender:
             raise
 
     def _spent_today(self, location: Location) -> bool:
-        """No more rows may start at the location today (its daily quota, less the reserve);
-        said once in the log when it first happens."""
-        spent = location.daily_allowance is not None and location.daily_allowance <= 0
-        if spent and not location.told_spent:
-            location.told_spent = True
+        """No more rows may start at the location today (``quota.DailyAllowance``); said
+        once in the log when it first happens."""
+        quota = location.quota
+        if not quota.spent:
+            return False
+        if not quota.told:
+            quota.told = True
             log.warning(
                 "daily quota spent; the location's rows not started are skipped",
                 location_id=location.location_id,
                 daily_remaining=self.daily_remaining.get(location.location_id),
                 reserve=self._daily_reserve,
             )
-        return spent
+        return True
 
-    async def _admit(self, location: Location, pending: asyncio.Semaphore) -> bool:
-        """Wait for the token's turn, a pending slot and a location permit; False (holding
-        nothing) when the location was stopped meanwhile."""
+    async def _admit(self, location: Location, pending: asyncio.Semaphore) -> Code | None:
+        """Wait for the token's turn, a pending slot and a location permit: None once they
+        are held, else why the row may not start (holding nothing): the location was
+        stopped, or its day spent, meanwhile."""
         if not location.decided.is_set():
             await self._token_turn(location)
-        if self.stopped_by(location) is not None:
-            return False
+        if (stopped := self.stopped_by(location)) is not None:
+            return stopped
         await pending.acquire()
         try:
             await location.limiter.acquire()
         except asyncio.CancelledError:
             pending.release()
             raise
-        if self.stopped_by(location) is None:  # nothing decided while we waited for the permit
-            return True
-        location.limiter.cancel()
-        pending.release()
-        return False
+        # Decided while we waited for the permit: a stop, or an answer spent the day.
+        stopped = self.stopped_by(location)
+        if stopped is None and self._spent_today(location):
+            stopped = Code.DAILY_QUOTA_EXHAUSTED
+        if stopped is not None:
+            location.limiter.cancel()
+            pending.release()
+        return stopped
 
     async def _token_turn(self, location: Location) -> None:
         """Return once the location's token is accepted, or this location may probe it."""
@@ -363,37 +345,6 @@ class Sender:
             location.holds_turn = False
             location.token.first.give_back()
 
-    async def _take(self, location: Location, *, holding_permit: bool = False) -> None:
-        """A permit of the location (unless already held), then a global slot (only one
-        request in flight while the API is silent: ``watchdog``).
-
-        Nothing is held if cancelled on the way.
-        """
-        if not holding_permit:
-            await location.limiter.acquire()
-        try:
-            if self._watchdog.silent:
-                await self._probe_turn()
-            await self._slots.acquire(location.priority)
-        except asyncio.CancelledError:
-            location.limiter.cancel()
-            raise
-
-    async def _probe_turn(self) -> None:
-        """While the API answers nothing, one request at a time probes it, one every
-        ``PROBE_EVERY_S``: a dead host is not hammered by every row's attempts (it was
-        5,000 connections for 1,000 rows), and the first answer lets every row go again."""
-        while self._watchdog.silent:
-            wait_s = self._next_probe_at - self._clock()
-            if not self._slots.in_use and wait_s <= 0:
-                self._next_probe_at = self._clock() + PROBE_EVERY_S
-                return
-            self._request_ended.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._request_ended.wait(), None if self._slots.in_use else wait_s
-                )
-
     # -- one row ------------------------------------------------------------------------
 
     async def _send_row(self, row: Row, *, holding: bool) -> None:
@@ -407,15 +358,15 @@ class Sender:
         try:
             if row.lookup:
                 row.exists_at = self._clock()
-                answer = await self._search(row, holding=holding)
+                answer = await self._ids.search(row, holding=holding)
                 if answer is not None:
-                    self._settle(row, answer)
+                    self._ids.settle(row, answer)
                 return
             while True:
-                await self._take(location, holding_permit=holding)
+                await self._layer.take(location, holding_permit=holding)
                 holding = False
                 row.attempts += 1
-                answer = await self._request(row, self._client.create_conversation)
+                answer = await self._layer.send(row, self._client.create_conversation)
                 if not answer.sent and answer.code not in RETRYABLE:
                     row.attempts -= 1  # no token can be had: no create was made, nor will be
                 stopped = self.stop_code or self.stopped_by(location)
@@ -424,14 +375,14 @@ class Sender:
                 )
                 if isinstance(decision, FindExisting):
                     row.exists, row.exists_at = answer, self._clock()
-                    answer = await self._search(row)
+                    answer = await self._ids.search(row)
                     if answer is None:  # it waits in the lookup queue, recorded
                         return
                     break
                 if isinstance(decision, Settle):
                     answer = decision.answer
                     break
-                await self._wait_to_retry(row, answer, decision)
+                await self._layer.wait_to_retry(row, answer, decision)
                 waited += decision.delay_s
                 stopped = self.stopped_by(location)
                 if stopped is not None:  # decided while this row waited
@@ -447,131 +398,7 @@ class Sender:
             answer = Answer(
                 Status.FAILED, Code.INTERNAL_ERROR, message=f"internal error: {type(exc).__name__}"
             )
-        self._settle(row, answer)
-
-    async def _wait_to_retry(self, row: Row, answer: Answer, retry: Retry) -> None:
-        if retry.pause_location:
-            row.location.limiter.block_for(retry.delay_s)
-        log.debug(
-            "retrying",
-            row_index=row.row_index,
-            location_id=row.location.location_id,
-            attempt=row.attempts,
-            error_code=answer.code,
-            http_status=answer.http_status,
-            trace_id=answer.trace_id,
-            delay_s=round(retry.delay_s, 3),
-        )
-        if retry.pause_location:  # the API asked for the pause: waiting is not silence
-            self._watchdog.waiting_until(self._clock() + retry.delay_s)
-        await asyncio.sleep(retry.delay_s)
-
-    async def _request(self, row: Row, call: Callable[[str, str], Awaitable[Answer]]) -> Answer:
-        """One HTTP request; entered holding a permit and a slot, which it gives back."""
-        location = row.location
-        row.in_request = True
-        sent_at = self._clock()
-        sent = True
-        cohort = self._inflight.on_send(self._slots.in_use) if self._inflight else None
-        try:
-            answer = await call(location.location_id, row.contact_id)
-            sent = answer.sent
-        finally:
-            in_flight = self._slots.in_use
-            self.peak_in_flight = max(self.peak_in_flight, in_flight)
-            row.in_request = False
-            location.limiter.release()
-            self._slots.release()
-            self.requests += sent
-        latency = self._clock() - sent_at
-        self.latencies.add(latency)
-        self._request_ended.set()
-        if answer.http_status is not None:
-            self._watchdog.answered()
-        elif answer.code in _NO_ANSWER:  # its token's refresh, too, may have found no API
-            self._watchdog.failed(answer.message or str(answer.code))
-        if self._inflight is not None:
-            failed = answer.http_status is None
-            limit = self._inflight
-            moves = limit.cuts + limit.rebases
-            limit.on_answer(latency, in_flight=in_flight, failed=failed, cohort=cohort)
-            self._slots.resize(limit.limit)
-            if limit.cuts + limit.rebases != moves:  # rare: a line for whoever tunes it
-                log.debug(
-                    "in-flight limit moved",
-                    limit=limit.limit,
-                    cuts=limit.cuts,
-                    rebases=limit.rebases,
-                    baseline_ms=round(1000 * limit.baseline_s, 1),
-                    failed=failed,
-                )
-        self._gauge.in_flight, self._gauge.limit = in_flight, self._slots.capacity
-        row.last = answer
-        self._observe(location, answer, sent_at)
-        return answer
-
-    # -- looking up an existing conversation's id --------------------------------------------
-
-    async def _search(self, row: Row, *, holding: bool = False) -> Answer | None:
-        """One search for the row's conversation id: the row's last answer, or None when
-        the index does not show the id yet and the row now waits in the lookup queue (its
-        ``id_not_found_yet`` outcome journalled first, so a crash leaves it so).
-
-        A token without ``conversations.readonly`` cannot search: its first search goes
-        alone, and when it says so, it is the last one made with that token (the rows end
-        ``exists`` without an id, as the API leaves them)."""
-        name = row.location.location_id
-        if self.stop_code is not None or self._guards.stopped_by(name) is not None:
-            if holding:
-                row.location.limiter.cancel()
-            return not_found_yet(row.exists)
-        try:
-            first = await row.location.token.search.take(lambda: self._guards.search_known(name))
-        except asyncio.CancelledError:
-            if holding:
-                row.location.limiter.cancel()
-            raise
-        try:
-            if not self._guards.can_search(name):
-                if holding:
-                    row.location.limiter.cancel()
-                return unsearchable(row.exists)
-            await self._take(row.location, holding_permit=holding)
-            answer = await self._request(row, self._client.find_conversation)
-        finally:
-            if first:
-                row.location.token.search.give_back()
-        self._guards.searched(name, answer)
-        row.searches += 1
-        if answer.conversation_id is not None:
-            return found(row.exists, answer)
-        if not self._guards.can_search(name):
-            return unsearchable(row.exists)
-        delay = self._lookup.next_delay(row.searches, self._clock() - row.exists_at)
-        spent = answer.code is Code.RATE_LIMITED and answer.rate.daily_remaining == 0
-        if delay is None or spent or self.stop_code is not None:
-            return not_found_yet(row.exists)
-        if not row.recorded:
-            self._finish(row, not_found_yet(row.exists))
-            row.recorded = True
-        self._lookups.add(row, delay)
-        self._watchdog.waiting_until(self._clock() + delay)
-        self._gauge.looking_up = len(self._lookups)
-        return None
-
-    async def _look_up_again(self, row: Row) -> None:
-        """A row of the lookup queue, due: search again (``LookupQueue`` calls this)."""
-        answer: Answer | None
-        try:
-            answer = await self._search(row)
-        except asyncio.CancelledError:  # the run stopped: the journal holds id_not_found_yet
-            answer = not_found_yet(row.exists)
-        except Exception:  # a bug must cost one row's id, never the run
-            log.exception("looking up an id failed unexpectedly", row_index=row.row_index)
-            answer = not_found_yet(row.exists)
-        if answer is not None:
-            self._settle(row, answer)
-        self._gauge.looking_up = len(self._lookups) - 1  # this search is ending
+        self._ids.settle(row, answer)
 
     def _observe(self, location: Location, answer: Answer, sent_at: float) -> None:
         """Let the answer steer the location's limiter, and through the guards its token,
@@ -584,10 +411,9 @@ class Sender:
         sharers = self._peers.sharers(location.location_id, fresh=not limiter.answers)
         if rate.daily_remaining is not None:
             self.daily_remaining[location.location_id] = rate.daily_remaining
-            # Our other requests on their way may not be counted in this figure yet; our
-            # other runs sending to the location may each spend their share of it.
-            left = rate.daily_remaining - self._daily_reserve - limiter.in_flight
-            location.daily_allowance = left // sharers
+            location.quota.observe(
+                rate.daily_remaining, in_flight=limiter.in_flight, sharers=sharers
+            )
         if rate.interval_ms:
             self._watchdog.window(rate.interval_ms / 1000)
         limiter.observe(
@@ -605,40 +431,3 @@ class Sender:
             location.token.first.changed.set()  # locations waiting for the token's turn go on
         if verdict.stop_run is not None:
             self.stop(verdict.stop_run, verdict.detail)
-
-    def _settle(self, row: Row, answer: Answer) -> None:
-        """The row's last answer: recorded, unless the journal holds it already (a row that
-        waited in the lookup queue and ends without its id)."""
-        if not (row.recorded and answer.code is Code.ID_NOT_FOUND_YET):
-            self._finish(row, answer)
-
-    def _finish(self, row: Row, answer: Answer) -> None:
-        silent_failure = answer.http_status is None and answer.code in _NO_ANSWER
-        if not silent_failure:
-            self._watchdog.progressed()
-        if silent_failure and (self._watchdog.silent or self.stop_code is Code.UNREACHABLE):
-            self._quiet_failures += 1  # one line for them all (``run``), not one each
-        elif answer.status is Status.FAILED:
-            log.warning(
-                "row failed",
-                row_index=row.row_index,
-                location_id=row.location.location_id,
-                error_code=answer.code,
-                http_status=answer.http_status,
-                message=answer.message,
-                attempts=row.attempts,
-                trace_id=answer.trace_id,
-            )
-        self._sink(
-            RowOutcome(
-                row_index=row.row_index,
-                status=answer.status,
-                conversation_id=answer.conversation_id,
-                error_code=answer.code,
-                http_status=answer.http_status,
-                error_message=answer.message,
-                attempts=row.attempts,
-                trace_id=answer.trace_id,
-                finished_at=datetime.now(UTC) if row.attempts or row.searches else None,
-            )
-        )

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pipeline.core.outcomes import Code
 
 CHECK_EVERY_S = 0.5
-# While the API is silent, the sender lets one request probe it this often (``Sender``).
+# While the API is silent, one request probes it this often (``requests.RequestLayer``).
 PROBE_EVERY_S = 1.0
 # Silence tolerated, whatever --timeout says: an API that restarts or a network that blips
 # for a few seconds is not lost.

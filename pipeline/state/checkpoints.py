@@ -378,3 +378,22 @@ def for_output(files: OutputFiles, interval_s: float) -> Checkpoints | None:
     if files.uri is None:
         return None
     return Checkpoints(files, interval_s=interval_s)
+
+
+def take_up(files: OutputFiles, interval_s: float, *, resume: bool) -> Checkpoints | None:
+    """For an output in object storage: claim the checkpoint beside it (fencing off any
+    older attempt of this task) and, with no journal on this disk, take up its journals,
+    which ``--resume`` then goes on from. Without ``--resume``, a checkpoint that holds an
+    unfinished run's journal stops the run before it claims anything: starting over would
+    send its rows again, and the claim would stop that run if it is still going somewhere.
+    None for a local output."""
+    checkpoints = for_output(files, interval_s)
+    if checkpoints is None:
+        return None
+    if not resume and checkpoints.holds_journals():
+        raise UsageError(
+            f"{checkpoints.where}: an unfinished run left its journal's checkpoint there; add "
+            "--resume to continue it (or remove that folder to start over)"
+        )
+    checkpoints.take_up()
+    return checkpoints

@@ -76,7 +76,7 @@ def _rows(rows_by_location: dict[str, int]) -> str:
 def advise(
     results: str,
     *,
-    argv: Sequence[str],
+    argv: Sequence[str] | None,
     token_source: Callable[[str], str],
     problem_rows: int,
     interrupted: bool,
@@ -86,8 +86,9 @@ def advise(
     """The lines and the next command for a finished (or interrupted) run.
 
     ``argv``: the command line as given (after ``pipeline``), to build the next command
-    from; ``token_source``: where a location's token came from; ``shard``: the part this
-    run sent (``K/N``), when it is a task of an array job.
+    from (None: a Python call, which has no command to print); ``token_source``: where a
+    location's token came from; ``shard``: the part this run sent (``K/N``), when it is a
+    task of an array job.
     """
     stops = {} if dry_run else _stopped(results)
     lines: list[str] = []
@@ -154,7 +155,12 @@ def advise(
             "index did not show its id within --lookup-wait. A retry in a few minutes looks "
             "them up (searches only, never a create)."
         )
-    next_step = _next(results, argv, stops, problem_rows, interrupted, dry_run, shard)
+    # A Python call has no command line to paste: its next step is the caller's to say.
+    next_step = (
+        ""
+        if argv is None
+        else _next(results, argv, stops, problem_rows, interrupted, dry_run, shard)
+    )
     return Advice(lines, next_step)
 
 
