@@ -160,8 +160,12 @@ def test_tokens_come_from_where_the_options_say(
         frame(2, 1), tokens_file=tmp_path / "tokens.toml", **options(sandbox)
     )
     assert per_location["status"].to_list() == ["exists", "skipped"]  # L1 has no token
-    with pytest.raises(pipeline.UsageError, match="or set GHL_TOKEN"):
+    with pytest.raises(pipeline.UsageError) as none:
         pipeline.create_conversations(frame(1, 1), **options(sandbox))
+    assert str(none.value) == (
+        "no API token: pass token=... (or tokens={location_id: token}), or set the environment "
+        "variable GHL_TOKEN (or use token_file=..., tokens_file=... or oauth_file=...)"
+    )
 
 
 def test_oauth_credentials_sign_the_call(

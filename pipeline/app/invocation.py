@@ -118,15 +118,6 @@ def job_for(
     )
 
 
-def require_token(job: Job, tokens: Tokens | None) -> None:
-    """Only a dry run goes on without a token."""
-    if tokens is None and not job.dry_run:
-        config = job.config
-        raise UsageError(
-            f"no API token: set the environment variable {config.token_env} (or use --token-file)"
-        )
-
-
 def perform(
     job: Job,
     tokens: Tokens | None,

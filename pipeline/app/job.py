@@ -12,12 +12,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pipeline.app.config import RunConfig
 from pipeline.core import constants
+from pipeline.core.errors import UsageError
 from pipeline.core.settings import Rate, parse_rate
 from pipeline.inputs.shards import Shard
 from pipeline.state.outputs import OutputFiles
+
+if TYPE_CHECKING:
+    from pipeline.auth.tokens import Tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,3 +57,15 @@ class Job:
     def rate_label(self) -> str:
         rate = self.rate
         return "as announced" if rate is None else f"{rate} and as announced"
+
+
+def require_token(job: Job, tokens: Tokens | None, *, call: bool = False) -> None:
+    """Only a dry run goes on without a token: the one "no API token" message, naming every
+    place a token can come from (``call``: a Python call, which may also pass one)."""
+    if job.dry_run or (tokens is not None and tokens.any_token):
+        return
+    passed = "pass token=... (or tokens={location_id: token}), or " if call else ""
+    raise UsageError(
+        f"no API token: {passed}set the environment variable {job.config.token_env} "
+        "(or use --token-file, --tokens-file or --oauth-file)"
+    )

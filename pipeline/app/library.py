@@ -46,6 +46,7 @@ import structlog
 
 from pipeline.app.config import RunConfig
 from pipeline.app.invocation import job_for, perform, tokens_for
+from pipeline.app.job import require_token
 from pipeline.app.summary import RunSummary
 from pipeline.auth.tokens import Tokens
 from pipeline.core import logs
@@ -147,11 +148,7 @@ def _run(
         job = job_for(
             source, config, output=where, dry_run=dry_run, overwrite=overwrite or output is None
         )
-        if credentials is None and not dry_run:
-            raise UsageError(
-                f"no API token: pass token=... (or tokens={{location_id: token}}), or set "
-                f"{config.token_env}"
-            )
+        require_token(job, credentials, call=True)
         summary = perform(job, credentials, resume=resume)
         return replace(summary, rows=pl.read_parquet(summary.results))
 

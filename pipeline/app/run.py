@@ -23,7 +23,7 @@ from pathlib import Path
 import polars as pl
 import structlog
 
-from pipeline.app.job import Job
+from pipeline.app.job import Job, require_token
 from pipeline.app.merging import merge_if_complete
 from pipeline.auth.tokens import Tokens
 from pipeline.core.errors import UsageError, first_line
@@ -144,8 +144,7 @@ def execute(
     """Run the job; ``tokens`` is one token, a token per location, or None for a dry run."""
     if isinstance(tokens, str):
         tokens = Tokens(default=tokens)
-    if (tokens is None or not tokens.any_token) and not job.dry_run:
-        raise UsageError("no API token: set GHL_TOKEN (or name another variable with --token-env)")
+    require_token(job, tokens)
     files = job.files
     if job.shard is not None:  # the log's first line: which part, and who said so
         log.info("this task sends one part", shard=job.shard.label, told_by=job.shard.source)

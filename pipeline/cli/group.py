@@ -115,7 +115,8 @@ def job_and_tokens(
     the connection exactly as the run it precedes will. A command without ``--dry-run`` or
     ``--overwrite`` counts as not asking for them; without a token, only a dry run goes on.
     """
-    from pipeline.app.invocation import job_for, require_token, tokens_for
+    from pipeline.app.invocation import job_for, tokens_for
+    from pipeline.app.job import require_token
 
     given = {  # an option not given is None (a repeatable one, empty): not a value
         name: options[name]
