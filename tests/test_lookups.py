@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 import polars as pl
+import pytest
 
 from pipeline.observe.progress import JournalTail
 from pipeline.sandbox import SandboxThread
@@ -256,6 +257,7 @@ def test_a_crash_while_ids_are_looked_up_resumes_with_searches_only(
     assert asked[SEARCH] >= len(pending), asked
 
 
+@pytest.mark.timing
 def test_ctrl_c_during_the_last_lookups_ends_those_rows_without_their_id(
     sandbox: SandboxThread, tmp_path: Path
 ) -> None:

@@ -223,6 +223,7 @@ def test_a_lock_held_past_its_bound_stops_the_run_with_exit_75(
 # SIGTERM while a refresh cannot finish -----------------------------------------------------
 
 
+@pytest.mark.timing
 @pytest.mark.parametrize("server", ["holds the refresh", "is gone"])
 def test_sigterm_ends_a_run_whose_token_refresh_is_stuck(tmp_path: Path, server: str) -> None:
     """The OAuth server stops answering in the middle of a run (it holds the refresh's

@@ -185,6 +185,7 @@ def timed_create(client: httpx.Client, contact: str) -> float:
     return time.perf_counter() - started
 
 
+@pytest.mark.timing
 def test_a_uniform_latency_answers_in_varying_times(
     varied: tuple[SandboxThread, httpx.Client],
 ) -> None:
@@ -196,6 +197,7 @@ def test_a_uniform_latency_answers_in_varying_times(
     assert max(took) < 0.108 + 0.5  # 60 ms x 1.8, plus a busy machine's slack
 
 
+@pytest.mark.timing
 def test_the_seed_and_reset_replay_the_latencies(
     varied: tuple[SandboxThread, httpx.Client],
 ) -> None:
@@ -221,6 +223,7 @@ def test_the_seed_and_reset_replay_the_latencies(
     assert statistics.median(abs(a - b) for a, b in zip(first, second, strict=True)) < 0.01
 
 
+@pytest.mark.timing
 def test_half_the_latency_passes_before_the_request_arrives() -> None:
     """The server counts a request (its ``t``, its rate slot) after its way in, and answers
     after its way back: with 200 ms constant, it arrives about 100 ms after it was sent."""

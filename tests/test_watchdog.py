@@ -203,6 +203,7 @@ async def test_a_run_stuck_on_itself_is_stopped_by_its_watchdog(
 # -- the real thing: a pipeline process and a sandbox that goes away -------------------------
 
 
+@pytest.mark.timing
 def test_a_run_whose_api_dies_exits_1_within_a_minute_with_every_row(
     sandbox: SandboxThread, tmp_path: Path
 ) -> None:
@@ -233,6 +234,7 @@ def test_a_run_whose_api_dies_exits_1_within_a_minute_with_every_row(
     assert url in err  # the line names the URL
 
 
+@pytest.mark.timing
 def test_sigterm_while_the_api_is_gone_stops_the_run_in_bounded_time(
     sandbox: SandboxThread, tmp_path: Path
 ) -> None:
@@ -254,6 +256,7 @@ def test_sigterm_while_the_api_is_gone_stops_the_run_in_bounded_time(
     sandbox.call(lambda sb: sb.release_hangs())
 
 
+@pytest.mark.timing
 def test_an_api_that_keeps_connections_open_and_answers_nothing_is_left(
     sandbox: SandboxThread, tmp_path: Path
 ) -> None:
@@ -273,6 +276,7 @@ def test_an_api_that_keeps_connections_open_and_answers_nothing_is_left(
     assert (results["error_code"] == "unreachable").sum() > 100
 
 
+@pytest.mark.timing
 def test_an_oauth_run_whose_api_dies_exits_1_within_a_minute(tmp_path: Path) -> None:
     """The same death with --oauth-file and tokens that expire every 2 s: the refreshes meet
     a closed port too, and the run still ends in bounded time with every row."""
