@@ -84,26 +84,23 @@ class IdLookups:
         ``holding``: a permit of the location is held already (by the dispatcher)."""
         location = row.location
         name = location.location_id
-        if self._stopped() is not None or self._guards.stopped_by(name) is not None:
-            if holding:
-                location.limiter.cancel()
-            return not_found_yet(row.exists)
+        handed_over = False  # the held permit (if any) is the request layer's from then on
         try:
+            if self._stopped() is not None or self._guards.stopped_by(name) is not None:
+                return not_found_yet(row.exists)
             first = await location.token.search.take(lambda: self._guards.search_known(name))
-        except asyncio.CancelledError:
-            if holding:
-                location.limiter.cancel()
-            raise
-        try:
-            if not self._guards.can_search(name):
-                if holding:
-                    location.limiter.cancel()
-                return unsearchable(row.exists)
-            await self._layer.take(location, holding_permit=holding)
-            answer = await self._layer.send(row, self._call)
+            try:
+                if not self._guards.can_search(name):
+                    return unsearchable(row.exists)
+                handed_over = True
+                await self._layer.take(location, holding_permit=holding)
+                answer = await self._layer.send(row, self._call)
+            finally:
+                if first:
+                    location.token.search.give_back()
         finally:
-            if first:
-                location.token.search.give_back()
+            if holding and not handed_over:  # never sent: its permit goes back unused
+                location.limiter.cancel()
         self._guards.searched(name, answer)
         row.searches += 1
         if answer.conversation_id is not None:
