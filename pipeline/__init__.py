@@ -34,8 +34,8 @@ if TYPE_CHECKING:
         run_conversations,
         run_conversations_async,
     )
-    from pipeline.app.summary import RunSummary
     from pipeline.core.errors import CheckpointTakenOver, UsageError
+    from pipeline.observe.summary import RunSummary
 
 __all__ = [
     "CheckpointTakenOver",
@@ -53,7 +53,7 @@ _EXPORTS = {
     "create_conversations_async": "pipeline.app.library",
     "run_conversations": "pipeline.app.library",
     "run_conversations_async": "pipeline.app.library",
-    "RunSummary": "pipeline.app.summary",
+    "RunSummary": "pipeline.observe.summary",
     "RunConfig": "pipeline.app.config",
     "UsageError": "pipeline.core.errors",
     "CheckpointTakenOver": "pipeline.core.errors",

@@ -94,10 +94,10 @@ BROWSER_NAMES = frozenset({"chromium"})
 # without parameters, "tests/test_x.py::test_y".
 PROCESS_TESTS = frozenset(
     {
-        "tests/test_bench_array.py::test_a_tiny_task_runs_cleanly",
-        "tests/test_benchmark.py::test_peak_rss_is_the_program_s_own_not_the_harness_s",
-        "tests/test_benchmark.py::test_measured_child_keeps_the_exit_code",
-        "tests/test_watchdog.py::test_an_oauth_run_whose_api_dies_exits_1_within_a_minute",
+        "tests/bench/test_bench_array.py::test_a_tiny_task_runs_cleanly",
+        "tests/bench/test_benchmark.py::test_peak_rss_is_the_program_s_own_not_the_harness_s",
+        "tests/bench/test_benchmark.py::test_measured_child_keeps_the_exit_code",
+        "tests/unit/send/test_watchdog.py::test_an_oauth_run_whose_api_dies_exits_1_within_a_minute",
     }
 )
 

@@ -174,7 +174,7 @@ def _next(
     shard: str | None,
 ) -> str:
     """The one command to run next, which works when pasted as printed
-    (``tests/test_next_steps.py`` pastes each). A task of an array job is resumed, never
+    (``tests/e2e/test_next_steps.py`` pastes each). A task of an array job is resumed, never
     retried: ``retry`` of its part would read the part as a whole input, whose rows are not
     those of the part's input (and the part's output is the task's, named by ``--shard``).
     """

@@ -27,7 +27,7 @@ from pipeline.core.errors import UsageError
 from pipeline.state.outputs import OutputFiles
 
 if TYPE_CHECKING:  # polars and the sending stack load only when a run is performed
-    from pipeline.app.summary import RunSummary
+    from pipeline.observe.summary import RunSummary
 
 
 def tokens_for(config: RunConfig, environ: Mapping[str, str]) -> Tokens | None:
@@ -147,12 +147,11 @@ def tell_others(config: RunConfig, summary: RunSummary) -> None:
     run's outcome: a receiver that cannot be reached is a warning in the log."""
     if not (config.notify or config.metrics_file is not None or config.pushgateway is not None):
         return
-    told = summary.to_dict()
     if config.notify:
         from pipeline.observe.notify import notify
 
-        notify(config.notify, told, when=config.notify_on)
+        notify(config.notify, summary, when=config.notify_on)
     if config.metrics_file is not None or config.pushgateway is not None:
         from pipeline.observe.metrics import publish
 
-        publish(told, path=config.metrics_file, pushgateway=config.pushgateway)
+        publish(summary, path=config.metrics_file, pushgateway=config.pushgateway)

@@ -9,7 +9,7 @@ or URI as ``pipeline run`` takes. Options are ``pipeline run``'s, by their optio
 (``rate="50/10s"``, ``max_attempts=3``, ``base_url=...``), validated the same way.
 
 ``run_conversations`` (and ``run_conversations_async``) is the same call returning the
-run's typed summary (``app.summary.RunSummary``): the counts, the plan, the exit code that
+run's typed summary (``observe.summary.RunSummary``): the counts, the plan, the exit code that
 ``pipeline run`` would have exited with and why (``--fail-on``), the advice, and the results
 themselves (``.rows``). Every option of ``pipeline run`` is honoured as the command line
 honours it, through the same path (``app.invocation``): tokens from ``token_env``,
@@ -47,10 +47,10 @@ import structlog
 from pipeline.app.config import RunConfig
 from pipeline.app.invocation import job_for, perform, tokens_for
 from pipeline.app.job import require_token
-from pipeline.app.summary import RunSummary
 from pipeline.auth.tokens import Tokens
 from pipeline.core import logs
 from pipeline.core.errors import OptionNotTaken, UsageError
+from pipeline.observe.summary import RunSummary
 from pipeline.state.outputs import require_parquet_name
 
 Rows = pl.DataFrame | str | Path

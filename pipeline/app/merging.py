@@ -10,7 +10,6 @@ Anything else is refused with one line that says which part and what is wrong.
 
 from __future__ import annotations
 
-import glob
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -24,6 +23,7 @@ from pipeline.inputs.shards import Shard
 from pipeline.observe.report import RunInfo
 from pipeline.state import objects
 from pipeline.state.outputs import OutputFiles
+from pipeline.state.paths import named
 from pipeline.state.results import write_atomically
 
 log = structlog.get_logger("pipeline.app.merging")
@@ -35,16 +35,11 @@ CHUNK_ROWS = 500_000  # rows of the merged file sorted at a time
 def part_paths(spec: str) -> list[str]:
     """The parts PARTS names: a glob, a folder (its ``.part-*.parquet`` files) or a URI
     (itself, a glob of object names, or a folder ending in ``/``)."""
-    if is_uri(spec):
-        objects.reach(spec)  # a store that does not answer is named here, in one line
-        found = objects.matching(spec, _PARTS)
-    elif Path(spec).is_dir():
-        found = sorted(str(p) for p in Path(spec).glob(_PARTS))
-    else:
-        found = sorted(glob.glob(spec))  # noqa: PTH207
-    if not found:
+    found = named(spec, kinds=(_PARTS,))
+    parts = [p for p in found.paths if found.remote or found.pattern or Path(p).exists()]
+    if not parts:
         raise UsageError(f"{spec}: no parts there")
-    return found
+    return parts
 
 
 def merge_if_complete(shard: Shard, output: str, *, state_dir: Path) -> RunInfo | None:

@@ -3,7 +3,7 @@ its headers said about the limits).
 
 Plain data, with no I/O import: the decision modules of ``send`` (``retrying``, ``guards``,
 ``quota``, ``lookups``, ``watchdog``) reason about answers without pulling in an HTTP stack
-(``tests/test_layout.py`` holds them to it). ``client`` makes them; its names are the same.
+(``tests/docs/test_layout.py`` holds them to it). ``client`` makes them; its names are the same.
 """
 
 from __future__ import annotations

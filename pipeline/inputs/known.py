@@ -16,8 +16,6 @@ known pairs against a large input in bounded memory (BENCHMARKS.md, "Known pairs
 
 from __future__ import annotations
 
-import glob
-import re
 from pathlib import Path
 
 import polars as pl
@@ -26,9 +24,8 @@ import structlog
 from pipeline.core.errors import UsageError, first_line
 from pipeline.core.outcomes import Code, Status
 from pipeline.core.schema import OUTCOME_SCHEMA, compact, no_outcomes
-from pipeline.core.settings import is_uri
 from pipeline.inputs.planning import to_send
-from pipeline.state import objects
+from pipeline.state.paths import named
 
 log = structlog.get_logger("pipeline.inputs.known")
 
@@ -39,7 +36,6 @@ _NEEDED = {
     "status": pl.String,  # may be absent (a file made by hand): then no pair lacks an id
     "conversation_id": pl.String,
 }
-_GLOB = re.compile(r"[*?\[]")
 MESSAGE = "an earlier run's results hold this pair's conversation id; not sent"
 NO_ID_MESSAGE = (
     "an earlier run's results say this pair's conversation exists, without its id; "
@@ -50,32 +46,21 @@ _HAS_ID = pl.col("conversation_id").is_not_null() & (pl.col("conversation_id") !
 
 def known_paths(spec: str) -> list[str]:
     """The results files ``--known`` names: a file, a glob, a folder (its ``.parquet``
-    files), a URI, a glob of URIs (read as polars reads it), or a folder in object storage
+    files), a URI, a glob of URIs (listed; read by polars when the glob is not in the last
+    segment), or a folder in object storage
     (a URI ending in ``/``: every ``.parquet`` under it, none in a hidden folder, such as a
     task's checkpoint). A glob or a folder that holds none yet is the first night of a
     nightly job: nothing is known, and that is no error."""
-    if is_uri(spec):
-        objects.reach(spec)  # a store that does not answer is named here, in one line
-        if not spec.endswith("/"):
-            return [spec]
-    path = Path(spec)
-    if is_uri(spec):
-        found = objects.parquet_under(spec)
-    elif path.is_dir():
-        found = sorted(
-            str(p) for p in path.iterdir() if p.suffix == ".parquet" and not p.name.startswith(".")
-        )
-    elif _GLOB.search(spec):
-        found = sorted(p for p in glob.glob(spec) if p.endswith(".parquet"))  # noqa: PTH207
-    elif path.is_file():
-        found = [spec]
-    else:
+    found = named(spec, kinds=("*.parquet",), recursive=True)
+    if not found.pattern and not found.remote and not Path(spec).is_file():
         raise UsageError(f"--known {spec}: no such file or folder")
-    if not found:
+    # A glob that matches other files beside the results (a log, a CSV) keeps the results.
+    files = [p for p in found.paths if p.endswith(".parquet")] if found.pattern else found.paths
+    if not files:
         log.info("no earlier results yet", known=spec)
-    for name in found:
+    for name in files:
         _check_results(name)
-    return found
+    return files
 
 
 def _check_results(path: str) -> None:

@@ -13,7 +13,6 @@ names the file and the problem, before anything is sent.
 
 from __future__ import annotations
 
-import glob
 import gzip
 import re
 import zlib
@@ -25,9 +24,8 @@ import polars as pl
 
 from pipeline.core.errors import UsageError, first_line
 from pipeline.core.outcomes import RESULT_COLUMNS
-from pipeline.core.settings import is_uri
 from pipeline.inputs import excel
-from pipeline.state import objects
+from pipeline.state.paths import is_pattern, named
 
 if TYPE_CHECKING:  # the options model; imported only for its type
     from pipeline.app.config import RunConfig
@@ -66,9 +64,6 @@ def input_format(path: Path | str) -> str:
     raise UsageError(f"{path}: unknown file type; expected one of {', '.join(known)}")
 
 
-_GLOB = re.compile(r"[*?\[]")
-
-
 @dataclass(frozen=True, slots=True)
 class Sources:
     """What one INPUT argument names: a file, several (a glob, a folder of parts), or a URI."""
@@ -81,40 +76,29 @@ class Sources:
     @property
     def several(self) -> bool:
         """Rows then carry a ``source_file`` column; ``row_index`` runs across files."""
-        return len(self.paths) > 1 or bool(_GLOB.search(self.spec))
+        return len(self.paths) > 1 or is_pattern(self.spec)
 
 
 def resolve_sources(spec: str | Path) -> Sources:
-    text = str(spec)
-    if is_uri(text):
-        fmt = input_format(text)
-        objects.reach(text)  # a store that does not answer is named here, in one line
-        return Sources(text, [text], fmt, remote=True)
-    path = Path(text)
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and _readable_kind(p))
-        kinds = {input_format(p) for p in files}
-        if not files:
-            raise UsageError(f"{path}: is a directory with no .csv, .csv.gz or .parquet files")
-        if len(kinds) > 1:
-            raise UsageError(f"{path}: the folder mixes CSV and Parquet files; give one kind")
-        return Sources(text, [str(p) for p in files], kinds.pop(), remote=False)
-    if _GLOB.search(text):
-        matched = sorted(p for p in glob.glob(text) if Path(p).is_file())  # noqa: PTH207
-        if not matched:
-            raise UsageError(f"{text}: no files match")
-        found = {input_format(p) for p in matched}
-        if len(found) > 1:
-            names = sorted(KIND_NAMES[kind] for kind in found)
-            listed = f"{', '.join(names[:-1])} and {names[-1]}"
-            raise UsageError(f"{text}: matches {listed} files; give one kind")
-        return Sources(text, matched, found.pop(), remote=False)
-    return Sources(text, [text], input_format(path), remote=False)
+    found = named(spec, kinds=_READABLE, list_remote=False)
+    text = found.spec
+    if found.remote:
+        return Sources(text, found.paths, input_format(text), remote=True)
+    if found.pattern and not found.paths:
+        if Path(text).is_dir():
+            raise UsageError(f"{text}: is a directory with no .csv, .csv.gz or .parquet files")
+        raise UsageError(f"{text}: no files match")
+    kinds = {input_format(p) for p in found.paths}
+    if len(kinds) > 1:
+        if Path(text).is_dir():
+            raise UsageError(f"{text}: the folder mixes CSV and Parquet files; give one kind")
+        names = sorted(KIND_NAMES[kind] for kind in kinds)
+        listed = f"{', '.join(names[:-1])} and {names[-1]}"
+        raise UsageError(f"{text}: matches {listed} files; give one kind")
+    return Sources(text, found.paths, kinds.pop(), remote=False)
 
 
-def _readable_kind(path: Path) -> bool:
-    name = path.name.lower()
-    return not name.startswith(".") and name.endswith(CSV_SUFFIXES + PARQUET_SUFFIXES)
+_READABLE = tuple(f"*{suffix}" for suffix in CSV_SUFFIXES + PARQUET_SUFFIXES)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """A finished run's figures for the Prometheus its users already run: a file for the node
 exporter's textfile collector (``--metrics-file``), a push to a Pushgateway (``--pushgateway``).
 
-Both carry the same gauges, built from the summary ``pipeline run --summary json`` prints, so
+Both carry the same gauges, built from the run's ``RunSummary`` (``observe.summary``), so
 a dashboard reads them the same way whichever way they arrive. Every series has one label
 that says which job it is, ``input``: the run's INPUT as given (a URI without credentials
 or query). A nightly job reads the same export path every night and may write a dated
@@ -27,10 +27,10 @@ of the two options is given.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import structlog
@@ -41,6 +41,8 @@ from pipeline.core.outcomes import Status
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
     from prometheus_client.metrics_core import Metric
+
+    from pipeline.observe.summary import RunSummary
 
 log = structlog.get_logger("pipeline.observe.metrics")
 
@@ -59,10 +61,10 @@ class Gauge:
     samples: list[tuple[tuple[str, ...], float]] = field(default_factory=list)
 
 
-def publish(summary: Mapping[str, Any], *, path: Path | None, pushgateway: str | None) -> None:
+def publish(summary: RunSummary, *, path: Path | None, pushgateway: str | None) -> None:
     """Write ``summary``'s metrics to ``path`` and/or push them to ``pushgateway``.
 
-    ``summary`` is what ``pipeline run --summary json`` prints. Never raises: a metrics file
+    Never raises: a metrics file
     that cannot be written or a gateway that cannot be reached is a warning, and the run's
     exit code stays what the rows decided.
     """
@@ -73,7 +75,7 @@ def publish(summary: Mapping[str, Any], *, path: Path | None, pushgateway: str |
         _push(summary, pushgateway, now)
 
 
-def gauges(summary: Mapping[str, Any], *, now: float, last_success: float | None) -> list[Gauge]:
+def gauges(summary: RunSummary, *, now: float, last_success: float | None) -> list[Gauge]:
     """The metrics of one run. ``last_success`` is when the last successful run ended: now
     for a run that succeeded, an earlier time (or None: left out) for one that did not."""
     job = input_label(summary)
@@ -83,7 +85,7 @@ def gauges(summary: Mapping[str, Any], *, now: float, last_success: float | None
 
     # Every status, even at zero: ratios and "failed > 0" then work without absent() on a
     # night nothing failed.
-    by_status = {status.value: 0 for status in Status} | dict(summary.get("by_status") or {})
+    by_status = {status.value: 0 for status in Status} | summary.report.by_status
     found = [
         Gauge(
             "pipeline_rows",
@@ -96,29 +98,29 @@ def gauges(summary: Mapping[str, Any], *, now: float, last_success: float | None
             "Rows of the run's results file by error code (only codes that occur; created "
             "rows have none). README, Results, lists the codes.",
             ("input", "code"),
-            [((job, code), float(n)) for code, n in (summary.get("by_error_code") or {}).items()],
+            [((job, code), float(n)) for code, n in summary.report.by_error_code.items()],
         ),
     ]
-    run = summary.get("run")
+    run = summary.report.run
     if run is not None:
         found += [
             one(
                 "pipeline_requests",
                 "Requests the run sent to HighLevel, retries and look-ups included.",
-                run.get("requests", 0),
+                run.requests,
             ),
             one(
                 "pipeline_throttled_answers",
                 "429 (rate limited) answers the run received.",
-                run.get("throttled", 0),
+                run.throttled,
             ),
             one(
                 "pipeline_run_duration_seconds",
                 "How long the run took, from start to its results written.",
-                run.get("elapsed_s", 0.0),
+                run.elapsed_s,
             ),
         ]
-        remaining: dict[str, Any] = run.get("daily_remaining") or {}
+        remaining = run.daily_remaining
         found.append(
             Gauge(
                 "pipeline_daily_quota_remaining",
@@ -138,7 +140,7 @@ def gauges(summary: Mapping[str, Any], *, now: float, last_success: float | None
             "pipeline_exit_code",
             "The run's exit code: 0 all rows done, 1 rows match --fail-on, 130/143 "
             "interrupted (README, Exit codes).",
-            summary.get("exit_code", 1),
+            summary.exit_code,
         ),
         one(
             "pipeline_last_run_timestamp_seconds",
@@ -157,19 +159,19 @@ def gauges(summary: Mapping[str, Any], *, now: float, last_success: float | None
     return found
 
 
-def input_label(summary: Mapping[str, Any]) -> str:
+def input_label(summary: RunSummary) -> str:
     """The ``input`` label: the run's input as given, a URI without user, password or query
     (a presigned or credentialed URI must not become a label anyone can read)."""
-    given = str(summary.get("input") or summary.get("results", ""))
+    given = summary.input or summary.results
     if "://" not in given:
         return given
     parts = urlsplit(given)
     return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2], query="", fragment=""))
 
 
-def succeeded(summary: Mapping[str, Any]) -> bool:
+def succeeded(summary: RunSummary) -> bool:
     """Exit 0 is what the alert means by success: --fail-on has decided it already."""
-    return summary.get("exit_code") == 0
+    return summary.succeeded
 
 
 class _RunCollector:
@@ -202,7 +204,7 @@ def registry(found: list[Gauge]) -> CollectorRegistry:
 # ---------------------------------------------------------------------------- the file
 
 
-def _write_file(summary: Mapping[str, Any], path: Path, now: float) -> None:
+def _write_file(summary: RunSummary, path: Path, now: float) -> None:
     """Write the metrics file the textfile collector's way: a temporary file in the same
     folder, renamed over the old one, so a scrape never reads half a file."""
     try:
@@ -258,7 +260,7 @@ def parse_gateway(url: str) -> Gateway:
     return Gateway(where, host, unquote(user), unquote(password))
 
 
-def _push(summary: Mapping[str, Any], url: str, now: float) -> None:
+def _push(summary: RunSummary, url: str, now: float) -> None:
     """Push under job ``pipeline``, grouped by ``input``: PUT after a success (the group
     becomes exactly this run), POST after a failure (the earlier success time stays)."""
     try:

@@ -27,7 +27,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import structlog
 
@@ -35,6 +35,9 @@ from pipeline.core import logs
 
 if TYPE_CHECKING:
     import apprise
+
+    from pipeline.observe.report import RunInfo
+    from pipeline.observe.summary import RunSummary
 
 DEADLINE_S = 10.0  # all receivers together; apprise's own socket timeouts are 4 s each
 _TOP_ERROR_CODES = 6  # a message read in a chat stays short: the rest is "+N more"
@@ -65,12 +68,12 @@ class _Outcome:
 
 def notify(
     urls: list[str],
-    summary: dict[str, Any],
+    summary: RunSummary,
     *,
     when: Literal["failure", "always"],
     deadline_s: float = DEADLINE_S,
 ) -> None:
-    """Send the run's ``summary`` (what ``--summary json`` prints) to every URL in ``urls``,
+    """Send the run's ``summary`` to every URL in ``urls``,
     if ``when`` says so: ``failure`` sends only when the exit code is not 0.
 
     Waits at most ``deadline_s`` for all receivers together. Never raises: a receiver that
@@ -78,7 +81,7 @@ def notify(
     stops the waiting, since the run it reports on is already over.
     """
     try:
-        if not urls or (when == "failure" and not _failed(summary)):
+        if not urls or (when == "failure" and summary.succeeded):
             return
         _send(urls, build_message(summary), deadline_s)
     except KeyboardInterrupt:
@@ -91,37 +94,32 @@ def notify(
         )
 
 
-def build_message(summary: dict[str, Any]) -> Message:
+def build_message(summary: RunSummary) -> Message:
     """The title and body for ``summary``, scrubbed of every registered secret: the next
     command repeats the run's options, and with them any ``--notify`` URL, which must not
     reach another receiver."""
-    rows = int(summary.get("rows") or 0)
-    results = str(summary.get("results", "?"))
-    run = summary.get("run") or {}
-    code = summary.get("exit_code", 0)
-    reason = summary.get("exit_reason") or ""
-    dry = " (dry run)" if run.get("dry_run") else ""
-    title = f"pipeline: {rows:,} rows -> {results}{dry}: exit {code}" + (
+    report, run = summary.report, summary.report.run
+    code, reason = summary.exit_code, summary.exit_reason
+    dry = " (dry run)" if run is not None and run.dry_run else ""
+    title = f"pipeline: {report.rows:,} rows -> {summary.results}{dry}: exit {code}" + (
         f" ({reason})" if reason else ""
     )
     lines = [f"**exit {code}**" + (f": {reason}" if reason else "")]
-    by_status = summary.get("by_status") or {}
-    lines.append(f"rows: {rows:,}" + (f" ({_counts(by_status)})" if by_status else ""))
-    by_code = summary.get("by_error_code") or {}
-    if by_code:
-        lines.append(f"errors: {_counts(by_code, top=_TOP_ERROR_CODES)}")
-    if run:
-        lines.append(_run_line(run, summary.get("locations")))
-    lines.append(f"results: `{results}`")
-    advice = [str(line) for line in summary.get("advice") or []]
-    if advice:
-        lines.extend(["", *advice])
-    if summary.get("next"):
-        lines.append(f"next: `{summary['next']}`")
+    by_status = report.by_status
+    lines.append(f"rows: {report.rows:,}" + (f" ({_counts(by_status)})" if by_status else ""))
+    if report.by_error_code:
+        lines.append(f"errors: {_counts(report.by_error_code, top=_TOP_ERROR_CODES)}")
+    if run is not None:
+        lines.append(_run_line(run, report.locations))
+    lines.append(f"results: `{summary.results}`")
+    if summary.advice:
+        lines.extend(["", *summary.advice])
+    if summary.next_command:
+        lines.append(f"next: `{summary.next_command}`")
     return Message(
         title=logs.scrub(title),
         body=logs.scrub("\n".join(lines)),
-        failed=_failed(summary),
+        failed=not summary.succeeded,
     )
 
 
@@ -132,12 +130,7 @@ def scheme_of(url: str) -> str:
     return match.group(1).lower() if match else "?"
 
 
-def _failed(summary: dict[str, Any]) -> bool:
-    code: object = summary.get("exit_code", 0)
-    return code != 0
-
-
-def _counts(counts: dict[str, Any], top: int | None = None) -> str:
+def _counts(counts: dict[str, int], top: int | None = None) -> str:
     items = list(counts.items())
     shown = items if top is None else items[:top]
     text = ", ".join(f"{name} {int(n):,}" for name, n in shown)
@@ -146,13 +139,12 @@ def _counts(counts: dict[str, Any], top: int | None = None) -> str:
     return text
 
 
-def _run_line(run: dict[str, Any], locations: Any) -> str:
-    requests = int(run.get("requests") or 0)
-    throttled = int(run.get("throttled") or 0)
-    parts = [f"took {_duration(float(run.get('elapsed_s') or 0.0))}"]
-    parts.append(f"{requests:,} requests" + (f" ({throttled:,} throttled)" if throttled else ""))
+def _run_line(run: RunInfo, locations: int) -> str:
+    parts = [f"took {_duration(run.elapsed_s)}"]
+    throttled = f" ({run.throttled:,} throttled)" if run.throttled else ""
+    parts.append(f"{run.requests:,} requests{throttled}")
     if locations:
-        parts.append(f"{int(locations):,} locations")
+        parts.append(f"{locations:,} locations")
     return ", ".join(parts)
 
 

@@ -18,8 +18,7 @@ import polars as pl
 
 from pipeline.core.errors import UsageError, first_line
 from pipeline.core.outcomes import Code, Status
-from pipeline.core.settings import is_uri
-from pipeline.state import objects
+from pipeline.state.paths import named
 
 RUN_METADATA_KEY = "pipeline.run"
 SUCCESS_STATUSES = frozenset({Status.CREATED, Status.EXISTS, Status.DUPLICATE})
@@ -180,21 +179,32 @@ def build_report(results: pl.DataFrame | pl.LazyFrame, run: RunInfo | None = Non
 def read_results(path: str | Path) -> tuple[pl.DataFrame, RunInfo | None]:
     """A results file, or (a glob) the parts of a split run read together in input order,
     before ``pipeline merge`` (the parts' run figures are then not shown)."""
-    if is_uri(path):
-        objects.reach(str(path))  # a store that does not answer is named here, in one line
+    found = named(path, kinds=("*.parquet",), list_remote=False)
+    if not found.remote and not found.paths:
+        raise UsageError(f"{path}: no files match")
     try:
-        if any(ch in str(path) for ch in "*?["):
+        if found.pattern:
             parts = pl.read_parquet(path, missing_columns="insert")
             frame, metadata = parts.sort("row_index"), {}
         else:
             frame = pl.read_parquet(path)
             metadata = pl.read_parquet_metadata(path)
     except (pl.exceptions.PolarsError, OSError) as exc:
-        raise UsageError(f"{path}: cannot be read as a results file ({first_line(exc)})") from exc
+        raise UsageError(_unreadable(str(path), exc)) from exc
     missing = {"row_index", "status", "error_code", "location_id"} - set(frame.columns)
     if missing:
         raise UsageError(f"{path}: not a results file (no {', '.join(sorted(missing))} column)")
     return frame, RunInfo.from_metadata(metadata)
+
+
+def _unreadable(path: str, exc: BaseException) -> str:
+    """A file that is no Parquet at all is most often the run's input given by mistake."""
+    if "PAR1" in str(exc) or "out of specification" in str(exc):
+        return (
+            f"{path}: not a results file (not Parquet); give the Parquet file a run wrote "
+            "with -o, such as out/results.parquet"
+        )
+    return f"{path}: cannot be read as a results file ({first_line(exc)})"
 
 
 # -- rendering ----------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 The sender asks these rules, one answer at a time, whether to keep sending. They are state,
 not mechanism: no event loop, no clock, no I/O, so every rule is a plain unit test
-(``tests/test_guards.py``). The sender turns a ``Verdict`` into wake-ups and a stop.
+(``tests/unit/send/test_guards.py``). The sender turns a ``Verdict`` into wake-ups and a stop.
 
 The rules, in the order a run meets them:
 

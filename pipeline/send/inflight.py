@@ -47,7 +47,7 @@ second where 60 locations allowed 600).
 
 A 429 is not a signal here: it is the per-location limiter's business, and says nothing
 about our machine. The arithmetic is synchronous and takes its time from an injected clock,
-so simulated latency curves drive it in unit tests (tests/test_inflight.py).
+so simulated latency curves drive it in unit tests (tests/unit/send/test_inflight.py).
 """
 
 from __future__ import annotations

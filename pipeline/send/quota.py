@@ -13,7 +13,8 @@ window. The rules, asked by the guards, the retry policy and the sender alike:
   location's rows not yet started end ``skipped`` / ``daily_quota_exhausted`` in input
   order, never sent into a refusal.
 
-Plain state and arithmetic, no I/O (``tests/test_budget.py``, ``tests/test_guards.py``).
+Plain state and arithmetic, no I/O (``tests/e2e/test_budget.py``,
+``tests/unit/send/test_guards.py``).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ delay, or settle.
 
 A pure function of the answer, the attempts made and the time already waited (and whether
 the run or the location has stopped), so every case is a unit test
-(``tests/test_retrying.py``); the sender only carries the decision out.
+(``tests/unit/send/test_retrying.py``); the sender only carries the decision out.
 """
 
 from __future__ import annotations

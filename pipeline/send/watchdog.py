@@ -19,8 +19,8 @@ one. Waiting is not silence: a pause the run scheduled itself (a retry's delay, 
 the slowest limit window any location announced (``window``), so a location that allows
 one request a minute is not taken for a dead one.
 
-Pure state with an injected clock (``tests/test_watchdog.py``); the sender feeds it and asks
-it every ``CHECK_EVERY_S``.
+Pure state with an injected clock (``tests/unit/send/test_watchdog.py``); the sender feeds
+it and asks it every ``CHECK_EVERY_S``.
 """
 
 from __future__ import annotations

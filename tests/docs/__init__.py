@@ -1,0 +1,1 @@
+"""What the documents promise: README blocks pasted, the map resolved, the layout kept."""

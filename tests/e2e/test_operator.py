@@ -1,0 +1,222 @@
+"""Operator experience: the dry-run plan, the report in three formats, the cron lock."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from pipeline.inputs.planning import IdRules, estimate, plan, to_send
+from pipeline.observe.report import RunInfo, build_report, render
+from pipeline.sandbox import SandboxThread
+from tests.conftest import REPO, TOKEN, run_cli, wait_until, write_csv
+from tests.e2e.test_end_to_end import fast_limits
+
+
+def planned_frame(rows: list[tuple[str, str]]) -> pl.DataFrame:
+    frame = pl.DataFrame(
+        {
+            "row_index": range(len(rows)),
+            "contact_id": [c for c, _ in rows],
+            "location_id": [loc for _, loc in rows],
+        },
+        schema={"row_index": pl.Int64, "contact_id": pl.String, "location_id": pl.String},
+    )
+    return plan(frame.lazy(), IdRules(r"[A-Za-z0-9_-]+", 64)).collect()
+
+
+def test_estimate_follows_the_per_location_limit_and_daily_quota() -> None:
+    rows = [(f"a{i}", "BIG") for i in range(250)] + [(f"b{i}", "SMALL") for i in range(40)]
+    rows += [("a0", "BIG"), ("bad/id", "SMALL")]
+    planned = planned_frame(rows)
+    result = estimate(
+        planned, to_send(planned), limits=[(100, 10.0)], daily_quota=200, latency_s=0.0
+    )
+    assert result.by_status == {"to send": 290, "invalid": 1, "duplicate": 1}
+    assert result.requests == 290 and result.locations == 2
+    assert result.largest_locations == [("BIG", 250), ("SMALL", 40)]
+    assert result.estimated_s == 10.0  # BIG: 200 today (two bursts, 10 s apart), 50 tomorrow
+    assert result.over_daily_quota == [("BIG", 50)]
+    text = result.render()
+    assert "requests to send: 290 over 2 locations" in text
+    assert "estimated duration: 10s" in text and "BIG: 50 rows over the daily quota" in text
+    slow = estimate(planned, to_send(planned), limits=[(100, 10.0)], daily_quota=200, latency_s=0.6)
+    assert slow.estimated_s == pytest.approx(10.6 + 1.2)  # a window a round trip longer
+    assert "assuming 600 ms a request" in slow.render()
+    # Little's law: 290 requests at 0.6 s, two in flight at a time, need 87 s whatever the
+    # windows allow.
+    narrow = estimate(
+        planned,
+        to_send(planned),
+        limits=[(100, 10.0)],
+        daily_quota=200,
+        latency_s=0.6,
+        max_in_flight=2,
+    )
+    assert narrow.estimated_s == pytest.approx(290 * 0.6 / 2)
+    # This machine's pace bounds it as well: 290 requests at 10 a second need 29 s.
+    paced = estimate(
+        planned, to_send(planned), limits=[(100, 10.0)], daily_quota=200, latency_s=0.0, pace=10
+    )
+    assert paced.estimated_s == pytest.approx(29.0)
+    assert "at most 10 requests/s from this machine" in paced.render()
+
+
+def test_dry_run_prints_the_plan(tmp_path: Path) -> None:
+    src = write_csv(tmp_path / "in.csv", [(f"c{i}", f"L{i % 3}") for i in range(650)])
+    done = run_cli("run", str(src), "-o", str(tmp_path / "o.parquet"), "--dry-run", token=None)
+    assert done.code == 0, done.stderr
+    assert "plan: 650 rows" in done.stdout
+    assert "requests to send: 650 over 3 locations" in done.stdout
+    assert "estimated duration: 20s at the per-location limit" in done.stdout  # 217 rows: 3 bursts
+
+
+def test_report_formats_from_a_real_run(sandbox: SandboxThread, tmp_path: Path) -> None:
+    sandbox.update_config(location_tokens={"NOPE": "other"}, tokens=[TOKEN, "other"])
+    rows = [(f"c{i}", "L1") for i in range(5)] + [("c0", "L1"), ("x/y", "L2"), ("d1", "NOPE")]
+    src = write_csv(tmp_path / "in.csv", rows)
+    out = tmp_path / "o.parquet"
+    done = run_cli("run", str(src), "-o", str(out), *fast_limits(sandbox))
+    assert done.code == 1
+    assert (
+        "top failures:" in done.stdout and "forbidden" in done.stdout
+    )  # the summary is the report
+
+    table = run_cli("report", str(out))
+    assert table.code == 0, table.stderr
+    assert "8 rows -> " in table.stdout
+    assert "  created            5" in table.stdout and "locations: 3" in table.stdout
+    # five creates and the one request that found NOPE refused (its location went no further)
+    assert "\n6 requests in " in table.stdout or " 6 requests in " in table.stdout, table.stdout
+
+    as_json = json.loads(run_cli("report", str(out), "--format", "json").stdout)
+    assert as_json["by_status"] == {"created": 5, "duplicate": 1, "invalid": 1, "failed": 1}
+    assert as_json["by_error_code"]["forbidden"] == 1
+    assert as_json["run"]["requests"] == 6 and as_json["run"]["dry_run"] is False
+    assert as_json["top_failures"][0]["error_code"] == "forbidden"
+
+    markdown = run_cli("report", str(out), "--format", "markdown").stdout
+    assert "| status | rows |" in markdown and "| created | 5 |" in markdown
+    assert "| L1 | 6 | 5 | 1 | 0 | 0 |" in markdown
+
+
+def test_report_of_a_foreign_or_broken_file(tmp_path: Path) -> None:
+    other = tmp_path / "other.parquet"
+    pl.DataFrame({"a": [1]}).write_parquet(other)
+    done = run_cli("report", str(other))
+    assert done.code == 2 and "not a results file" in done.stderr
+    done = run_cli("report", str(tmp_path / "missing.parquet"))
+    assert done.code == 2 and "missing.parquet" in done.stderr
+    # The run's input given by mistake: what it is not, and what would do.
+    done = run_cli("report", "data/sample.csv")
+    assert (done.code, done.stderr) == (
+        2,
+        "pipeline: error: data/sample.csv: not a results file (not Parquet); give the Parquet "
+        "file a run wrote with -o, such as out/results.parquet\n",
+    )
+    done = run_cli("report", str(tmp_path / "parts" / "*.parquet"))
+    assert done.stderr == f"pipeline: error: {tmp_path}/parts/*.parquet: no files match\n"
+
+
+def test_report_without_run_metadata() -> None:
+    frame = pl.DataFrame(
+        {
+            "row_index": [0],
+            "location_id": ["L"],
+            "status": ["created"],
+            "error_code": [None],
+            "error_message": [None],
+        },
+        schema_overrides={"error_code": pl.String, "error_message": pl.String},
+    )
+    report = build_report(frame)
+    assert report.run is None and report.all_succeeded
+    assert "requests in" not in render(report)
+    assert RunInfo.from_metadata({"pipeline.run": "not json"}) is None
+
+
+def test_two_runs_on_one_output_never_overlap(sandbox: SandboxThread, tmp_path: Path) -> None:
+    sandbox.update_config(latency_ms=300)
+    src = write_csv(tmp_path / "in.csv", [(f"c{i}", "L1") for i in range(30)])
+    out = tmp_path / "o.parquet"
+    first = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "run",
+            str(src),
+            "-o",
+            str(out),
+            *fast_limits(sandbox, 10, 1000),
+        ],
+        cwd=REPO,
+        env={"GHL_TOKEN": TOKEN, "PATH": "/usr/bin:/bin"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    wait_until(lambda: bool(sandbox.state.requests()), timeout=20)
+    second = run_cli("run", str(src), "-o", str(out), "--resume", *fast_limits(sandbox, 10, 1000))
+    assert second.code == 75, second.stderr
+    assert f"pid {first.pid}" in second.stderr and "another run" in second.stderr
+    assert len(second.stderr.strip().splitlines()) == 1
+    assert first.wait(timeout=60) == 0
+    third = run_cli("run", str(src), "-o", str(out), "--resume", *fast_limits(sandbox, 10, 1000))
+    assert third.code == 0, third.stderr  # the lock went with the first run
+
+
+def test_progress_off_a_terminal_is_structured_log_lines(
+    sandbox: SandboxThread, tmp_path: Path
+) -> None:
+    src = write_csv(tmp_path / "in.csv", [(f"c{i}", f"L{i % 2}") for i in range(60)])
+    done = run_cli(
+        "run",
+        str(src),
+        "-o",
+        str(tmp_path / "o.parquet"),
+        "--progress-interval",
+        "0.3",
+        *fast_limits(sandbox, 20, 1000),
+    )
+    assert done.code == 0, done.stderr
+    events = [json.loads(line) for line in done.stderr.splitlines() if '"progress"' in line]
+    assert len(events) >= 2
+    assert all(e["total"] == 60 and 0 <= e["done"] <= 60 for e in events)
+    assert events[-1]["done"] > events[0]["done"]
+    assert set(events[-1]["by_status"]) <= {"created"} and "rows_per_s" in events[-1]
+    # The requests in flight and the limit now (auto: sized by the latency, 16 to 4,096).
+    assert all(0 <= e["in_flight"] <= e["in_flight_limit"] <= 4096 for e in events)
+    assert all(e["in_flight_limit"] >= 16 for e in events if e["in_flight_limit"])
+
+
+def test_progress_bar_shows_rows_rate_and_counts(sandbox: SandboxThread, tmp_path: Path) -> None:
+    src = write_csv(tmp_path / "in.csv", [(f"c{i}", "L1") for i in range(40)])
+    done = run_cli(
+        "run",
+        str(src),
+        "-o",
+        str(tmp_path / "o.parquet"),
+        "--progress",
+        "bar",
+        *fast_limits(sandbox, 20, 1000),
+    )
+    assert done.code == 0, done.stderr
+    assert "sending" in done.stderr and "40/40" in done.stderr
+    assert "rows/s" in done.stderr and "created 40" in done.stderr
+    assert "in flight " in done.stderr  # now / the limit
+
+
+def test_journal_tail_counts_only_complete_new_lines(tmp_path: Path) -> None:
+    from pipeline.observe.progress import JournalTail
+
+    journal = tmp_path / "j"
+    journal.write_bytes(b'{"journal": 1}\n{"status":"created"}\n{"status":"fai')
+    tail = JournalTail([journal, tmp_path / "not-yet"], {})
+    assert tail.poll() == {"created": 1}
+    with journal.open("ab") as handle:
+        handle.write(b'led"}\n{"status":"exists"}\n')
+    assert tail.poll() == {"created": 1, "failed": 1, "exists": 1}

@@ -1,0 +1,332 @@
+"""Never lose a row, never create twice: faults, quotas, rejected tokens, crashes, signals.
+
+All against the sandbox over loopback, with the pipeline as a real subprocess; each test
+checks the results against the sandbox's own record of what it created.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from pipeline.core.outcomes import OUTCOME_COLUMNS
+from pipeline.inputs.planning import IdRules, plan
+from pipeline.inputs.reading import read_input
+from pipeline.sandbox import Fault, SandboxThread
+from pipeline.state.journal import fingerprint
+from pipeline.state.outputs import OutputFiles
+from tests.conftest import REPO, TOKEN, run_cli, wait_until, write_csv
+from tests.e2e.test_end_to_end import fast_limits
+
+
+def rows_for(locations: int, per_location: int) -> list[tuple[str, str]]:
+    return [(f"c{i}x{j}", f"L{j}") for i in range(per_location) for j in range(locations)]
+
+
+def assert_all_settled_right(sandbox: SandboxThread, out: Path, expected_rows: int) -> pl.DataFrame:
+    """Every row created or exists, with exactly the id the server holds for its pair."""
+    results = pl.read_parquet(out)
+    assert results["row_index"].to_list() == list(range(expected_rows))
+    created = sandbox.state.conversations()
+    bad = results.filter(~pl.col("status").is_in(["created", "exists"]))
+    assert bad.height == 0, bad.head(5)
+    for row in results.iter_rows(named=True):
+        assert row["conversation_id"] == created[(row["location_id"], row["contact_id"])], row
+    assert len(created) == expected_rows
+    return results
+
+
+def posts_per_pair(sandbox: SandboxThread) -> Counter[str]:
+    return Counter(r.location_id for r in sandbox.state.requests() if r.method == "POST")
+
+
+def start_cli(*args: str, token: str = TOKEN) -> subprocess.Popen[str]:
+    env = {"GHL_TOKEN": token, "PATH": "/usr/bin:/bin"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline", *args],
+        cwd=REPO,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def journal_lines(out: Path) -> int:
+    journal = OutputFiles(out).journal
+    return journal.read_bytes().count(b"\n") if journal.exists() else 0
+
+
+def test_every_fault_at_once_ends_right(sandbox: SandboxThread, tmp_path: Path) -> None:
+    sandbox.update_config(
+        fault_500=0.08,
+        fault_502_after_create=0.08,
+        fault_broken_body=0.08,
+        fault_drop=0.08,
+        fault_429=0.08,
+        search_lag_s=0.3,
+        seed=11,
+    )
+    src = write_csv(tmp_path / "in.csv", rows_for(4, 50))
+    out = tmp_path / "out.parquet"
+    done = run_cli(
+        "run", str(src), "-o", str(out), "--max-attempts", "8", *fast_limits(sandbox, 400, 500)
+    )
+    assert done.code == 0, done.stderr[-2000:]
+    results = assert_all_settled_right(sandbox, out, 200)
+    counts = Counter(results["status"].to_list())
+    assert counts["exists"] > 0  # 502-after-create and broken bodies were recovered by search
+    faults = Counter(r.fault for r in sandbox.state.requests())
+    assert all(faults[f] > 0 for f in Fault if f is not Fault.HANG), faults
+
+
+def test_a_hang_past_the_timeout_is_retried_and_found(
+    sandbox: SandboxThread, tmp_path: Path
+) -> None:
+    sandbox.update_config(fault_hang=0.2, hang_s=3.0, seed=5)
+    src = write_csv(tmp_path / "in.csv", rows_for(2, 10))
+    out = tmp_path / "out.parquet"
+    done = run_cli(
+        "run", str(src), "-o", str(out), "--timeout", "0.5", *fast_limits(sandbox, 400, 500)
+    )
+    assert done.code == 0, done.stderr[-2000:]
+    results = assert_all_settled_right(sandbox, out, 20)
+    assert (results["attempts"] > 1).any()
+
+
+@pytest.mark.parametrize("retry_after", [True, False])
+def test_429_with_and_without_retry_after(
+    sandbox: SandboxThread, tmp_path: Path, retry_after: bool
+) -> None:
+    sandbox.update_config(fault_429=0.3, retry_after=retry_after, seed=3)
+    src = write_csv(tmp_path / "in.csv", rows_for(2, 15))
+    out = tmp_path / "out.parquet"
+    done = run_cli(
+        "run", str(src), "-o", str(out), "--max-attempts", "10", *fast_limits(sandbox, 400, 500)
+    )
+    assert done.code == 0, done.stderr[-2000:]
+    results = assert_all_settled_right(sandbox, out, 30)
+    assert results["status"].to_list() == ["created"] * 30
+    assert (results["attempts"] > 1).any()
+
+
+def test_server_limits_beat_a_generous_setting(sandbox: SandboxThread, tmp_path: Path) -> None:
+    """The client thinks 200/s; the server allows 10/s and says so in its headers."""
+    sandbox.update_config(rate_max=10, rate_interval_ms=1000, retry_after=True)
+    src = write_csv(tmp_path / "in.csv", rows_for(1, 40))
+    out = tmp_path / "out.parquet"
+    done = run_cli(
+        "run",
+        str(src),
+        "-o",
+        str(out),
+        "--rate",
+        "200/1s",
+        "--max-attempts",
+        "10",
+        "--concurrency",
+        "8",
+        "--base-url",
+        sandbox.base_url,
+    )
+    assert done.code == 0, done.stderr[-2000:]
+    assert_all_settled_right(sandbox, out, 40)
+    log = sandbox.state.requests()
+    start = min(r.t for r in log)
+    late_429 = [r for r in log if r.status == 429 and r.t - start > 1.5]
+    assert late_429 == []  # once the headers were read, the client kept inside the limit
+
+
+def test_daily_quota_skips_that_location_only(sandbox: SandboxThread, tmp_path: Path) -> None:
+    sandbox.update_config(daily_limit=10)
+    rows = [(f"a{i}", "SPENT") for i in range(15)] + [(f"b{i}", "FINE") for i in range(5)]
+    src = write_csv(tmp_path / "in.csv", rows)
+    out = tmp_path / "out.parquet"
+    done = run_cli(
+        "run", str(src), "-o", str(out), "--concurrency", "2", "--daily-reserve", "0",
+        *fast_limits(sandbox),
+    )  # fmt: skip
+    assert done.code == 1
+    results = pl.read_parquet(out)
+    spent = results.filter(pl.col("location_id") == "SPENT")
+    assert Counter(spent["status"].to_list()) == {"created": 10, "skipped": 5}
+    assert set(spent["error_code"].drop_nulls()) == {"daily_quota_exhausted"}
+    assert results.filter(pl.col("location_id") == "FINE")["status"].to_list() == ["created"] * 5
+    # The answer that spends the quota says so; only a request already in flight goes past it.
+    assert posts_per_pair(sandbox)["SPENT"] <= 11
+
+
+def test_rejected_token_stops_early(sandbox: SandboxThread, tmp_path: Path) -> None:
+    secret = "pit-rejected-0123456789abcdef"
+    src = write_csv(tmp_path / "in.csv", rows_for(5, 100))
+    out = tmp_path / "out.parquet"
+    done = run_cli(
+        "run", str(src), "-o", str(out), "--concurrency", "4", *fast_limits(sandbox), token=secret
+    )
+    assert done.code == 1
+    assert len(sandbox.state.requests()) == 1  # the token's first request went alone
+    results = pl.read_parquet(out)
+    assert results.height == 500
+    assert set(results["error_code"]) == {"unauthorized"}
+    assert set(results["status"]) == {"failed", "skipped"}
+    written = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
+    assert secret.encode() not in written and secret not in done.stdout + done.stderr
+
+
+def test_forbidden_location_is_given_up_others_go_on(
+    sandbox: SandboxThread, tmp_path: Path
+) -> None:
+    sandbox.update_config(
+        location_tokens={"THEIRS": "another-token"}, tokens=[TOKEN, "another-token"]
+    )
+    rows = [(f"a{i}", "THEIRS") for i in range(20)] + [(f"b{i}", "OURS") for i in range(5)]
+    src = write_csv(tmp_path / "in.csv", rows)
+    out = tmp_path / "out.parquet"
+    done = run_cli("run", str(src), "-o", str(out), "--concurrency", "2", *fast_limits(sandbox))
+    assert done.code == 1
+    results = pl.read_parquet(out)
+    theirs = results.filter(pl.col("location_id") == "THEIRS")
+    assert set(theirs["error_code"]) == {"forbidden"}
+    assert posts_per_pair(sandbox)["THEIRS"] == 1  # the location's first request went alone
+    assert results.filter(pl.col("location_id") == "OURS")["status"].to_list() == ["created"] * 5
+
+
+def test_sigkill_then_resume_loses_nothing_and_creates_nothing_twice(
+    sandbox: SandboxThread, tmp_path: Path
+) -> None:
+    rows = rows_for(3, 200)
+    src = write_csv(tmp_path / "in.csv", rows)
+    out = tmp_path / "out.parquet"
+    args = ["run", str(src), "-o", str(out), *fast_limits(sandbox, 60, 500)]
+    proc = start_cli(*args)
+    wait_until(lambda: journal_lines(out) >= 150, timeout=30)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists()
+    journalled = journal_lines(out) - 1
+    assert 0 < journalled < 600
+    assert OutputFiles(out).stage.is_dir()  # the plan it was sending from
+
+    done = run_cli(*args)  # without --resume: refused, nothing sent
+    assert done.code == 2 and "--resume" in done.stderr
+
+    done = run_cli(*args, "--resume")
+    assert done.code == 0, done.stderr[-2000:]
+    results = assert_all_settled_right(sandbox, out, 600)
+    # Nothing is left beside the results: not the journal, the stage or the lock file (the
+    # one the killed run left was taken over and removed).
+    assert sorted(tmp_path.iterdir()) == [src, out]
+    # Rows sent twice are those in flight or not yet flushed at the kill: at most ~1 s of sending.
+    sent = Counter((r.location_id, r.t) for r in sandbox.state.requests() if r.method == "POST")
+    twice = len(sent) - 600
+    assert twice <= 3 * 60 * 2, twice
+    assert Counter(results["status"].to_list())["exists"] == twice
+
+
+def test_torn_journal_is_survived(sandbox: SandboxThread, tmp_path: Path) -> None:
+    src = write_csv(tmp_path / "in.csv", rows_for(1, 10))
+    out = tmp_path / "out.parquet"
+    args = ["run", str(src), "-o", str(out), *fast_limits(sandbox)]
+    assert run_cli(*args).code == 0
+    first = pl.read_parquet(out)
+    out.unlink()
+    # Rebuild a journal as a crash would leave it: header, 3 records, a torn 4th.
+    sandbox_rows = first.head(3).to_dicts()
+    planned = plan(read_input(src), IdRules(r"[A-Za-z0-9_-]+", 64)).collect()
+    journal = OutputFiles(out).journal
+    lines = [json.dumps({"journal": 1, "fingerprint": fingerprint(planned)})]
+    lines += [json.dumps({k: r[k] for k in OUTCOME_COLUMNS}, default=str) for r in sandbox_rows]
+    journal.write_text("\n".join(lines) + '\n{"row_index": 3, "status": "cre', encoding="utf-8")
+    done = run_cli(*args, "--resume")
+    assert done.code == 0, done.stderr[-2000:]
+    results = pl.read_parquet(out)
+    assert results["conversation_id"].to_list() == first["conversation_id"].to_list()
+    assert results["status"].to_list()[:3] == ["created"] * 3  # kept from the journal
+    assert results["status"].to_list()[3:] == ["exists"] * 7  # sent again: harmless
+
+
+def test_journal_of_another_input_is_refused(sandbox: SandboxThread, tmp_path: Path) -> None:
+    out = tmp_path / "out.parquet"
+    journal = OutputFiles(out).journal
+    journal.write_text(json.dumps({"journal": 1, "fingerprint": "0" * 32}) + "\n", encoding="utf-8")
+    src = write_csv(tmp_path / "in.csv", rows_for(1, 3))
+    done = run_cli("run", str(src), "-o", str(out), "--resume", *fast_limits(sandbox))
+    assert done.code == 2 and "different input" in done.stderr
+    assert sandbox.state.requests() == []
+
+
+def test_sigterm_writes_results_and_exits_143(sandbox: SandboxThread, tmp_path: Path) -> None:
+    rows = rows_for(2, 300)
+    src = write_csv(tmp_path / "in.csv", rows)
+    out = tmp_path / "out.parquet"
+    args = ["run", str(src), "-o", str(out), *fast_limits(sandbox, 50, 500)]
+    proc = start_cli(*args)
+    wait_until(lambda: journal_lines(out) >= 50, timeout=30)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 143, stderr[-2000:]
+    results = pl.read_parquet(out)
+    assert results.height == 600
+    counts = Counter(results["status"].to_list())
+    assert counts["created"] > 0 and counts["skipped"] > 0
+    assert set(results.filter(pl.col("status") == "skipped")["error_code"]) == {"interrupted"}
+    created = sandbox.state.conversations()
+    for row in results.filter(pl.col("status") == "created").iter_rows(named=True):
+        assert row["conversation_id"] == created[(row["location_id"], row["contact_id"])]
+    assert len(created) == counts["created"]  # nothing created that the results do not show
+
+    done = run_cli(*args, "--resume")
+    assert done.code == 0, done.stderr[-2000:]
+    assert_all_settled_right(sandbox, out, 600)
+    assert Counter(pl.read_parquet(out)["status"].to_list())["exists"] == 0  # nothing re-sent
+
+
+@pytest.mark.timing
+def test_second_sigint_leaves_at_once(sandbox: SandboxThread, tmp_path: Path) -> None:
+    sandbox.update_config(latency_ms=3000)
+    src = write_csv(tmp_path / "in.csv", rows_for(2, 20))
+    out = tmp_path / "out.parquet"
+    proc = start_cli("run", str(src), "-o", str(out), *fast_limits(sandbox))
+    wait_until(lambda: bool(sandbox.state.requests()), timeout=20)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=10)
+    assert proc.returncode == 130
+    assert time.monotonic() - started < 2.0  # did not wait out the 3 s answers
+    journal = OutputFiles(out).journal
+    assert journal.exists() and journal.read_text(encoding="utf-8").startswith('{"journal": 1')
+
+
+def test_retry_sends_only_what_did_not_settle(sandbox: SandboxThread, tmp_path: Path) -> None:
+    rows = [("a", "L"), ("b", "L"), ("a", "L"), ("bad/id", "L"), ("c", "M")]
+    src = write_csv(tmp_path / "in.csv", rows)
+    sandbox.update_config(fault_500=1.0)
+    first = tmp_path / "first.parquet"
+    done = run_cli("run", str(src), "-o", str(first), "--max-attempts", "1", *fast_limits(sandbox))
+    assert done.code == 1
+    assert pl.read_parquet(first)["error_code"].to_list() == [
+        "server_error",
+        "server_error",
+        "duplicate_row",
+        "invalid_contact_id",
+        "server_error",
+    ]
+    sandbox.update_config(fault_500=0.0)
+    second = tmp_path / "second.parquet"
+    done = run_cli("retry", str(first), "-o", str(second), *fast_limits(sandbox))
+    assert done.code == 1  # the invalid row stays invalid
+    results = pl.read_parquet(second)
+    assert results["status"].to_list() == ["created", "created", "duplicate", "invalid", "created"]
+    created = sandbox.state.conversations()
+    assert results["conversation_id"].to_list()[2] == created[("L", "a")]
+    assert posts_per_pair(sandbox) == Counter({"L": 2 + 2, "M": 1 + 1})

@@ -1,0 +1,1 @@
+"""Tests of one package each: ``unit/<name>`` holds ``pipeline/<name>``'s."""
