@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import subprocess
 import sys
@@ -68,6 +69,20 @@ def wait_until(ready: Callable[[], bool], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not ready() and time.monotonic() < deadline:
         time.sleep(0.05)
+
+
+def error_lines(stderr: str) -> list[str]:
+    """The fatal error lines on ``stderr``, as a person reads them: ``pipeline: error: ...``
+    in plain text, or (under ``--log-format json``) the JSON error event that says it."""
+    found = []
+    for line in stderr.splitlines():
+        if line.startswith("{"):
+            event = json.loads(line)
+            if event.get("level") == "error" and "exit_code" in event:
+                found.append(f"pipeline: error: {event['event']}")
+        elif line.startswith("pipeline: "):
+            found.append(line)
+    return found
 
 
 def write_csv(

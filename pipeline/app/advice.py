@@ -19,8 +19,10 @@ from pathlib import Path
 
 import polars as pl
 
+from pipeline.auth.oauth_http import REFRESH_REFUSED
+from pipeline.core.errors import plural
 from pipeline.core.outcomes import Code
-from pipeline.core.settings import is_uri
+from pipeline.core.values import is_uri
 
 # The rows of a stop, by the code that stopped them (whatever their status: the row that
 # drew a 401 is failed, the rest of its token's rows skipped).
@@ -60,6 +62,21 @@ def _stopped(results: str) -> dict[str, dict[str, int]]:
     return stops
 
 
+def _refresh_refused(results: str) -> set[str]:
+    """The locations whose OAuth refresh token HighLevel refused (spent or revoked): their
+    401 is not a token to replace, but an installation to reconnect."""
+    refused = (
+        pl.scan_parquet(results)
+        .filter(
+            (pl.col("error_code") == Code.UNAUTHORIZED.value)
+            & pl.col("error_message").str.contains(REFRESH_REFUSED, literal=True)
+        )
+        .select(pl.col("location_id").unique())
+        .collect()
+    )
+    return set(refused["location_id"].drop_nulls().to_list())
+
+
 def _locations(rows_by_location: dict[str, int]) -> str:
     names = list(rows_by_location)
     shown = ", ".join(names[:_SHOWN_LOCATIONS])
@@ -71,6 +88,11 @@ def _locations(rows_by_location: dict[str, int]) -> str:
 def _rows(rows_by_location: dict[str, int]) -> str:
     total = sum(rows_by_location.values())
     return f"{total:,} row{'' if total == 1 else 's'}"
+
+
+def _oauth(source: str) -> bool:
+    """Whether a token's source (``Tokens.source``) is an OAuth credentials file."""
+    return source.startswith("--oauth-file ")
 
 
 def advise(
@@ -93,12 +115,18 @@ def advise(
     stops = {} if dry_run else _stopped(results)
     lines: list[str] = []
     rejected = stops.get(Code.UNAUTHORIZED.value, {})
-    by_source: dict[str, dict[str, int]] = {}
+    spent = _refresh_refused(results) if rejected else set()
+    by_source: dict[tuple[str, bool], dict[str, int]] = {}
     for location, rows in rejected.items():
-        by_source.setdefault(token_source(location), {})[location] = rows
-    for source, rows_by_location in by_source.items():
+        by_source.setdefault((token_source(location), location in spent), {})[location] = rows
+    for (source, was_spent), rows_by_location in by_source.items():
         lines.append(
-            f"token rejected (401): the token from {source}, used for "
+            f"refresh token refused (spent or revoked): HighLevel refused the refresh token "
+            f"of {source}, used for {_locations(rows_by_location)}; "
+            f"{_rows(rows_by_location)} not sent. Reconnect the app in HighLevel (or install "
+            "it again) and put the new refresh token in the --oauth-file, then retry."
+            if was_spent
+            else f"token rejected (401): the token from {source}, used for "
             f"{_locations(rows_by_location)}; {_rows(rows_by_location)} not sent. "
             "Replace the token, then retry."
         )
@@ -118,7 +146,15 @@ def advise(
             "later (within a day); it sends only the rows not yet sent."
         )
     no_token = stops.get(Code.NO_TOKEN.value, {})
-    if no_token:
+    oauth = {token_source(location) for location in no_token if _oauth(token_source(location))}
+    if no_token and oauth:  # an OAuth run has no tokens file: its file lacks a credential
+        lines.append(
+            f"no token: {_locations(no_token)}: {' / '.join(sorted(oauth))}; "
+            f"{_rows(no_token)} not sent. Install the app on those sub-accounts and put each "
+            "installation's refresh token in the --oauth-file (or the agency's, whose token "
+            "mints one for every sub-account where the app is installed), then retry."
+        )
+    elif no_token:
         lines.append(
             f"no token: the tokens file lists no token for {_locations(no_token)}; "
             f"{_rows(no_token)} not sent. Add them to the tokens file, then retry."
@@ -193,7 +229,8 @@ def _next(
     if not problem_rows:
         return f"next: {program()} report {results}"
     return (
-        f"next: {problem_rows} rows need attention: {program()} report {results} "
+        f"next: {plural(problem_rows, 'row')} need{'s' if problem_rows == 1 else ''} "
+        f"attention: {program()} report {results} "
         f"--rows failed,invalid,skipped --format csv -o {problems_file(results)}"
     )
 
@@ -275,6 +312,15 @@ def resume_command(argv: Sequence[str], shard: str | None = None) -> str:
     if shard is not None and not any(a == "--shard" or a.startswith("--shard=") for a in kept):
         kept = [*_without_option(kept, "--shard-count"), "--shard", shard]
     return shlex.join([*shlex.split(program()), *kept, "--resume"])
+
+
+def interrupted_again(argv: Sequence[str], shard: str | None) -> str:
+    """The line a second Ctrl-C prints as it leaves at once, writing no results: the
+    journal keeps every settled row, and ``--resume`` continues from it."""
+    return (
+        "pipeline: interrupted again: stopped at once, without writing the results; the "
+        f"journal keeps every settled row: continue with: {resume_command(argv, shard)}"
+    )
 
 
 def _without_option(argv: Sequence[str], name: str) -> list[str]:

@@ -16,8 +16,9 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self, get_args, get_origin
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -28,9 +29,9 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from pipeline.core import constants
+from pipeline.core import constants, logs
 from pipeline.core.errors import UsageError
-from pipeline.core.settings import (
+from pipeline.core.values import (
     DEFAULT_FAIL_ON,
     DEFAULT_ID_MAX_LENGTH,
     DEFAULT_ID_PATTERN,
@@ -42,10 +43,26 @@ from pipeline.core.settings import (
 )
 
 ENV_PREFIX = "GHL_"
-# Settings whose bad values are never repeated in a message: a token pasted there, or a
-# URL that carries a secret (a webhook's key, a Pushgateway's password).
-_NEVER_SHOWN = frozenset({"token_env", "notify", "pushgateway"})
+# Settings whose bad values are never repeated in a message: a token pasted where a
+# variable's name belongs, or a webhook URL (its key). A Pushgateway URL is shown with its
+# credentials redacted (``_register_secrets``).
+_NEVER_SHOWN = frozenset({"token_env", "notify"})
 _VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class _Problem(ValueError):
+    """A rule that a value broke, with the setting it belongs to: an error raised by a
+    model validator has no setting of its own in pydantic's report."""
+
+    def __init__(self, key: str, value: Any, rule: str) -> None:
+        super().__init__(rule)
+        self.key, self.value = key, value
+
+
+def _rule(exc: UsageError, flag: str, value: str) -> str:
+    """A settings parser's message without the option and value it starts with: the
+    configuration's message names both itself."""
+    return str(exc).removeprefix(f"{flag} {value!r}: ")
 
 
 class RunConfig(BaseSettings):
@@ -251,7 +268,7 @@ class RunConfig(BaseSettings):
         try:
             parse_fail_on(value)
         except UsageError as exc:
-            raise ValueError(str(exc).removeprefix("--fail-on ")) from None
+            raise ValueError(_rule(exc, "--fail-on", value)) from None
         return value
 
     @field_validator("separator")
@@ -262,7 +279,7 @@ class RunConfig(BaseSettings):
         try:
             return parse_separator(value)
         except UsageError as exc:
-            raise ValueError(str(exc).removeprefix("--separator ")) from None
+            raise ValueError(_rule(exc, "--separator", value)) from None
 
     @field_validator("shard")
     @classmethod
@@ -274,7 +291,7 @@ class RunConfig(BaseSettings):
         try:
             parse_shard(value)
         except UsageError as exc:
-            raise ValueError(str(exc).split(": ", 1)[1]) from None
+            raise ValueError(_rule(exc, "--shard", value)) from None
         return value
 
     @field_validator("rate")
@@ -285,7 +302,7 @@ class RunConfig(BaseSettings):
         try:
             parse_rate(value)
         except UsageError as exc:
-            raise ValueError(str(exc).removeprefix("--rate ")) from None
+            raise ValueError(_rule(exc, "--rate", value)) from None
         return value
 
     @model_validator(mode="after")
@@ -295,13 +312,20 @@ class RunConfig(BaseSettings):
                 self.base_url, allow_insecure_http=self.allow_insecure_http
             )
         except UsageError as exc:
-            raise ValueError(str(exc)) from None
+            rule = _rule(exc, "--base-url", self.base_url)
+            raise _Problem("base_url", self.base_url, rule) from None
         return self
 
 
 def load_config(command_line: dict[str, Any], config_file: Path | None) -> RunConfig:
     """Merge the sources in precedence order and validate; any problem is one UsageError."""
     file_values = _read_toml(config_file) if config_file is not None else {}
+    environment = {
+        name.upper().removeprefix(ENV_PREFIX).lower(): value
+        for name, value in os.environ.items()
+        if name.upper().startswith(ENV_PREFIX)
+    }
+    _register_secrets([command_line, environment, file_values], os.environ)
 
     class _Sources(RunConfig):
         @classmethod
@@ -326,6 +350,30 @@ def load_config(command_line: dict[str, Any], config_file: Path | None) -> RunCo
         return RunConfig.model_construct(**dict(merged))
     except ValidationError as exc:
         raise UsageError(_describe(exc, config_file, command_line, file_values)) from None
+
+
+def _register_secrets(sources: list[dict[str, Any]], environ: Mapping[str, str]) -> None:
+    """Register with the log redaction, before any validation can print, every secret the
+    settings carry in any source: notification URLs (a webhook's URL is its key), a
+    Pushgateway URL's credentials, a token pasted where a variable's name belongs, and the
+    token in the variable named."""
+    variables = {"GHL_TOKEN"}
+    for values in sources:
+        words = {key: _words(values.get(key)) for key in ("notify", "pushgateway", "token_env")}
+        for url in words["notify"]:
+            logs.register_secret(url)
+        for url in words["pushgateway"]:
+            logs.register_credentials(url)
+        variables.update(name for name in words["token_env"] if _VARIABLE_NAME.match(name))
+        for pasted in (name for name in words["token_env"] if not _VARIABLE_NAME.match(name)):
+            logs.register_secret(pasted)
+    for name in variables:
+        logs.register_secret((environ.get(name) or "").strip())
+
+
+def _words(value: Any) -> list[str]:
+    items = value if isinstance(value, list | tuple) else [value]
+    return [word for item in items if isinstance(item, str) for word in item.split()]
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -374,38 +422,19 @@ def _describe(
         if error["type"] == "extra_forbidden":
             problems[f"unknown {name}"] = f"unknown key {name!r}"
             continue
-        message = error["msg"].removeprefix("Value error, ")
+        message, value = error["msg"].removeprefix("Value error, "), error.get("input")
+        cause = error.get("ctx", {}).get("error")
+        if isinstance(cause, _Problem):  # a rule across settings, told as its setting's
+            key, value, message = cause.key, cause.value, str(cause)
+            name = key.replace("_", "-")
         if key in problems:  # another form of the same field: "..., or should be 'auto'"
             head, _, got = problems[key].rpartition(" (got ")
             problems[key] = f"{head}, or {message.removeprefix('Input ')} (got {got}"
             continue
         source = _source(key, command_line or {}, file_values or {}, config_file)
-        shown = "not shown" if key in _NEVER_SHOWN else repr(error.get("input"))
+        shown = logs.REDACTED if key in _NEVER_SHOWN else logs.scrub(repr(value))
         problems[key] = f"{name} ({source}): {message} (got {shown})"
     where = f" (command line, {ENV_PREFIX}* environment" + (
         f", {config_file})" if config_file else ")"
     )
     return "bad configuration" + where + ": " + "; ".join(problems.values())
-
-
-def option_specs() -> list[tuple[str, str, Any, str, str]]:
-    """(option, field, default, help, metavar) for every configuration field, for the CLI."""
-    specs = []
-    for name, field in RunConfig.model_fields.items():
-        default = field.get_default(call_default_factory=True)
-        shown = "" if default in (None, False, []) else f" [default: {default}]"
-        env = f" [env: {ENV_PREFIX}{name.upper()}]"
-        choices = get_args(field.annotation) if get_origin(field.annotation) is Literal else ()
-        if choices:
-            metavar = "[" + "|".join(choices) + "]"
-        elif isinstance(default, list):
-            metavar = "URL"
-        elif default == "auto":
-            metavar = "N|auto"
-        elif isinstance(default, int | float) and not isinstance(default, bool):
-            metavar = "N" if isinstance(default, int) else "X"
-        else:
-            metavar = "FILE" if "file" in name else "TEXT"
-        flag = f"--{name.replace('_', '-')}"
-        specs.append((flag, name, default, f"{field.description}{shown}{env}", metavar))
-    return specs

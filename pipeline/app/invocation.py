@@ -24,7 +24,7 @@ from pipeline.app.job import Job
 from pipeline.auth.tokens import Tokens, load_tokens_file
 from pipeline.core import logs
 from pipeline.core.errors import UsageError
-from pipeline.state.outputs import OutputFiles
+from pipeline.state.output_files import OutputFiles
 
 if TYPE_CHECKING:  # polars and the sending stack load only when a run is performed
     from pipeline.observe.summary import RunSummary

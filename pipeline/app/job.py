@@ -11,15 +11,15 @@ is particular to this invocation.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pipeline.app.config import RunConfig
-from pipeline.core import constants
 from pipeline.core.errors import UsageError
-from pipeline.core.settings import Rate, parse_rate
+from pipeline.core.values import PUBLISHED_RATE, Rate, parse_rate
 from pipeline.inputs.shards import Shard
-from pipeline.state.outputs import OutputFiles
+from pipeline.state.output_files import OutputFiles
 
 if TYPE_CHECKING:
     from pipeline.auth.tokens import Tokens
@@ -49,9 +49,24 @@ class Job:
     def limits(self) -> list[tuple[int, float]]:
         """The per-location limits a plan is estimated with, before any answer: HighLevel's
         published one and the user's ceiling, both of which hold."""
-        published = (constants.DEFAULT_RATE_MAX, constants.DEFAULT_RATE_INTERVAL_S)
+        published = PUBLISHED_RATE.as_tuple()
         rate = self.rate
         return [published] if rate is None else [published, rate.as_tuple()]
+
+    @property
+    def bounds(self) -> dict[str, Any]:
+        """What bounds the sending time (``planning.sending_seconds``): the plan's estimate
+        and the progress bar's ETA are made with it."""
+        from pipeline.inputs.planning import CLIENT_PACE  # polars: not for --help
+        from pipeline.send.inflight import DEFAULT_CEILING
+
+        concurrency = self.config.concurrency
+        return {
+            "limits": self.limits,
+            "daily_quota": self.config.daily_quota,
+            "max_in_flight": DEFAULT_CEILING if concurrency == "auto" else concurrency,
+            "pace": CLIENT_PACE * min(self.config.workers, os.cpu_count() or 1),
+        }
 
     @property
     def rate_label(self) -> str:

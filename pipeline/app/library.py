@@ -51,7 +51,7 @@ from pipeline.auth.tokens import Tokens
 from pipeline.core import logs
 from pipeline.core.errors import OptionNotTaken, UsageError
 from pipeline.observe.summary import RunSummary
-from pipeline.state.outputs import require_parquet_name
+from pipeline.state.output_files import require_parquet_name
 
 Rows = pl.DataFrame | str | Path
 

@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import tempfile
 from dataclasses import replace
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import polars as pl
 import structlog
 
 from pipeline.core.errors import UsageError, first_line
-from pipeline.core.settings import is_uri
+from pipeline.core.values import is_uri
 from pipeline.inputs.shards import Shard
 from pipeline.observe.report import RunInfo
 from pipeline.state import objects
-from pipeline.state.outputs import OutputFiles
+from pipeline.state.output_files import OutputFiles
 from pipeline.state.paths import named
 from pipeline.state.results import write_atomically
 
@@ -71,6 +72,16 @@ def _run_info(path: str) -> RunInfo:
     return run
 
 
+def _span(runs: list[RunInfo]) -> tuple[str, float]:
+    """The job's wall clock: the first task's start, and the seconds from it to the last
+    task's end (not the slowest task's time: tasks start apart, and a task run again later
+    ends later)."""
+    starts = [datetime.fromisoformat(r.started_at) for r in runs]
+    ends = [at + timedelta(seconds=r.elapsed_s) for at, r in zip(starts, runs, strict=True)]
+    first = min(starts)
+    return runs[starts.index(first)].started_at, round((max(ends) - first).total_seconds(), 3)
+
+
 def merge(spec: str, output: str, *, state_dir: Path) -> RunInfo:
     """Check the parts PARTS names and write the one results file, in input order."""
     return merge_parts(part_paths(spec), output, state_dir=state_dir, spec=spec)
@@ -97,11 +108,14 @@ def merge_parts(paths: list[str], output: str, *, state_dir: Path, spec: str) ->
         listed = ", ".join(str(k) for k in missing)
         raise UsageError(f"{spec}: missing part(s) {listed} of {count}")
     expected = first.input_rows or 0
+    started, span_s = _span(list(runs.values()))
     run = replace(
         first,
         shard=None,
-        started_at=min(r.started_at for r in runs.values()),
-        elapsed_s=max(r.elapsed_s for r in runs.values()),
+        started_at=started,
+        elapsed_s=span_s,
+        tasks=count,
+        slowest_task_s=max(r.elapsed_s for r in runs.values()),
         requests=sum(r.requests for r in runs.values()),
         workers=sum(r.workers for r in runs.values()),
         peak_in_flight=None,

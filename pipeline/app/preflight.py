@@ -42,6 +42,7 @@ from pipeline.app.job import Job
 from pipeline.app.probing import probe_all
 from pipeline.app.verdicts import Access, CheckReport, judge
 from pipeline.auth.tokens import Tokens
+from pipeline.core.errors import plural
 from pipeline.core.outcomes import Status
 from pipeline.inputs.planning import format_duration, to_send
 
@@ -116,6 +117,7 @@ def run_check(job: Job, tokens: Tokens) -> CheckReport:
         note = None
         if location in no_token:
             not_probed = "no_token"
+            note = tokens.no_token_message if tokens.oauth is not None else None
         elif location in probes.rejected:
             not_probed = "rejected"
             note = f"401 on {probes.rejected[location]}, which has the same token; not asked"
@@ -163,6 +165,10 @@ def _cell(value: int | None) -> str:
     return "-" if value is None else str(value)
 
 
+def _time(seconds: float | None) -> str:
+    return "-" if seconds is None else format_duration(seconds)
+
+
 def _grouped(notes: Iterable[tuple[str, str | None]], named: int = 3) -> list[str]:
     """One line per distinct text, naming its first locations: one token's fault over
     fifty locations is one line, not fifty."""
@@ -180,7 +186,7 @@ def _grouped(notes: Iterable[tuple[str, str | None]], named: int = 3) -> list[st
 
 def _table(report: CheckReport) -> str:
     rows = report.rows
-    lines = [f"{rows['total']} rows -> check against {report.base_url}"]
+    lines = [f"{plural(rows['total'], 'row')} -> check against {report.base_url}"]
     lines += [
         f"  {key.replace('_', ' '):<10} {rows[key]:>9}"
         for key in ("to_send", "invalid", "duplicate")
@@ -206,11 +212,11 @@ def _table(report: CheckReport) -> str:
         lines.append(
             f"  {loc.location_id[:24]:<24} {loc.rows:>7}  {loc.token:<9} {loc.access:<12} "
             f"{loc.search:<13} {loc.limit_label:>8} {_cell(loc.rate_remaining):>9} "
-            f"{_cell(loc.daily_remaining):>10} {format_duration(loc.estimated_s):>9} "
-            f"{loc.days:>4}  {loc.trace_id or '-'}"
+            f"{_cell(loc.daily_remaining):>10} {_time(loc.estimated_s):>9} "
+            f"{_cell(loc.days):>4}  {loc.trace_id or '-'}"
         )
     if hidden:
-        lines.append(f"  ... and {hidden} more locations, all ready")
+        lines.append(f"  ... and {plural(hidden, 'more location')}, all ready")
     problems = _grouped(
         (loc.location_id, loc.problem())
         for loc in report.locations
@@ -226,10 +232,14 @@ def _table(report: CheckReport) -> str:
         lines.append("warnings:")
         lines += warnings
     not_sendable = len(report.locations) - report.sendable
+    estimated, days = report.estimated_s, report.days
     lines.append(
-        f"ready: {report.sendable} of {len(report.locations)} locations"
+        f"ready: {report.sendable} of {plural(len(report.locations), 'location')}"
         + (f" ({not_sendable} not sendable)" if not_sendable else "")
-        + f"; estimated sending time {format_duration(report.estimated_s)}"
-        + f" over {report.days} day{'s' if report.days != 1 else ''}"
+        + (
+            "; nothing can be sent"
+            if estimated is None or days is None
+            else f"; estimated sending time {format_duration(estimated)} over {plural(days, 'day')}"
+        )
     )
     return "\n".join(lines)

@@ -4,9 +4,9 @@ This module only sequences the stages and owns the run's lifecycle: the lock, th
 folder, the journal's birth and removal (signals are the sending session's, ``session`` and
 ``workers``: a run never signals itself). ``_execute`` reads as the list of phases, one
 function each, in the order the data flows; each stage lives in its own module
-and knows nothing of the ones after it (``planning``, ``earlier``, ``session`` or ``workers``
+and knows nothing of the ones after it (``planning``, ``resuming``, ``session`` or ``workers``
 with ``journal``, ``results``, ``report``). The files they share around the output are named
-in one place, ``outputs.OutputFiles``.
+in one place, ``output_files.OutputFiles``.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -23,35 +24,38 @@ from pathlib import Path
 import polars as pl
 import structlog
 
+from pipeline.app.advice import interrupted_again
 from pipeline.app.job import Job, require_token
 from pipeline.app.merging import merge_if_complete
 from pipeline.auth.tokens import Tokens
+from pipeline.core import logs
 from pipeline.core.errors import UsageError, first_line
 from pipeline.core.outcomes import Code
 from pipeline.core.schema import compact, no_outcomes
-from pipeline.core.settings import is_uri
-from pipeline.inputs.earlier import EarlierState, find_earlier, results_exist, to_look_up
+from pipeline.core.values import is_uri
 from pipeline.inputs.known import known_outcomes
 from pipeline.inputs.planning import (
-    CLIENT_PACE,
+    ASSUMED_LATENCY_S,
     IdRules,
     PlanEstimate,
     check,
     estimate,
     find_duplicates,
     mark,
+    sending_seconds,
     to_send,
 )
 from pipeline.inputs.reading import Columns, read_input
-from pipeline.observe.progress import JournalTail, ProgressReporter
+from pipeline.inputs.resuming import EarlierState, find_earlier, results_exist, to_look_up
+from pipeline.observe.progress import Eta, JournalTail, ProgressReporter, RowsLeft
 from pipeline.observe.report import Report, RunInfo, build_report
-from pipeline.send.inflight import DEFAULT_CEILING, Gauge
+from pipeline.send.inflight import Gauge
 from pipeline.send.session import SessionResult, StopSwitch, run_async, send_session
 from pipeline.send.workers import run_workers
 from pipeline.state.checkpoints import Checkpoints, released_on_failure, take_up
 from pipeline.state.journal import JournalWriter, fingerprint, read_records
 from pipeline.state.locking import exclusive
-from pipeline.state.outputs import OutputFiles
+from pipeline.state.output_files import OutputFiles
 from pipeline.state.results import assemble, skipped_rows, write_atomically
 
 log = structlog.get_logger("pipeline.run")
@@ -165,7 +169,7 @@ class _Start:
     """When the run began: the wall clock for the results' metadata, the monotonic clock for
     how long it took."""
 
-    at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="milliseconds"))
     monotonic: float = field(default_factory=time.monotonic)
 
     def elapsed_s(self) -> float:
@@ -225,7 +229,7 @@ def _find_earlier(
     resume: bool,
     retry_from: str | Path | None,
 ) -> EarlierState:
-    """What earlier runs settled (``earlier``), so that this run neither sends a settled row
+    """What earlier runs settled (``resuming``), so that this run neither sends a settled row
     again nor loses one. A dry run builds on nothing: it plans the whole input, reads no
     journal and leaves any it finds for the run that will resume it."""
     if job.dry_run:  # --known is read-only: a dry run's estimate counts only what is new
@@ -254,16 +258,7 @@ def _plan_sending(
     pending = pl.concat(
         [creates.with_columns(lookup=pl.lit(False)), lookups.with_columns(lookup=pl.lit(True))]
     )
-    plan_estimate = estimate(
-        planned,
-        creates,
-        limits=job.limits,
-        daily_quota=job.config.daily_quota,
-        max_in_flight=(
-            DEFAULT_CEILING if job.config.concurrency == "auto" else job.config.concurrency
-        ),
-        pace=CLIENT_PACE * min(job.config.workers, os.cpu_count() or 1),
-    )
+    plan_estimate = estimate(planned, creates, **job.bounds)
     plan_estimate = replace(
         plan_estimate, lookups=missing_ids.height, lookup_wait_s=job.config.lookup_wait
     )
@@ -306,12 +301,15 @@ def _send_pending(
         no_token = ~pl.col("location_id").is_in(served)
         # A row to look up keeps its outcome (exists, without its id yet) where no token is.
         unserved = sendable.filter(no_token & ~pl.col("lookup")).drop("lookup")
-        this_run = compact(skipped_rows(unserved, Code.NO_TOKEN))
+        this_run = compact(skipped_rows(unserved, Code.NO_TOKEN, tokens.no_token_message))
         sendable = sendable.filter(~no_token)
     if not sendable.height:
         return session, this_run
     ends = earlier.journal_ends
-    tail = JournalTail(files.journals(job.config.workers), ends)
+    rows = RowsLeft(sendable["row_index"], sendable["location_id"])
+    tail = JournalTail(files.journals(job.config.workers), ends, rows)
+    bounds, window_s = job.bounds, max(t for _, t in job.limits) + ASSUMED_LATENCY_S
+    eta = Eta(lambda left: sending_seconds(left, **bounds), rows.left, window_s=window_s)
     gauge = Gauge() if job.config.workers == 1 else None  # workers' counts stay in workers
     with ProgressReporter(
         tail,
@@ -319,6 +317,7 @@ def _send_pending(
         mode=job.config.progress,
         interval_s=job.config.progress_interval,
         gauge=gauge,
+        eta=eta,
     ) as progress:
         relay = progress.shows_bar and job.config.log_file is None
         session, starts = _send(
@@ -357,7 +356,13 @@ def _send(
     path = files.journal
     journal = JournalWriter(path, fingerprint=print_, resume_at=resume_at.get(path))
     try:
-        result = run_async(send_session(job, tokens, sendable, journal, gauge=gauge, switch=switch))
+        shard = job.shard.label if job.shard is not None else None
+        leaving = interrupted_again(sys.argv[1:], shard) if job.handle_signals else None
+        result = run_async(
+            send_session(
+                job, tokens, sendable, journal, gauge=gauge, switch=switch, leaving=leaving
+            )
+        )
     finally:
         journal.close()
     return result, {path: journal.start_offset}
@@ -427,8 +432,11 @@ def _clean_up(job: Job, files: OutputFiles, checkpoints: Checkpoints | None = No
 
 def _report(files: OutputFiles, run: RunInfo) -> Report:
     """The summary, from the file just written (streaming): it shows what is on disk, and
-    holds no table in memory."""
+    holds no table in memory. Its log line is for scripts: a person at a terminal reads the
+    table the command line prints below it."""
     report = build_report(pl.scan_parquet(files.results), run)
+    if logs.summary_on_screen():
+        return report
     log.info(
         "finished",
         rows=report.rows,

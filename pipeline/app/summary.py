@@ -10,9 +10,9 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from pipeline.app.advice import advise
-from pipeline.core.errors import EXIT_LOCKED, EXIT_OK, EXIT_ROWS_NOT_DONE
+from pipeline.core.errors import EXIT_LOCKED, EXIT_OK, EXIT_ROWS_NOT_DONE, plural
 from pipeline.core.outcomes import Code
-from pipeline.core.settings import parse_fail_on
+from pipeline.core.values import parse_fail_on
 from pipeline.observe.report import count_matching
 from pipeline.observe.summary import RunSummary
 
@@ -32,7 +32,8 @@ def verdict(job: Job, result: RunResult) -> tuple[int, str]:
     statuses, codes = parse_fail_on(job.config.fail_on)
     failing = count_matching(job.files.results, statuses, codes)
     code = EXIT_ROWS_NOT_DONE if failing else EXIT_OK
-    return code, f"{failing} rows match --fail-on {job.config.fail_on}"
+    verb = "matches" if failing == 1 else "match"
+    return code, f"{plural(failing, 'row')} {verb} --fail-on {job.config.fail_on}"
 
 
 def summarise(

@@ -9,13 +9,13 @@ whether a run could send them all.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from typing import Any, Literal
 
 from pipeline.core import constants
 from pipeline.core.outcomes import RETRYABLE, Code, Status
-from pipeline.core.settings import Rate
+from pipeline.core.values import Rate
 from pipeline.highlevel.answers import Answer
 from pipeline.inputs.planning import (
     ASSUMED_LATENCY_S,
@@ -55,9 +55,9 @@ class Search(StrEnum):
 class LocationCheck:
     """One location's verdict; ``rate_*`` and ``daily_remaining`` are the live headers of
     its answer (None where absent), ``daily_limit`` the quota the days are counted with.
-    ``estimated_s`` and ``days`` are computed for every location, sendable or not (with
-    HighLevel's published limit where no answer announced one): they say what its rows
-    need once whatever stops them is fixed."""
+    ``estimated_s`` and ``days`` are the sending time of a sendable location (with
+    HighLevel's published limit where no answer announced one); None for a location a run
+    could not send: it has no sending time until whatever stops it is fixed."""
 
     location_id: str
     rows: int
@@ -72,8 +72,8 @@ class LocationCheck:
     rate_remaining: int | None
     daily_remaining: int | None
     daily_limit: int
-    estimated_s: float
-    days: int
+    estimated_s: float | None
+    days: int | None
 
     @property
     def sendable(self) -> bool:
@@ -96,8 +96,8 @@ class LocationCheck:
         """Why a run could not send this location, in a line; None when it could."""
         answered = f" (HTTP {self.http_status})" if self.http_status is not None else ""
         detail = f": {self.message}" if self.message else ""
-        if self.token is TokenState.NO_TOKEN:
-            return "no token for this location in the tokens file"
+        if self.token is TokenState.NO_TOKEN:  # an OAuth run's says what its file lacks
+            return self.message or "no token for this location in the tokens file"
         if self.token is TokenState.REJECTED:
             return f"token rejected{answered}{detail}"
         if self.token is TokenState.UNAVAILABLE:
@@ -180,7 +180,7 @@ def judge(
         daily_limit=daily_limit,
         latency_s=ASSUMED_LATENCY_S if latency_s is None else latency_s,
     )
-    return LocationCheck(
+    check = LocationCheck(
         location_id=location_id,
         rows=rows,
         token=token,
@@ -197,6 +197,7 @@ def judge(
         estimated_s=estimate.seconds,
         days=estimate.days,
     )
+    return check if check.sendable else replace(check, estimated_s=None, days=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,18 +218,22 @@ class CheckReport:
         return self.unreachable is None and self.sendable == len(self.locations)
 
     @property
-    def estimated_s(self) -> float:
-        """The run's sending time (``planning.run_seconds``): locations go in parallel, so
-        the longest one, but no faster than this tool's pace (``planning.CLIENT_PACE``)."""
-        longest = max((location.estimated_s for location in self.locations), default=0.0)
-        requests = sum(location.rows for location in self.locations)
-        return run_seconds(longest, requests, pace=CLIENT_PACE)
+    def estimated_s(self) -> float | None:
+        """The run's sending time (``planning.run_seconds``) for the locations it could
+        send: they go in parallel, so the longest one, but no faster than this tool's pace
+        (``planning.CLIENT_PACE``). None when it could send none."""
+        sendable = [loc for loc in self.locations if loc.estimated_s is not None]
+        if not sendable:
+            return None
+        longest = max(loc.estimated_s or 0.0 for loc in sendable)
+        return run_seconds(longest, sum(loc.rows for loc in sendable), pace=CLIENT_PACE)
 
     @property
-    def days(self) -> int:
-        return max((location.days for location in self.locations), default=0)
+    def days(self) -> int | None:
+        return max((loc.days for loc in self.locations if loc.days is not None), default=None)
 
     def to_dict(self) -> dict[str, Any]:
+        estimated = self.estimated_s
         return {
             "source": self.source,
             "base_url": self.base_url,
@@ -242,8 +247,8 @@ class CheckReport:
                 "not_sendable": len(self.locations) - self.sendable,
                 "warnings": sum(1 for loc in self.locations if loc.warning() is not None),
                 "rows_to_send": sum(location.rows for location in self.locations),
-                "estimated_s": self.estimated_s,
-                "estimated": format_duration(self.estimated_s),
+                "estimated_s": estimated,
+                "estimated": None if estimated is None else format_duration(estimated),
                 "days": self.days,
                 "unreachable": self.unreachable,
             },

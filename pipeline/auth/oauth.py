@@ -112,6 +112,8 @@ class OAuthSource:
     def source(self, location_id: str) -> str:
         if location_id in self.locations:
             return f"--oauth-file {self.path} (the location's own credential)"
+        if self.company_id is None:
+            return f"--oauth-file {self.path} (no credential for it, and no agency's to mint one)"
         return f"--oauth-file {self.path} (minted from agency {self.company_id})"
 
 
@@ -202,6 +204,18 @@ class OAuthSigner:
                 return False
             renewed.forced = True
             return True
+
+    async def lasting(
+        self, location_id: str, left: timedelta
+    ) -> tuple[str, datetime, float | None]:
+        """A token with at least ``left`` to live (``pipeline oauth export-tokens``): the one
+        held, else a new one, refreshed or minted; its expiry and, when new, its lifetime."""
+        await self.headers(location_id)
+        async with self._locks[location_id]:
+            token = self._tokens[location_id]
+            if token.expires_at - self._clock() < left:
+                token = await self._obtain(location_id, token.value, None)
+        return token.value, token.expires_at, token.lifetime_s
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -29,6 +29,9 @@ log = structlog.get_logger("pipeline.auth.oauth")
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}
 MAX_RETRY_AFTER_S = 30.0  # a longer Retry-After is cut: the rows' own retries take over
+# How a refused refresh grant starts its message (a row's error_message): the advice after a
+# run (``app.advice``) tells it from a 401 of the API by it.
+REFRESH_REFUSED = "the refresh token was refused"
 
 
 class OAuthHttp:
@@ -66,13 +69,20 @@ class OAuthHttp:
         message = str(
             body.get("message") or body.get("error_description") or body.get("error") or ""
         )
+        if form.get("grant_type") == "refresh_token" and _invalid_grant(answer.status_code, body):
+            message = (
+                f"{REFRESH_REFUSED} (HTTP 400 invalid_grant: spent or revoked); reconnect the "
+                "app in HighLevel and put the new refresh token in the --oauth-file"
+            )
         log.warning(
             "oauth request refused", installation=what, http_status=answer.status_code,
             message=message,
         )  # fmt: skip
         raise NoToken(
             Code.UNAUTHORIZED,
-            f"{what}: HTTP {answer.status_code} {message}".strip(),
+            f"{what}: {message}"
+            if message.startswith(REFRESH_REFUSED)
+            else f"{what}: HTTP {answer.status_code} {message}".strip(),
             http_status=answer.status_code,
         )
 
@@ -80,6 +90,14 @@ class OAuthHttp:
         if self._client is not None:
             client, self._client = self._client, None
             await client.aclose()
+
+
+def _invalid_grant(status: int, body: dict[str, Any]) -> bool:
+    """A refresh refused for its token (OAuth's ``invalid_grant``: spent, superseded or
+    revoked), in either wording: ``{"error": "invalid_grant"}`` or HighLevel's
+    ``{"message": "Invalid grant: ..."}``."""
+    words = f"{body.get('error', '')} {body.get('message', '')}".lower()
+    return status == 400 and ("invalid_grant" in words or "invalid grant" in words)
 
 
 def _retry_after(answer: httpx.Response) -> float | None:

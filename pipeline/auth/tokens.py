@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.core import logs
+from pipeline.core.outcomes import SKIP_MESSAGES, Code
 
 if TYPE_CHECKING:
     from pipeline.auth.oauth import OAuthSource
@@ -68,6 +69,16 @@ class Tokens:
         if self.by_location:
             return self.sources.get(location_id, "no token")
         return self.default_source
+
+    @property
+    def no_token_message(self) -> str:
+        """A ``no_token`` row's ``error_message``: what the run lacked for its location."""
+        if self.oauth is not None:
+            return (
+                f"no credential for this location in --oauth-file {self.oauth.path}, and no "
+                "agency's to mint one: install the app there and put its refresh token in the file"
+            )
+        return SKIP_MESSAGES[Code.NO_TOKEN]
 
     def all(self) -> list[str]:
         values = list(dict.fromkeys(self.by_location.values()))

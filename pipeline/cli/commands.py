@@ -14,12 +14,14 @@ import os
 import sys
 import tempfile
 import traceback
-from collections.abc import MutableMapping
+from collections.abc import MutableMapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import click
 
-from pipeline.cli import files, serve  # noqa: F401 - their commands join the group
+from pipeline.app.config import ENV_PREFIX
+from pipeline.cli import files, oauth, serve  # noqa: F401 - their commands join the group
 from pipeline.cli.group import (
     RUN_EXAMPLES,
     check_options,
@@ -38,7 +40,7 @@ from pipeline.core.errors import (
     UsageError,
     one_line,
 )
-from pipeline.state.outputs import require_parquet_name
+from pipeline.state.output_files import require_parquet_name
 
 
 @cli.command(
@@ -154,27 +156,57 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=args, prog_name="pipeline", standalone_mode=False, obj={"argv": args})
     except UsageError as exc:
-        _fail(str(exc), exc.exit_code, debug)
-    except click.exceptions.NoArgsIsHelpError as exc:  # bare `pipeline`, `pipeline run`
+        _fail(str(exc), exc.exit_code, debug, args)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        if exc.ctx is not None and exc.ctx.parent is None:  # bare `pipeline`: as gh and git,
+            click.echo(exc.ctx.get_help())  # its help where `pipeline | less` reads it
+            sys.exit(EXIT_OK)
+        # `pipeline run` without its input: a usage error, with the command's help
         click.echo(exc.ctx.get_help() if exc.ctx is not None else exc.format_message(), err=True)
         sys.exit(EXIT_USAGE)
     except click.ClickException as exc:
-        _fail(exc.format_message(), EXIT_USAGE, debug)
+        _fail(exc.format_message(), EXIT_USAGE, debug, args)
     except (click.exceptions.Abort, KeyboardInterrupt):
         sys.exit(EXIT_SIGINT)
     except OSError as exc:  # disk full, permissions: say what and where, not how
         where = f" ({exc.filename})" if exc.filename else ""
-        _fail(f"{exc.strerror or exc}{where}", EXIT_INTERNAL, debug)
+        _fail(f"{exc.strerror or exc}{where}", EXIT_INTERNAL, debug, args)
     except Exception as exc:
         _fail(
             f"internal error: {type(exc).__name__}: {exc} (run with --debug for details)",
             EXIT_INTERNAL,
             debug,
+            args,
         )
 
 
-def _fail(message: str, code: int, debug: bool) -> None:
+def _fail(message: str, code: int, debug: bool, args: Sequence[str] = ()) -> None:
+    """The one line of a fatal error on stderr: a JSON log line under ``--log-format json``,
+    and with ``--summary json`` a JSON object on stdout too, so a script reading either
+    finds the error where it reads the rest."""
     if debug:
         click.echo(logs.scrub(traceback.format_exc()), err=True)
-    click.echo(f"pipeline: error: {logs.scrub(one_line(message))}", err=True)
+    text = logs.scrub(one_line(message))
+    if _given(args, "--log-format") == "json":
+        stamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        event = {"event": text, "exit_code": code, "level": "error", "timestamp": stamp}
+        click.echo(json.dumps(event), err=True)
+    else:
+        click.echo(f"pipeline: error: {text}", err=True)
+    if _given(args, "--summary") == "json":
+        click.echo(json.dumps({"exit_code": code, "error": f"pipeline: error: {text}"}))
     sys.exit(code)
+
+
+def _given(args: Sequence[str], option: str) -> str | None:
+    """An option's value as the command line gives it (the last), else its ``GHL_*``
+    variable's: read from the arguments, since the configuration may be what failed."""
+    value = None
+    for arg, after in zip(args, [*args[1:], None], strict=True):
+        if arg == option and after is not None:
+            value = after
+        elif arg.startswith(f"{option}="):
+            value = arg.split("=", 1)[1]
+    variable = ENV_PREFIX + option.removeprefix("--").replace("-", "_").upper()
+    found = [v for name, v in os.environ.items() if name.upper() == variable]
+    return value if value is not None else (found[0] if found else None)

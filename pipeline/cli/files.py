@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import click
 
@@ -12,7 +12,10 @@ from pipeline.cli.helpformat import SectionedCommand
 from pipeline.core.errors import (
     UsageError,
 )
-from pipeline.state.outputs import OutputFiles, require_parquet_name
+from pipeline.state.output_files import OutputFiles, require_parquet_name
+
+if TYPE_CHECKING:
+    import polars as pl
 
 
 @cli.command(
@@ -66,7 +69,14 @@ def report(
         from pipeline.observe.htmlreport import render_html
 
         listed = None if statuses is None else select_rows(frame, statuses)
-        text = render_html(frame, run, title=str(results), listed=listed, listed_label=statuses)
+        text = render_html(
+            frame,
+            run,
+            title=str(results),
+            listed=listed,
+            listed_label=statuses,
+            advice=_advice(results, frame),
+        )
     elif statuses is None and fmt != "csv":
         text = render(build_report(frame, run), fmt, title=str(results))
     else:
@@ -78,6 +88,35 @@ def report(
         Path(output).write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"-o {output}: cannot be written ({exc.strerror or exc})") from exc
+
+
+def _advice(results: str, frame: pl.DataFrame) -> list[str]:
+    """What to do next, as the run's summary says it, for the HTML page: the file records
+    neither the run's command line nor where its tokens came from, so the lines name the
+    run's settings, and an interrupted run (whose summary gives a command) gets a line."""
+    import polars as pl
+
+    from pipeline.app.advice import advise
+    from pipeline.core.outcomes import Code
+
+    try:
+        lines = advise(
+            results,
+            argv=None,
+            token_source=lambda _: "the run's settings",
+            problem_rows=0,
+            interrupted=False,
+            dry_run=False,
+        ).lines
+    except (pl.exceptions.PolarsError, OSError):  # parts of unlike schemas (a glob): none
+        lines = []
+    left = frame.filter(pl.col("error_code") == Code.INTERRUPTED.value).height
+    if left:
+        lines.append(
+            f"interrupted: {left:,} row{'' if left == 1 else 's'} not sent. Run the same "
+            "command with --resume: it sends only the rows not yet sent."
+        )
+    return lines
 
 
 @cli.command(
@@ -99,7 +138,7 @@ def merge(parts: str, output: str, overwrite: bool) -> None:
     import polars as pl
 
     from pipeline.app.merging import merge as merge_parts
-    from pipeline.inputs.earlier import results_exist
+    from pipeline.inputs.resuming import results_exist
     from pipeline.observe.report import build_report, render
 
     require_parquet_name(output)

@@ -11,11 +11,11 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 import click
 
-from pipeline.app.config import RunConfig, load_config, option_specs
+from pipeline.app.config import ENV_PREFIX, RunConfig, load_config
 from pipeline.app.job import Job
 from pipeline.auth.tokens import Tokens
 from pipeline.cli.helpformat import FlowGroup
@@ -33,6 +33,29 @@ def cli() -> None:
 
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def option_specs() -> list[tuple[str, str, Any, str, str]]:
+    """(option, field, default, help, metavar) for every configuration field, for the CLI."""
+    specs = []
+    for name, field in RunConfig.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        shown = "" if default in (None, False, []) else f" [default: {default}]"
+        env = f" [env: {ENV_PREFIX}{name.upper()}]"
+        choices = get_args(field.annotation) if get_origin(field.annotation) is Literal else ()
+        if choices:
+            metavar = "[" + "|".join(choices) + "]"
+        elif isinstance(default, list):
+            metavar = "URL"
+        elif default == "auto":
+            metavar = "N|auto"
+        elif isinstance(default, int | float) and not isinstance(default, bool):
+            metavar = "N" if isinstance(default, int) else "X"
+        else:
+            metavar = "FILE" if "file" in name else "TEXT"
+        flag = f"--{name.replace('_', '-')}"
+        specs.append((flag, name, default, f"{field.description}{shown}{env}", metavar))
+    return specs
 
 
 def _config_options() -> list[Decorator]:
@@ -137,7 +160,12 @@ def job_and_tokens(
     )
     require_token(job, tokens)
     # After the usage errors, so that they reach the person (see _execute).
-    logs.configure(config.log_format, level=log_level, log_file=config.log_file)
+    logs.configure(
+        config.log_format,
+        level=log_level,
+        log_file=config.log_file,
+        summary_table=config.summary == "table",
+    )
     return job, tokens
 
 

@@ -82,7 +82,7 @@ class FlowGroup(click.Group):
     a first example to start from."""
 
     # The order a person uses them in (the commands are defined over several modules).
-    ORDER = ("run", "retry", "check", "report", "merge", "sandbox")
+    ORDER = ("run", "retry", "check", "report", "merge", "oauth", "sandbox")
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         known = [name for name in self.ORDER if name in self.commands]

@@ -19,6 +19,8 @@ SANDBOX_PORT = 8099  # fixed, so the README's commands and a person's notes stay
     sections=(
         ("Serving", ("host", "port")),
         ("Tokens", ("tokens",)),
+        ("OAuth (a Marketplace app)", ("oauth_clients", "refresh_tokens", "installed",
+                                       "access_token_ttl_s")),
         ("Behaviour", ("rate", "daily_limit", "search_lag_s", "config_json", "help")),
         ("Latency", ("latency_ms", "latency_spread", "latency_sigma", "seed")),
     ),
@@ -29,6 +31,12 @@ SANDBOX_PORT = 8099  # fixed, so the README's commands and a person's notes stay
          "pipeline sandbox --port 0 --latency-ms 80 --latency-sigma 0.7"),
         ("answers in 40 to 120 ms, evenly spread",
          "pipeline sandbox --latency-ms 80 --latency-spread 50%"),
+        ("a Marketplace app: its client, a sub-account's and an agency's refresh tokens, and "
+         "where the app is installed (then: pipeline run ... --oauth-file FILE)",
+         "pipeline sandbox --oauth-client my-client:my-secret "
+         "--refresh-token rt-acme=Location:tDtDnQdgm2LXpyiqYvZ6 "
+         "--refresh-token rt-agency=Company:5DP4iH6HLkQsiKESj6rh "
+         "--installed 5DP4iH6HLkQsiKESj6rh:ve9EPM428kjkvShlRW1K,AnJG67dOYPmbxTOG4cU1"),
         ("another token, allowed to create but not to search",
          "pipeline sandbox --token my-token --config-json "
          "'{\"token_scopes\": {\"my-token\": [\"conversations.write\"]}}'"),
@@ -101,10 +109,41 @@ SANDBOX_PORT = 8099  # fixed, so the README's commands and a person's notes stay
     help="Seed of the latencies and injected faults, for a run to replay [default: 0].",
 )
 @click.option(
+    "--oauth-client",
+    "oauth_clients",
+    multiple=True,
+    metavar="ID:SECRET",
+    help="An OAuth client (the app's client_id and client_secret) that POST /oauth/token "
+    "accepts (repeatable). None by default: no refresh is accepted.",
+)
+@click.option(
+    "--refresh-token",
+    "refresh_tokens",
+    multiple=True,
+    metavar="TOKEN=Location:ID|TOKEN=Company:ID",
+    help="A refresh token it accepts once (each refresh answers a new one), for a "
+    "sub-account's installation (Location:LOCATION_ID) or an agency's "
+    "(Company:COMPANY_ID) (repeatable). The refresh_token of an --oauth-file.",
+)
+@click.option(
+    "--installed",
+    multiple=True,
+    metavar="COMPANY:LOC,LOC",
+    help="The sub-accounts of an agency where the app is installed, where its token mints "
+    "location tokens (repeatable); elsewhere a mint is refused (400).",
+)
+@click.option(
+    "--access-token-ttl-s",
+    type=click.FloatRange(0, min_open=True),
+    metavar="S",
+    help="Lifetime of the access tokens it issues [default: 86399, a day].",
+)
+@click.option(
     "--config-json",
     metavar="JSON",
     help="Any other setting, as a JSON object: token_scopes, location_tokens, faults "
-    "(fault_500, fault_drop, ...), latency_inbound_share. The flags win over it.",
+    "(fault_500, fault_drop, ...), latency_inbound_share, oauth_* (README, The sandbox). "
+    "The flags win over it.",
 )
 def sandbox(
     port: int,
@@ -117,6 +156,10 @@ def sandbox(
     latency_sigma: float | None,
     search_lag_s: float | None,
     seed: int | None,
+    oauth_clients: tuple[str, ...],
+    refresh_tokens: tuple[str, ...],
+    installed: tuple[str, ...],
+    access_token_ttl_s: float | None,
     config_json: str | None,
 ) -> None:
     """Serve a local imitation of HighLevel's API on loopback, until Ctrl-C.
@@ -127,6 +170,10 @@ def sandbox(
     the token sandbox-token and every --token; a token listed in --config-json's
     token_scopes has only those scopes. When it is ready, it prints the line to paste
     into the shell that runs pipeline: export GHL_BASE_URL=... GHL_TOKEN=sandbox-token.
+
+    It plays a Marketplace app's OAuth too: give it the app's client (--oauth-client), the
+    refresh tokens of its installations (--refresh-token) and an agency's installed
+    sub-accounts (--installed), and write the same into an --oauth-file for pipeline run.
     """
     import errno
 
@@ -144,6 +191,10 @@ def sandbox(
             seed=seed,
             daily_limit=daily_limit,
             extra_tokens=[DEFAULT_TOKEN, *tokens] if tokens else None,
+            oauth_clients=list(oauth_clients),
+            refresh_tokens=list(refresh_tokens),
+            installed=list(installed),
+            access_token_ttl_s=access_token_ttl_s,
         )
     except ValueError as exc:
         raise UsageError(f"sandbox: {exc}") from exc

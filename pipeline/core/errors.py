@@ -6,7 +6,8 @@ shows one). Anything else escaping is a bug and is reported as such. A subclass 
 another exit code: ``CheckpointTakenOver`` (75) ends a run while it sends.
 
 Messages from elsewhere (a library's exception, a server's answer) are often several lines
-long; ``first_line`` and ``one_line`` make them fit the one line a message gets.
+long; ``first_line`` and ``one_line`` make them fit the one line a message gets, and
+``plural`` counts in them ("1 row", "2 rows").
 """
 
 from __future__ import annotations
@@ -48,6 +49,12 @@ def first_line(exc: BaseException) -> str:
     hint); its type's name when the message is empty or only white space."""
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else type(exc).__name__
+
+
+def plural(count: int, noun: str, many: str | None = None) -> str:
+    """``count`` and ``noun``, plural unless the count is one: ``1 row``, ``0 rows``,
+    ``2 locations``; ``many`` is a plural that is not ``noun`` + s (``"entries"``)."""
+    return f"{count} {noun if count == 1 else many or noun + 's'}"
 
 
 def one_line(text: str) -> str:

@@ -36,6 +36,21 @@ def register_secret(value: str) -> None:
         _secrets.add(value)
 
 
+def register_credentials(url: str) -> None:
+    """Redact the credentials of ``url`` (``user:password@``) from now on; the whole of a
+    text that cannot be read as a URL."""
+    from urllib.parse import urlsplit
+
+    try:
+        user, password = urlsplit(url).username, urlsplit(url).password
+    except ValueError:
+        register_secret(url)
+        return
+    if password:
+        register_secret(f"{user}:{password}")
+    register_secret(password or user or "")
+
+
 def scrub(text: str) -> str:
     """``text`` with every registered secret and bearer credential replaced."""
     for secret in _secrets:
@@ -88,6 +103,13 @@ class _Stderr:
 
 
 _log_files: dict[Path, TextIO] = {}  # kept open for the process's life, one per path
+_summary_on_screen = False  # the last ``configure``: console lines, a summary table below
+
+
+def summary_on_screen() -> bool:
+    """Whether a person reads these log lines (``console``) with the summary table printed
+    below them: a line that repeats the table (``finished``) is then left out."""
+    return _summary_on_screen
 
 
 def _open_log_file(path: Path) -> TextIO:
@@ -109,9 +131,10 @@ def configure(
     level: int = logging.INFO,
     stream: TextIO | None = None,
     log_file: Path | None = None,
+    summary_table: bool = False,
 ) -> None:
     """Set up structlog to write to ``stream`` (stderr), or as JSON lines to ``log_file``;
-    stdout is kept for the summary.
+    stdout is kept for the summary (``summary_table``: the command line prints its table).
 
     structlog is imported here, not at the top: its import alone (about 70 ms, most of it
     its console renderer) would double the time ``pipeline --help`` takes."""
@@ -123,6 +146,8 @@ def configure(
     if log_format == "auto":
         log_format = "console" if out.isatty() else "json"
     renderer: structlog.types.Processor
+    global _summary_on_screen
+    _summary_on_screen = summary_table and log_format != "json"
     if log_format == "json":
         renderer = structlog.processors.JSONRenderer()
     else:

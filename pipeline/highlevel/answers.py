@@ -1,4 +1,4 @@
-"""What one request came to: ``Answer`` (one HTTP attempt, classified) and ``RateInfo`` (what
+"""What one request came to: ``Answer`` (one HTTP attempt, classified) and ``RateHeaders`` (what
 its headers said about the limits).
 
 Plain data, with no I/O import: the decision modules of ``send`` (``retrying``, ``guards``,
@@ -15,7 +15,7 @@ from pipeline.core.outcomes import Code, Status, quick_init
 
 @quick_init
 @dataclass(frozen=True, slots=True)
-class RateInfo:
+class RateHeaders:
     """What the API said about its limits in one answer's headers (None where absent)."""
 
     remaining: int | None = None
@@ -36,7 +36,7 @@ class Answer:
     conversation_id: str | None = None
     http_status: int | None = None
     message: str | None = None
-    rate: RateInfo = RateInfo()
+    rate: RateHeaders = RateHeaders()
     trace_id: str | None = None
     # No HTTP answer because no connection could be made (refused, DNS, TLS, connect
     # timeout): the only failure that can mean the whole API is out of reach.

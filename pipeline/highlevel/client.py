@@ -9,7 +9,7 @@ sandbox's. It reads answers strictly, the way the live API words them (the READM
 "Retries, limits and a rejected token"): success only with a conversation id, "already
 exists" by its start and the row's contact id whatever follows it, a search hit only when it
 names the row's contact. Every answer's ``traceId`` is kept, for HighLevel's support. What
-it makes, ``Answer`` and ``RateInfo``, is plain data in ``answers`` (no I/O import there).
+it makes, ``Answer`` and ``RateHeaders``, is plain data in ``answers`` (no I/O import there).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pipeline.core import constants
 from pipeline.core.errors import one_line
 from pipeline.core.logs import scrub
 from pipeline.core.outcomes import RETRYABLE, Code, Status
-from pipeline.highlevel.answers import Answer, RateInfo
+from pipeline.highlevel.answers import Answer, RateHeaders
 from pipeline.highlevel.transport import (
     HttpStack,
     RawAnswer,
@@ -63,8 +63,8 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
         return None  # an HTTP-date; rare for APIs, and the rate headers still guide us
 
 
-def parse_rate_info(headers: Mapping[str, str]) -> RateInfo:
-    return RateInfo(  # positionally: RateInfo's fields in order (keywords cost twice as much)
+def parse_rate_info(headers: Mapping[str, str]) -> RateHeaders:
+    return RateHeaders(  # positionally: RateHeaders's fields in order (keywords cost twice as much)
         _int_header(headers, constants.H_REMAINING),
         _int_header(headers, constants.H_MAX),
         _int_header(headers, constants.H_INTERVAL_MS),

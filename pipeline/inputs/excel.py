@@ -141,6 +141,21 @@ def _sheet_named(path: Path, sheet: str) -> str:
     raise UsageError(f"{path}: no sheet named {sheet!r}; the workbook has {shown}")
 
 
+def other_sheets(path: str) -> str:
+    """What to add when the first sheet (read without ``--sheet``) lacks the IDs: the
+    workbook's other sheets and how to read one; nothing when it has no other."""
+    import fastexcel
+
+    first, *others = fastexcel.read_excel(path).sheet_names
+    if not others:
+        return ""
+    shown = ", ".join(repr(name) for name in others)
+    return (
+        f"; that is the first sheet, {first!r}, and the workbook also has {shown}: "
+        f"read one with --sheet {others[0]!r}"
+    )
+
+
 def _check_signature(path: Path) -> None:
     """An ``.xlsx`` is a zip archive: anything else named so is refused before calamine's
     error (``Zip error: ... EOCD``) could reach a person."""

@@ -21,10 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from pipeline.core import constants
-from pipeline.core.errors import UsageError
+from pipeline.core.errors import UsageError, plural
 from pipeline.core.outcomes import Code, Status
-from pipeline.core.settings import Rate
+from pipeline.core.values import PUBLISHED_RATE, Rate
 
 if TYPE_CHECKING:  # the options model; imported only for its type
     from pipeline.app.config import RunConfig
@@ -202,12 +201,20 @@ class PlanEstimate:
     lookup_wait_s: float = 0.0  # --lookup-wait: how long an id is looked for
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The plan in the JSON summary, its figures rounded as a person reads them (a sum
+        of float seconds is 10.299999999999999, not 10.3); the keys stay."""
+        return {
+            **asdict(self),
+            "estimated_s": round(self.estimated_s, 1),
+            "latency_s": round(self.latency_s, 3),
+            "pace": None if self.pace is None else round(self.pace, 1),
+            "lookup_wait_s": round(self.lookup_wait_s, 1),
+        }
 
     def render(self) -> str:
-        lines = [f"plan: {self.rows} rows"]
+        lines = [f"plan: {plural(self.rows, 'row')}"]
         lines += [f"  {name:<10} {count:>9}" for name, count in self.by_status.items()]
-        lines.append(f"requests to send: {self.requests} over {self.locations} locations")
+        lines.append(f"requests to send: {self.requests} over {plural(self.locations, 'location')}")
         if self.lookups:
             lines.append(
                 f"ids to look up: {self.lookups} (their conversations exist; searched, "
@@ -223,7 +230,9 @@ class PlanEstimate:
             + (f" and at most {self.pace:,.0f} requests/s from this machine" if self.pace else "")
         )
         for loc, over in self.over_daily_quota:
-            lines.append(f"  {loc}: {over} rows over the daily quota; they wait for the next day")
+            lines.append(
+                f"  {loc}: {plural(over, 'row')} over the daily quota; they wait for the next day"
+            )
         lines.append(
             f"an id the search index does not show yet is looked up for up to "
             f"{format_duration(self.lookup_wait_s)} (--lookup-wait)"
@@ -272,6 +281,30 @@ def run_seconds(
     return longest_s
 
 
+def sending_seconds(
+    rows_per_location: Sequence[int],
+    *,
+    limits: Sequence[tuple[int, float]],
+    daily_quota: int,
+    latency_s: float = ASSUMED_LATENCY_S,
+    max_in_flight: int | None = None,
+    pace: float | None = None,
+) -> float:
+    """Today's sending time of these rows (one count a location): the plan's estimate
+    (``estimate``), and the progress bar's ETA of the rows left. The largest location takes
+    longest (``send_seconds`` never falls as rows grow), its rows beyond one day's quota not
+    sent today; ``run_seconds`` bounds the whole."""
+    largest = max(rows_per_location, default=0)
+    longest = send_seconds(min(largest, daily_quota), limits, latency_s)
+    return run_seconds(
+        longest,
+        sum(rows_per_location),
+        latency_s=latency_s,
+        max_in_flight=max_in_flight,
+        pace=pace,
+    )
+
+
 def days_needed(rows: int, daily_remaining: int | None, daily_limit: int) -> int:
     """Calendar days a location's rows span: today takes what is left of today's quota
     (all of it when unknown), each later day a full ``daily_limit``."""
@@ -302,7 +335,7 @@ def location_estimate(
     seconds) from the location's answer; until one is known, HighLevel's published
     100/10 s stands in, as it does for a run's first requests. ``ceiling`` is ``--rate``;
     ``latency_s`` the round trip (``pipeline check`` measures it)."""
-    limits = [announced or (constants.DEFAULT_RATE_MAX, constants.DEFAULT_RATE_INTERVAL_S)]
+    limits = [announced or PUBLISHED_RATE.as_tuple()]
     if ceiling is not None:
         limits.append(ceiling.as_tuple())
     return Estimate(
@@ -331,12 +364,13 @@ def estimate(
         .collect(engine="streaming")
     )
     requests = int(per_location["len"].sum())
-    # The largest location takes longest (``send_seconds`` never falls as rows grow); its
-    # rows beyond one day's quota are not sent today.
-    largest = int(per_location["len"][0]) if per_location.height else 0  # sorted: first
-    longest = send_seconds(min(largest, daily_quota), limits, latency_s)
-    longest = run_seconds(
-        longest, requests, latency_s=latency_s, max_in_flight=max_in_flight, pace=pace
+    longest = sending_seconds(
+        per_location["len"].to_list(),
+        limits=limits,
+        daily_quota=daily_quota,
+        latency_s=latency_s,
+        max_in_flight=max_in_flight,
+        pace=pace,
     )
     over = per_location.filter(pl.col("len") > daily_quota).with_columns(
         pl.col("len") - daily_quota

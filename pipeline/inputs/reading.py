@@ -188,9 +188,14 @@ def read_input(
     label = sources.spec
     schema = _schema(lf, label)
     names = [n for n in schema if n != origin]
-    contact = _resolve(label, names, CONTACT_KEY, columns.contact_column, "--contact-column")
-    _check_id_dtype(label, contact, schema[contact])
-    location_expr = _location(label, names, schema, columns)
+    try:
+        contact = _resolve(label, names, CONTACT_KEY, columns.contact_column, "--contact-column")
+        _check_id_dtype(label, contact, schema[contact])
+        location_expr = _location(label, names, schema, columns)
+    except _NoColumn as exc:  # a workbook's first sheet may be notes, the IDs on another
+        if sources.fmt != "excel" or sheet is not None or len(sources.paths) > 1:
+            raise
+        raise UsageError(f"{exc}{excel.other_sheets(sources.paths[0])}") from None
     for name in columns.keep_columns:
         if name not in names:
             raise UsageError(
@@ -250,7 +255,7 @@ def _location(path: str, names: list[str], schema: pl.Schema, columns: Columns) 
             )
         return pl.lit(columns.location_id.strip() or None, dtype=pl.String)
     if not found and columns.location_column is None:
-        raise UsageError(
+        raise _NoColumn(
             f"{path}: no locationId column; found {_list(names)}; accepted names are locationId or "
             "location_id in any letter case (name one with --location-column, or give every row "
             "one location with --location-id)"
@@ -319,6 +324,10 @@ def _schema(lf: pl.LazyFrame, path: str) -> pl.Schema:
         ) from exc
 
 
+class _NoColumn(UsageError):
+    """The input has no column for an ID the rows need."""
+
+
 def _resolve(path: str, columns: list[str], key: str, explicit: str | None, option: str) -> str:
     if explicit is not None:
         if explicit not in columns:
@@ -329,7 +338,7 @@ def _resolve(path: str, columns: list[str], key: str, explicit: str | None, opti
     matches = [name for name in columns if normalise_header(name) == key]
     label = "contactId" if key == CONTACT_KEY else "locationId"
     if not matches:
-        raise UsageError(
+        raise _NoColumn(
             f"{path}: no {label} column; found {_list(columns)}; accepted names are "
             f"{label} or {_snake(label)} in any letter case (or name one with {option})"
         )

@@ -13,12 +13,16 @@ import html
 import math
 from collections.abc import Iterable, Sequence
 
-from pipeline.core.outcomes import Status
-from pipeline.observe.htmlfigures import NICE_SECONDS, Limit, Timeline
+from pipeline.core.outcomes import Code, Status
+from pipeline.observe.htmlfigures import NICE_SECONDS, LimitLine, Timeline
 
+# Rows that need a person (or a rerun), whatever their status says: ``exists`` rows whose
+# conversation id the search index has not shown yet are drawn in it, apart from ``exists``.
+ATTENTION_COLOUR = "#e8590c"
 STATUS_COLOURS = {
     Status.CREATED.value: "#2f9e44",
     Status.EXISTS.value: "#74b816",
+    Code.ID_NOT_FOUND_YET.value: ATTENTION_COLOUR,
     Status.DUPLICATE.value: "#94a3b8",
     Status.INVALID.value: "#f59f00",
     Status.FAILED.value: "#e03131",
@@ -43,6 +47,14 @@ LIMIT_COLOUR = "#212529"
 def esc(value: object) -> str:
     """Text from the data, made inert: IDs and messages are untrusted."""
     return html.escape("" if value is None else str(value), quote=True)
+
+
+def status_pill(status: object, attention: bool = False) -> str:
+    """A status, in its colour; in the colour of rows that need attention when ``attention``
+    (an ``exists`` row whose id was not found yet is not done)."""
+    colour = ATTENTION_COLOUR if attention else STATUS_COLOURS.get(str(status), OTHER_COLOUR)
+    extra = ' attention" title="needs attention: id not found yet' if attention else ""
+    return f'<span class="pill{extra}" style="--c:{colour}">{esc(status)}</span>'
 
 
 # -- numbers in words --------------------------------------------------------------------
@@ -154,7 +166,9 @@ def _points(xs: Sequence[float], ys: Sequence[float], sx: float, sy: float) -> s
     )
 
 
-def _limit_path(limit: Limit, x_max: float, y_max: float) -> tuple[list[float], list[float]] | None:
+def _limit_path(
+    limit: LimitLine, x_max: float, y_max: float
+) -> tuple[list[float], list[float]] | None:
     """The most one location may have settled by each moment: its full burst at once, then
     one burst more each window (a staircase), cut at the top of the chart; a straight line
     at that slope once the stairs would be too many to see. None when even the first burst
@@ -175,7 +189,7 @@ def _limit_path(limit: Limit, x_max: float, y_max: float) -> tuple[list[float], 
     return [*xs, x_max], [*ys, ys[-1]]
 
 
-def timeline_chart(line: Timeline, limit: Limit) -> str:
+def timeline_chart(line: Timeline, limit: LimitLine) -> str:
     """Rows settled per location, cumulative, against the limit's staircase."""
     x_max = line.buckets * line.bucket_s
     top = max(s.cumulative[-1] for s in line.series)
@@ -242,12 +256,13 @@ border-radius:10px;background:#e5dbff;color:#5f3dc4;margin-left:6px}
 .verdict{margin:0;padding:8px 14px;border-radius:8px;font-weight:600}
 .verdict.good{background:#ebfbee;color:#2b8a3e}
 .verdict.bad{background:#fff5f5;color:#c92a2a}
-.cards{display:grid;grid-template-columns:repeat(4,1fr);gap:12px;margin-bottom:18px}
-@media (max-width:760px){.cards{grid-template-columns:repeat(2,1fr)}}
+.verdict.neutral{background:#f1f3f5;color:#495057}
+.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(160px,1fr));gap:12px;
+margin-bottom:18px}
 .card{background:var(--panel);border:1px solid var(--line);border-radius:10px;padding:12px 14px;
 border-top:4px solid var(--line)}
 .card.good{border-top-color:var(--good)}.card.bad{border-top-color:var(--bad)}
-.card.warn{border-top-color:var(--warn)}
+.card.warn{border-top-color:var(--warn)}.card.attention{border-top-color:#e8590c}
 .card .label{color:var(--muted);font-size:12px;text-transform:uppercase;letter-spacing:.05em}
 .card .value{font-size:26px;font-weight:650;font-variant-numeric:tabular-nums;margin-top:2px}
 .card .sub{color:var(--muted);font-size:12px}
@@ -268,7 +283,6 @@ td.msg{color:#424a53;max-width:420px;overflow-wrap:anywhere}
 td.id,td.code{white-space:nowrap}
 td.msg .trace{font-family:ui-monospace,"SFMono-Regular",Menlo,"DejaVu Sans Mono",monospace;
 font-size:11px;color:#8c959f;margin-top:2px;white-space:nowrap}
-.rows td.msg{min-width:240px}
 .barcell{width:22%;min-width:120px;vertical-align:middle}
 .hbar{display:block;height:10px;border-radius:5px;min-width:2px}
 .stack{display:flex;height:10px;border-radius:5px;overflow:hidden;background:#eaeef2}
@@ -289,7 +303,15 @@ color:var(--c);background:color-mix(in srgb,var(--c) 14%,white);white-space:nowr
 .line-swatch.dashed{border-top-style:dashed}
 .line-swatch.limit{border-top:2px dotted var(--c)}
 .scroll{overflow-x:auto}
-.rows td{font-size:13px}
+.panel.next{border-left:4px solid var(--warn)}
+.next ul{margin:0;padding-left:20px}.next li{margin:4px 0}
+.rows{table-layout:fixed}
+.rows td{font-size:13px;overflow-wrap:anywhere}
+.rows td.id,.rows td.code,.rows td.msg .trace{white-space:normal}
+.rows .col-row_index{width:56px}.rows .col-status{width:88px}.rows .col-http_status{width:52px}
+.rows .col-attempts{width:48px}.rows .col-contact_id,.rows .col-location_id{width:16%}
+.rows .col-error_code{width:17%}
+.rows tr.attention{background:#fff4e6}
 .count{font-size:13px;font-weight:600;color:#c92a2a;background:#fff5f5;border-radius:10px;
 padding:1px 8px;margin-left:6px;vertical-align:2px}
 footer{color:var(--muted);font-size:12px;text-align:center;margin-top:24px}

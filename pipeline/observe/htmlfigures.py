@@ -17,10 +17,9 @@ from datetime import datetime
 
 import polars as pl
 
-from pipeline.core import constants
 from pipeline.core.errors import UsageError
 from pipeline.core.outcomes import Code, Status
-from pipeline.core.settings import parse_rate
+from pipeline.core.values import PUBLISHED_RATE, parse_rate
 from pipeline.observe.report import RunInfo
 
 TOP_SERIES = 8  # locations drawn one by one; the rest are one line
@@ -33,12 +32,12 @@ NICE_SECONDS = (
     1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400,
 )  # fmt: skip
 # A ``--rate`` at the start of the run's rate label ("50/10s and as announced"), read by
-# ``settings.parse_rate`` as the option itself was.
+# ``values.parse_rate`` as the option itself was.
 _LEADING_RATE = re.compile(r"^\s*\d+\s*/\s*(?:\d+(?:\.\d+)?)?\s*(?:ms|s|m|h)?(?=\s|$)")
 
 
 @dataclass(frozen=True, slots=True)
-class Limit:
+class LimitLine:
     """The per-location ceiling drawn on the timeline: ``max_requests`` per ``interval_s``."""
 
     max_requests: int
@@ -46,7 +45,7 @@ class Limit:
     label: str
 
 
-def limit_of(run: RunInfo | None) -> Limit:
+def limit_of(run: RunInfo | None) -> LimitLine:
     """The limit the run was held to. A run with ``--rate`` records it ("50/10s and as
     announced"); a run that followed the announced limit alone did not record the number, so
     HighLevel's default (100 per 10 s) stands in for it, and the label says so."""
@@ -57,9 +56,9 @@ def limit_of(run: RunInfo | None) -> Limit:
         rate = None
     if rate is not None:
         count, interval = rate.as_tuple()
-        return Limit(count, interval, f"{count} per {duration(interval)} (--rate)")
-    default = constants.DEFAULT_RATE_MAX, constants.DEFAULT_RATE_INTERVAL_S
-    return Limit(*default, f"{default[0]} per {duration(default[1])} (HighLevel's default)")
+        return LimitLine(count, interval, f"{count} per {duration(interval)} (--rate)")
+    count, interval = PUBLISHED_RATE.as_tuple()
+    return LimitLine(count, interval, f"{count} per {duration(interval)} (HighLevel's default)")
 
 
 def bucket_width_s(span_s: float, target: int = TARGET_BUCKETS) -> float:
@@ -182,7 +181,7 @@ def timeline(frame: pl.DataFrame | pl.LazyFrame, top: int = TOP_SERIES) -> Timel
     return Timeline(start, width_s, span_s, per_location.height, series, per_bucket)
 
 
-def ideal_seconds(rows: int, limit: Limit) -> float:
+def ideal_seconds(rows: int, limit: LimitLine) -> float:
     """How long a location's rows take from its first answer to its last at the limit:
     one full window per ``max_requests`` rows after the first burst."""
     return max(math.ceil(rows / limit.max_requests) - 1, 0) * limit.interval_s
@@ -223,10 +222,36 @@ def error_codes(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+NO_ID_YET = Code.ID_NOT_FOUND_YET.value
+LABELS = {NO_ID_YET: "exists, id not found yet"}  # a part of the status bar that is no status
+
+
+def statuses_shown(by_status: dict[str, int], by_error_code: dict[str, int]) -> dict[str, int]:
+    """Rows by status, with the ``exists`` rows whose id was not found yet apart (under
+    ``NO_ID_YET``): they are not done, and are drawn as needing attention."""
+    no_id = by_error_code.get(NO_ID_YET, 0)
+    shown: dict[str, int] = {}
+    for status, count in by_status.items():
+        if status == Status.EXISTS.value and no_id:
+            if count > no_id:
+                shown[status] = count - no_id
+            shown[NO_ID_YET] = no_id
+        else:
+            shown[status] = count
+    return shown
+
+
+def needs_attention() -> pl.Expr:
+    """A row whose conversation exists but whose id the search index has not shown yet:
+    ``exists``, yet not done (a rerun looks it up), so it is shown as a problem."""
+    return (pl.col("error_code") == Code.ID_NOT_FOUND_YET.value).fill_null(False)
+
+
 def problem_rows(frame: pl.DataFrame) -> pl.DataFrame:
-    """The rows someone has to look at: failed, invalid, or skipped for a reason other than
-    a dry run (a dry run's planned rows are its purpose, not a problem)."""
+    """The rows someone has to look at: failed, invalid, skipped for a reason other than
+    a dry run (a dry run's planned rows are its purpose, not a problem), and those whose id
+    was not found yet."""
     dry_run = (pl.col("status") == Status.SKIPPED.value) & (
         pl.col("error_code") == Code.DRY_RUN.value
     ).fill_null(False)
-    return frame.filter(pl.col("status").is_in(PROBLEM_STATUSES) & ~dry_run)
+    return frame.filter((pl.col("status").is_in(PROBLEM_STATUSES) & ~dry_run) | needs_attention())

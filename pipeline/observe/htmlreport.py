@@ -21,11 +21,12 @@ charts, CSS) from ``htmlcharts``; this module lays out the page and its tables.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import polars as pl
 
-from pipeline.core.outcomes import Status
+from pipeline.core.outcomes import Code, Status
 from pipeline.observe.htmlcharts import (
     CSS,
     HEADROOM,
@@ -38,19 +39,24 @@ from pipeline.observe.htmlcharts import (
     number,
     percent,
     status_bar,
+    status_pill,
     throughput_chart,
     timeline_chart,
 )
 from pipeline.observe.htmlfigures import (
+    LABELS,
+    NO_ID_YET,
     PROBLEM_STATUSES,
     duration,
     error_codes,
     ideal_seconds,
     limit_of,
+    needs_attention,
     problem_rows,
+    statuses_shown,
     timeline,
 )
-from pipeline.observe.report import STATUS_ORDER, SUCCESS_STATUSES, Report, RunInfo, build_report
+from pipeline.observe.report import STATUS_ORDER, Report, RunInfo, build_report
 
 MAX_LISTED_ROWS = 200  # rows in the problem table
 MAX_MESSAGE_CHARS = 160  # of an error message in a table cell (the whole one is its tooltip)
@@ -79,11 +85,6 @@ def _id_cell(value: object) -> str:
     return f'<td class="id" title="{esc(text)}">{esc(text[: MAX_ID_CHARS - 1])}…</td>'
 
 
-def _status_pill(status: object) -> str:
-    colour = STATUS_COLOURS.get(str(status), OTHER_COLOUR)
-    return f'<span class="pill" style="--c:{colour}">{esc(status)}</span>'
-
-
 _ROW_COLUMNS = (
     ("row_index", "row", "num"),
     ("contact_id", "contact", "id"),
@@ -98,22 +99,24 @@ _ROW_COLUMNS = (
 
 def _rows_table(rows: pl.DataFrame, total: int, more_hint: str) -> str:
     columns = [c for c in _ROW_COLUMNS if c[0] in rows.columns]
-    head = "".join(f'<th class="{css}">{label}</th>' for _, label, css in columns)
-    traces = "trace_id" in rows.columns
+    head = "".join(f'<th class="{css} col-{name}">{label}</th>' for name, label, css in columns)
+    extra: list[str] = [c for c in ("trace_id", "error_code") if c in rows.columns]
     body = []
-    for row in rows.select([c[0] for c in columns] + ["trace_id"] * traces).iter_rows(named=True):
+    shown = list(dict.fromkeys([c[0] for c in columns] + extra))
+    for row in rows.select(shown).iter_rows(named=True):
         cells = []
+        attention = row.get("error_code") == NO_ID_YET
         for name, _, css in columns:
             value = row[name]
             if name == "status":
-                cells.append(f"<td>{_status_pill(value)}</td>")
+                cells.append(f"<td>{status_pill(value, attention)}</td>")
             elif name == "error_message":
                 cells.append(_message_cell(value, row.get("trace_id")))
             elif css == "id":
                 cells.append(_id_cell(value))
             else:
                 cells.append(f'<td class="{css}">{"" if value is None else esc(value)}</td>')
-        body.append("<tr>" + "".join(cells) + "</tr>")
+        body.append(('<tr class="attention">' if attention else "<tr>") + "".join(cells) + "</tr>")
     note = ""
     if total > rows.height:
         note = (
@@ -137,10 +140,63 @@ def _card(label: str, value: str, sub: str = "", tone: str = "") -> str:
     )
 
 
+def _done_cards(report: Report, dry_run: bool) -> list[str]:
+    """The rows no one has to look at, as separate figures: created, already there, and
+    repeats of a row above in the file. Not one "succeeded" sum: a run that created nothing
+    says so. Rows that exist without their id yet are a card of their own: not done."""
+    by, codes, rows = report.by_status, report.by_error_code, report.rows
+    no_id = codes.get(NO_ID_YET, 0)
+    known = codes.get(Code.KNOWN_FROM_EARLIER_RUN.value, 0)
+    created = by.get(Status.CREATED.value, 0)
+    existed = by.get(Status.EXISTS.value, 0) - no_id
+    if dry_run:
+        made = "a dry run creates nothing"
+    else:
+        made = f"{percent(created, rows)} of rows" if created else "nothing was created"
+    cards = [
+        _card("created", f"{created:,}", made, "good" if created else ""),
+        _card(
+            "already existed",
+            f"{existed:,}",
+            f"{known:,} known from earlier runs" if known else "had a conversation already",
+        ),
+        _card(
+            "duplicates in file",
+            f"{by.get(Status.DUPLICATE.value, 0):,}",
+            "repeat a row above: not sent",
+        ),
+    ]
+    if no_id:
+        sub = "exist, id not found yet: a retry looks them up"
+        cards.append(_card("id not found yet", f"{no_id:,}", sub, "attention"))
+    return cards
+
+
+def _verdict(report: Report, dry_run: bool) -> str:
+    by, rows = report.by_status, report.rows
+    if report.problem_rows:
+        no_id = ", or an id not found yet" if report.by_error_code.get(NO_ID_YET) else ""
+        return (
+            f'<p class="verdict bad">{report.problem_rows:,} rows need attention '
+            f"(failed, invalid, or skipped{no_id}).</p>"
+        )
+    if not rows or dry_run:
+        return ""
+    created = by.get(Status.CREATED.value, 0)
+    if created == rows:
+        return '<p class="verdict good">Every row was created.</p>'
+    existed = by.get(Status.EXISTS.value, 0)
+    duplicates = by.get(Status.DUPLICATE.value, 0)
+    return (
+        f'<p class="verdict {"good" if created else "neutral"}">No row needs attention: '
+        f"{created:,} created, {existed:,} already existed, {duplicates:,} duplicates in "
+        "the file.</p>"
+    )
+
+
 def _header(report: Report, title: str, dry_run: bool) -> str:
     by = report.by_status
     rows = report.rows
-    succeeded = sum(by.get(s.value, 0) for s in SUCCESS_STATUSES)
     run = report.run
     badge = '<span class="badge">dry run</span>' if dry_run else ""
     started = ""
@@ -148,16 +204,7 @@ def _header(report: Report, title: str, dry_run: bool) -> str:
         started = f"run started {esc(run.started_at.replace('T', ' ')[:19])} UTC · "
     cards = [
         _card("rows", f"{rows:,}", f"{report.locations:,} locations"),
-        _card(
-            "succeeded",
-            f"{succeeded:,}",
-            " · ".join(
-                f"{by.get(s, 0):,} {s}"
-                for s in ("created", "exists", "duplicate")
-                if by.get(s) or s == "created"
-            ),
-            "good" if succeeded == rows and rows else "",
-        ),
+        *_done_cards(report, dry_run),
     ]
     for status in PROBLEM_STATUSES:
         count = by.get(status, 0)
@@ -185,41 +232,45 @@ def _header(report: Report, title: str, dry_run: bool) -> str:
                 "warn" if run.throttled else "",
             )
         )
-    verdict = (
-        '<p class="verdict good">Every row succeeded.</p>'
-        if report.all_succeeded and rows and not dry_run
-        else (
-            f'<p class="verdict bad">{report.problem_rows:,} rows need attention '
-            "(failed, invalid, or skipped).</p>"
-            if report.problem_rows
-            else ""
-        )
-    )
     return (
         f'<header><div class="title"><h1>Results report {badge}</h1>'
         f'<div class="path">{esc(title)}</div>'
         f'<div class="muted">{started}rate {esc(run.rate if run else "unknown")}</div></div>'
-        f"{verdict}</header>"
+        f"{_verdict(report, dry_run)}</header>"
         f'<section class="cards">{"".join(cards)}</section>'
+    )
+
+
+def _next_steps(advice: Sequence[str]) -> str:
+    """What to do next, as the terminal's summary says it (a stopped run: a rejected token,
+    a spent quota...): lines computed by the caller, which knows how the run was made."""
+    if not advice:
+        return ""
+    items = "".join(f"<li>{esc(line)}</li>" for line in advice)
+    return (
+        f'<section class="panel next" id="next"><h2>What to do next</h2><ul>{items}</ul></section>'
     )
 
 
 def _outcomes(report: Report, frame: pl.DataFrame) -> str:
     rows = report.rows
+    statuses = statuses_shown(report.by_status, report.by_error_code)
     legend = "".join(
         f'<li><span class="swatch" style="background:{STATUS_COLOURS.get(s, OTHER_COLOUR)}">'
-        f'</span>{esc(s)} <b>{n:,}</b> <span class="muted">{percent(n, rows)}</span></li>'
-        for s, n in report.by_status.items()
+        f'</span>{esc(LABELS.get(s, s))} <b>{n:,}</b> <span class="muted">'
+        f"{percent(n, rows)}</span></li>"
+        for s, n in statuses.items()
     )
     codes = error_codes(frame)
     if codes.height:
         biggest = int(codes["rows"].max())  # type: ignore[arg-type]
         body = "".join(
-            f'<tr><td class="code">{esc(code)}</td><td>{_status_pill(status)}</td>'
+            f'<tr><td class="code">{esc(code)}</td>'
+            f"<td>{status_pill(status, code == NO_ID_YET)}</td>"
             f'<td class="num">{n:,}</td><td class="barcell"><span class="hbar" '
             f'style="width:{100 * n / biggest:.1f}%;background:'
-            f'{STATUS_COLOURS.get(str(status), OTHER_COLOUR)}"></span></td>'
-            f"{_message_cell(example)}</tr>"
+            f"{STATUS_COLOURS.get(NO_ID_YET if code == NO_ID_YET else str(status), OTHER_COLOUR)}"
+            f'"></span></td>{_message_cell(example)}</tr>'
             for code, status, n, example in codes.iter_rows()
         )
         table = (
@@ -231,7 +282,7 @@ def _outcomes(report: Report, frame: pl.DataFrame) -> str:
         table = '<p class="muted">No error codes: every row was created.</p>'
     return (
         '<section class="panel" id="outcomes"><h2>Outcomes</h2>'
-        f'{status_bar(report.by_status, rows)}<ul class="legend">{legend}</ul>'
+        f'{status_bar(statuses, rows)}<ul class="legend">{legend}</ul>'
         f"<h3>By error code</h3>{table}</section>"
     )
 
@@ -341,6 +392,8 @@ def _listing(
 ) -> str:
     if listed is None:
         rows, heading, label = problem_rows(frame), "Problem rows", "failed,invalid,skipped"
+        if not rows.filter(needs_attention()).is_empty():
+            label += f",{NO_ID_YET}"
         empty = "No problem rows: nothing failed, was invalid, or was skipped."
     else:
         rows, label = listed, listed_label or "all"
@@ -365,9 +418,11 @@ def render_html(
     title: str,
     listed: pl.DataFrame | None = None,
     listed_label: str | None = None,
+    advice: Sequence[str] = (),
 ) -> str:
     """The whole page. ``listed`` (``--rows``) replaces the problem rows in the table at the
-    end; everything above it always describes the whole file."""
+    end; everything above it always describes the whole file. ``advice``: what to do next,
+    in lines, as the caller (which knows how runs are made) words it."""
     report = build_report(frame, run)
     # A file without run metadata still tells a dry run by its planned rows' code.
     dry_run = run.dry_run if run is not None else bool(report.by_error_code.get("dry_run"))
@@ -379,6 +434,7 @@ def render_html(
         f"<title>Results report: {esc(title)}</title><style>{CSS}</style></head><body>"
         '<main id="report">'
         + _header(report, title, dry_run)
+        + _next_steps(advice)
         + _outcomes(report, frame)
         + _over_time(frame, run)
         + _locations(report)

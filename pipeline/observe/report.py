@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import polars as pl
 
-from pipeline.core.errors import UsageError, first_line
+from pipeline.core.errors import UsageError, first_line, plural
 from pipeline.core.outcomes import Code, Status
 from pipeline.state.paths import named
 
@@ -53,6 +53,12 @@ class RunInfo:
     tokens_minted: int = 0  # location tokens minted from an agency's (--oauth-file)
     # Each location's daily quota left (X-RateLimit-Daily-Remaining), as its last answer said.
     daily_remaining: dict[str, int] = field(default_factory=dict)
+    # The parts of an array job merged (pipeline merge): how many tasks. Then started_at and
+    # elapsed_s span the first task's start to the last task's end, the longest task took
+    # slowest_task_s, and requests are those of each task's last attempt (a part holds only
+    # the attempt that wrote it: an earlier, interrupted or retried attempt's are not in it).
+    tasks: int | None = None
+    slowest_task_s: float | None = None
 
     @property
     def requests_per_s(self) -> float:
@@ -219,8 +225,22 @@ def render(report: Report, fmt: ReportFormat = "table", *, title: str = "") -> s
 
 
 def _run_line(run: RunInfo) -> str:
+    if run.tasks:  # a merged array job: say what the figures are
+        return (
+            f"{plural(run.tasks, 'task')} over {run.elapsed_s:.2f}s, from the first task's start "
+            f"to the last task's end (the slowest task: {run.slowest_task_s or 0:.2f}s); "
+            f"{plural(run.requests, 'request')} ({run.requests_per_s:.1f} requests/s) counted "
+            "from each task's last attempt only: earlier attempts of a task are not counted"
+            + (
+                f"; OAuth: {plural(run.token_refreshes, 'token refresh', 'token refreshes')}, "
+                f"{plural(run.tokens_minted, 'token')} minted"
+                if run.token_refreshes or run.tokens_minted
+                else ""
+            )
+        )
     return (
-        f"{run.requests} requests in {run.elapsed_s:.2f}s ({run.requests_per_s:.1f} requests/s)"
+        f"{plural(run.requests, 'request')} in {run.elapsed_s:.2f}s "
+        f"({run.requests_per_s:.1f} requests/s)"
         + (
             f", at most {run.peak_in_flight} in flight, {run.mean_latency_ms:g} ms each on average"
             if run.peak_in_flight and run.mean_latency_ms is not None
@@ -235,7 +255,8 @@ def _run_line(run: RunInfo) -> str:
         )
         + (", dry run" if run.dry_run else "")
         + (
-            f"; OAuth: {run.token_refreshes} token refreshes, {run.tokens_minted} tokens minted"
+            f"; OAuth: {plural(run.token_refreshes, 'token refresh', 'token refreshes')}, "
+            f"{plural(run.tokens_minted, 'token')} minted"
             if run.token_refreshes or run.tokens_minted
             else ""
         )
@@ -243,7 +264,7 @@ def _run_line(run: RunInfo) -> str:
 
 
 def _table(report: Report, title: str) -> str:
-    lines = [f"{report.rows} rows" + (f" -> {title}" if title else "")]
+    lines = [plural(report.rows, "row") + (f" -> {title}" if title else "")]
     lines += [f"  {status:<10} {count:>9}" for status, count in report.by_status.items()]
     if report.by_error_code:
         lines.append("error codes:")
@@ -251,7 +272,7 @@ def _table(report: Report, title: str) -> str:
     if report.locations > 1:
         shown = "" if report.locations <= TOP_LOCATIONS else f" (largest {TOP_LOCATIONS})"
         apart = (
-            f"; {report.rows_without_location} rows without a usable location id"
+            f"; {plural(report.rows_without_location, 'row')} without a usable location id"
             if report.rows_without_location
             else ""
         )
@@ -274,7 +295,7 @@ def _table(report: Report, title: str) -> str:
 
 
 def _markdown(report: Report, title: str) -> str:
-    out = [f"# Results{': ' + title if title else ''}", "", f"{report.rows} rows.", ""]
+    out = [f"# Results{': ' + title if title else ''}", "", f"{plural(report.rows, 'row')}.", ""]
     out += ["| status | rows |", "| --- | ---: |"]
     out += [f"| {status} | {count} |" for status, count in report.by_status.items()]
     if report.by_error_code:
@@ -283,7 +304,8 @@ def _markdown(report: Report, title: str) -> str:
     if report.by_location:
         statuses = [s for s in STATUS_ORDER if s in report.by_status]
         apart = (
-            f" {report.rows_without_location} rows have no usable location id."
+            f" {plural(report.rows_without_location, 'row')} "
+            f"{'has' if report.rows_without_location == 1 else 'have'} no usable location id."
             if report.rows_without_location
             else ""
         )
@@ -367,7 +389,7 @@ def render_rows(rows: pl.DataFrame, fmt: RowsFormat) -> str:
     ]
     lines = ["  ".join(name.ljust(w) for name, w in zip(shown.columns, widths, strict=True))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
-    lines.append(f"{len(cells)} rows")
+    lines.append(plural(len(cells), "row"))
     return "\n".join(line.rstrip() for line in lines)
 
 

@@ -333,13 +333,20 @@ def config_from_options(
     seed: int | None = None,
     daily_limit: int | None = None,
     extra_tokens: list[str] | None = None,
+    oauth_clients: list[str] | None = None,
+    refresh_tokens: list[str] | None = None,
+    installed: list[str] | None = None,
+    access_token_ttl_s: float | None = None,
 ) -> SandboxConfig:
     """A config from ``pipeline sandbox``'s options: the flags override ``--config-json``,
     which overrides the defaults. ``extra_tokens`` are accepted beside the configured ones.
     ``latency_spread`` (``"50%"`` or ``"0.5"``) picks the uniform distribution,
     ``latency_sigma`` the log-normal one; ``search_lag_s`` defaults to
     ``SERVED_SEARCH_LAG_S``; both at once, or either without a latency to vary,
-    is refused rather than half applied. Any problem is a ``ValueError`` whose text names it."""
+    is refused rather than half applied. The OAuth flags (``oauth_clients`` ``ID:SECRET``,
+    ``refresh_tokens`` ``TOKEN=Location:ID`` or ``TOKEN=Company:ID``, ``installed``
+    ``COMPANY:LOCATION,...``) add to ``--config-json``'s. Any problem is a ``ValueError``
+    whose text names it."""
     if latency_spread is not None and latency_sigma is not None:
         raise ValueError(
             "--latency-spread (uniform) and --latency-sigma (log-normal) are two "
@@ -369,6 +376,9 @@ def config_from_options(
         fields["seed"] = seed
     if daily_limit is not None:
         fields["daily_limit"] = daily_limit
+    _oauth_options(fields, oauth_clients or [], refresh_tokens or [], installed or [])
+    if access_token_ttl_s is not None:
+        fields["access_token_ttl_s"] = access_token_ttl_s
     if extra_tokens:
         tokens = fields.get("tokens", _default_tokens())
         if not isinstance(tokens, list):
@@ -381,11 +391,42 @@ def config_from_options(
     return config
 
 
+def _oauth_options(
+    fields: dict[str, Any], clients: list[str], grants: list[str], installed: list[str]
+) -> None:
+    """``--oauth-client``, ``--refresh-token`` and ``--installed`` into ``fields``, beside
+    what ``--config-json`` holds."""
+    for text in clients:
+        client_id, _, secret = text.partition(":")
+        if not client_id or not secret:
+            raise ValueError(f"--oauth-client must look like CLIENT_ID:SECRET, got {text!r}")
+        fields["oauth_clients"] = {**fields.get("oauth_clients", {}), client_id: secret}
+    for text in grants:
+        token, _, grant = text.partition("=")
+        user_type, _, owner = grant.partition(":")
+        if not token or user_type not in USER_TYPES or not owner:
+            raise ValueError(
+                "--refresh-token must look like TOKEN=Location:LOCATION_ID or "
+                f"TOKEN=Company:COMPANY_ID, got {text!r}"
+            )
+        key = "location_id" if user_type == USER_TYPE_LOCATION else "company_id"
+        given = {token: {"user_type": user_type, key: owner}}
+        fields["oauth_refresh_tokens"] = {**fields.get("oauth_refresh_tokens", {}), **given}
+    for text in installed:
+        company, _, locations = text.partition(":")
+        where = [loc.strip() for loc in locations.split(",") if loc.strip()]
+        if not company or not where:
+            raise ValueError(f"--installed must look like COMPANY_ID:LOCATION_ID,..., got {text!r}")
+        known = dict(fields.get("oauth_installed", {}))
+        known[company] = [*known.get(company, []), *where]
+        fields["oauth_installed"] = known
+
+
 def parse_rate(text: str) -> tuple[int, int]:
     """Parse ``"100/10s"`` (also ``/500ms``, ``/1m``, ``/s``; ``"0"`` = unlimited).
 
     Returns ``(rate_max, rate_interval_ms)``. The client parses ``--rate`` with its own
-    ``settings.parse_rate``: the sandbox shares only ``pipeline.core.constants`` with it.
+    ``values.parse_rate``: the sandbox shares only ``pipeline.core.constants`` with it.
     """
     if text.strip().lower() in {"0", "unlimited", "none"}:
         return 0, round(DEFAULT_RATE_INTERVAL_S * 1000)

@@ -24,17 +24,16 @@ import math
 import time
 from collections.abc import Callable
 
+from pipeline.core.values import Rate
 from pipeline.send.window import (
     DEFAULT_SERVER_LIMIT,
     NEVER,
     TOLERANCE_S,
-    Limit,
-    RateLike,
     WindowLimiter,
     acquire_when_free,
 )
 
-__all__ = ["DEFAULT_SERVER_LIMIT", "Limit", "LocationLimiter", "PrioritySlots", "WindowLimiter"]
+__all__ = ["DEFAULT_SERVER_LIMIT", "LocationLimiter", "PrioritySlots", "WindowLimiter"]
 
 
 # How long a location stays careful after the last sign of another client spending its
@@ -93,17 +92,17 @@ class LocationLimiter:
 
     def __init__(
         self,
-        server: RateLike | tuple[int, float] = DEFAULT_SERVER_LIMIT,
-        ceiling: RateLike | tuple[int, float] | None = None,
+        server: Rate | tuple[int, float] = DEFAULT_SERVER_LIMIT,
+        ceiling: Rate | tuple[int, float] | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        assumed = Limit.of(server)
+        assumed = Rate.of(server)
         self._server = WindowLimiter(assumed.max_requests, assumed.interval_s, clock=clock)
         self._ceiling: WindowLimiter | None = None
         self._windows: tuple[WindowLimiter, ...] = (self._server,)
         if ceiling is not None:
-            fixed = Limit.of(ceiling)
+            fixed = Rate.of(ceiling)
             self._ceiling = WindowLimiter(fixed.max_requests, fixed.interval_s, clock=clock)
             self._windows = (self._server, self._ceiling)
         self._clock = clock
@@ -151,15 +150,15 @@ class LocationLimiter:
         return self._answers
 
     @property
-    def server_limit(self) -> Limit:
+    def server_limit(self) -> Rate:
         """The server's window as last announced (or assumed)."""
-        return Limit(self._server.max_requests, self._server.interval_s)
+        return Rate(self._server.max_requests, self._server.interval_s)
 
     @property
-    def ceiling(self) -> Limit | None:
+    def ceiling(self) -> Rate | None:
         if self._ceiling is None:
             return None
-        return Limit(self._ceiling.max_requests, self._ceiling.interval_s)
+        return Rate(self._ceiling.max_requests, self._ceiling.interval_s)
 
     def try_acquire(self) -> float | None:
         """Take a permit of every window if each has one free now and return 0.0.

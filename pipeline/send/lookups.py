@@ -33,7 +33,7 @@ from typing import Any, Generic, TypeVar
 
 from pipeline.core.constants import SCOPE_READ
 from pipeline.core.outcomes import Code, Status
-from pipeline.core.settings import DEFAULT_LOOKUP_WAIT_S
+from pipeline.core.values import DEFAULT_LOOKUP_WAIT_S
 from pipeline.highlevel.answers import Answer
 
 T = TypeVar("T")

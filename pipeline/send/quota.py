@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline.core.outcomes import Code
-from pipeline.highlevel.answers import Answer, RateInfo
+from pipeline.highlevel.answers import Answer, RateHeaders
 
 
 def is_spent(daily_remaining: int | None) -> bool:
@@ -30,7 +30,7 @@ def is_spent(daily_remaining: int | None) -> bool:
     return daily_remaining == 0
 
 
-def spent(rate: RateInfo) -> bool:
+def spent(rate: RateHeaders) -> bool:
     """The answer's headers say today's quota is spent: ``is_spent`` of its daily
     remaining, written out (it is asked of every answer)."""
     return rate.daily_remaining == 0

@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterable
 import structlog
 
 from pipeline.core.outcomes import RETRYABLE, Code, RowOutcome, Status
-from pipeline.core.settings import Rate
+from pipeline.core.values import Rate
 from pipeline.highlevel.answers import Answer
 from pipeline.send.guards import Guards, Verdict
 from pipeline.send.inflight import Gauge, InFlightLimit

@@ -202,10 +202,12 @@ async def send_session(
     parent_pid: int | None = None,
     gauge: Gauge | None = None,
     switch: StopSwitch | None = None,
+    leaving: str | None = None,
 ) -> SessionResult:
     """Send ``sendable``; a worker passes ``parent_pid`` so that it stops if orphaned;
     ``gauge`` shows the requests in flight to the progress display; ``switch`` stops the
-    session from another thread."""
+    session from another thread; ``leaving`` is the line a second signal prints as it
+    leaves at once (the journal kept, and the command that continues)."""
     loop = asyncio.get_running_loop()
     received: list[int] = []
     in_flight = in_flight_limit(job.config.concurrency)
@@ -247,6 +249,8 @@ async def send_session(
         def on_signal(signum: int) -> None:
             if received:  # a second signal: leave now; the journal holds what is done
                 journal.flush()
+                if leaving is not None:  # written at once: os._exit flushes no buffer
+                    os.write(2, f"{chr(10) if os.isatty(2) else ''}{leaving}\n".encode())
                 os._exit(128 + signum)
             received.append(signum)
             log.warning(

@@ -22,10 +22,8 @@ import heapq
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
 
-from pipeline.core.constants import DEFAULT_RATE_INTERVAL_S, DEFAULT_RATE_MAX
+from pipeline.core.values import PUBLISHED_RATE
 
 # The rest start of a permit never used: free under any interval.
 NEVER = -math.inf
@@ -37,37 +35,9 @@ _COMPACT_MIN = 256  # idle runs below which _compact is not worth running
 TOLERANCE_S = 1e-6
 
 
-class RateLike(Protocol):
-    """Anything with ``max_requests`` per ``interval_s`` (``settings.Rate``, ``Limit``)."""
-
-    @property
-    def max_requests(self) -> int: ...
-
-    @property
-    def interval_s(self) -> float: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Limit:
-    """At most ``max_requests`` per ``interval_s`` seconds."""
-
-    max_requests: int
-    interval_s: float
-
-    def __post_init__(self) -> None:
-        if self.max_requests < 1 or not self.interval_s > 0:
-            raise ValueError("max_requests and interval_s must be positive")
-
-    @classmethod
-    def of(cls, rate: RateLike | tuple[int, float]) -> Limit:
-        if isinstance(rate, tuple):
-            return cls(*rate)
-        return cls(rate.max_requests, rate.interval_s)
-
-
 # What a location is assumed to allow until its first answer says: HighLevel's published
 # limit (the one place the sender and the limiter take it from).
-DEFAULT_SERVER_LIMIT = Limit(DEFAULT_RATE_MAX, DEFAULT_RATE_INTERVAL_S)
+DEFAULT_SERVER_LIMIT = PUBLISHED_RATE
 
 
 class WindowLimiter:

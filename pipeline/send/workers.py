@@ -37,7 +37,7 @@ from pipeline.core.outcomes import Code
 from pipeline.send.latencies import Latencies
 from pipeline.send.session import SessionResult, run_async, send_session
 from pipeline.state.journal import JournalWriter
-from pipeline.state.outputs import OutputFiles
+from pipeline.state.output_files import OutputFiles
 from pipeline.state.tails import FileTails
 
 if TYPE_CHECKING:  # the invocation: the engine reads it, the app builds it

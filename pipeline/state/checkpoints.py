@@ -40,7 +40,7 @@ import structlog
 
 from pipeline.core.errors import EXIT_LOCKED, CheckpointTakenOver, UsageError, first_line
 from pipeline.state import objects
-from pipeline.state.outputs import OutputFiles
+from pipeline.state.output_files import OutputFiles
 
 log = structlog.get_logger("pipeline.state.checkpoints")
 

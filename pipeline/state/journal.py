@@ -4,7 +4,7 @@ Beside the results file (``results.parquet.journal``, ``OutputFiles.journals``),
 line per row as it finishes (its ``RowOutcome``), flushed and fsynced in small batches at
 most ``FLUSH_INTERVAL_S`` behind. A ``kill -9`` at any moment therefore loses at most the
 last batch: those rows are sent again by ``--resume`` (which keeps only the *settled*
-outcomes, ``earlier.settled``), and the API's "already exists" answer (followed by a search
+outcomes, ``resuming.settled``), and the API's "already exists" answer (followed by a search
 for the id) makes the second send harmless.
 
 The journal is also how outcomes reach the results file: they are streamed to disk as they

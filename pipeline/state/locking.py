@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline.core.errors import EXIT_LOCKED, UsageError
-from pipeline.state.outputs import OutputFiles
+from pipeline.state.output_files import OutputFiles
 
 
 class OutputLocked(UsageError):

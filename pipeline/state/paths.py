@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
 
-from pipeline.core.settings import is_uri
+from pipeline.core.values import is_uri
 from pipeline.state import objects
 from pipeline.state.objects import GLOB_CHARS
 

@@ -14,7 +14,7 @@ import polars as pl
 
 from pipeline.core.outcomes import RESULT_SPEC, SKIP_MESSAGES, Code, ResultColumn, Status
 from pipeline.core.schema import FEW_VALUED, OUTCOME_SCHEMA, RESULT_SCHEMA
-from pipeline.state.outputs import OutputFiles
+from pipeline.state.output_files import OutputFiles
 
 # The columns planning produces; any other column of the plan is carried into the results.
 PLAN_COLUMNS = frozenset(
@@ -30,14 +30,14 @@ PLAN_COLUMNS = frozenset(
 )
 
 
-def skipped_rows(rows: pl.DataFrame, code: Code) -> pl.DataFrame:
-    """Outcomes for rows a run decided not to send (``skipped`` with ``code``); every outcome
-    column not named here is null."""
+def skipped_rows(rows: pl.DataFrame, code: Code, message: str | None = None) -> pl.DataFrame:
+    """Outcomes for rows a run decided not to send (``skipped`` with ``code``, and ``message``
+    or the code's usual one); every outcome column not named here is null."""
     given = {
         "row_index": pl.col("row_index"),
         "status": pl.lit(Status.SKIPPED.value),
         "error_code": pl.lit(code.value),
-        "error_message": pl.lit(SKIP_MESSAGES[code]),
+        "error_message": pl.lit(message or SKIP_MESSAGES[code]),
         "attempts": pl.lit(0),
     }
     outcomes = rows.select(given.get(name, pl.lit(None)).alias(name) for name in OUTCOME_SCHEMA)

@@ -24,7 +24,7 @@ from pipeline.core.outcomes import RowOutcome, Status
 from pipeline.sandbox import SandboxThread
 from pipeline.state.checkpoints import Checkpoints, Superseded
 from pipeline.state.journal import JournalWriter, read_journal
-from pipeline.state.outputs import OutputFiles
+from pipeline.state.output_files import OutputFiles
 from tests.conftest import TOKEN, run_cli, wait_until
 from tests.e2e.test_storage import BUCKET, boto3_client, s3  # noqa: F401 - the fixture
 

@@ -20,14 +20,14 @@ from pipeline.app.probing import probe_locations
 from pipeline.app.verdicts import Access, Search, TokenState, judge
 from pipeline.core.constants import SCOPE_WRITE
 from pipeline.core.outcomes import Code, Status
-from pipeline.core.settings import Rate
-from pipeline.highlevel.answers import Answer, RateInfo
+from pipeline.core.values import Rate
+from pipeline.highlevel.answers import Answer, RateHeaders
 from pipeline.inputs.planning import days_needed, location_estimate, send_seconds
 from pipeline.sandbox import SandboxThread, token_label
 from tests.conftest import TOKEN, Completed, run_cli, write_csv
 
 ACME, BETA = "pit-acme-0000000000000001", "pit-beta-0000000000000002"
-OK = Answer(Status.EXISTS, None, http_status=200, rate=RateInfo(9, 10, 1000, 99))
+OK = Answer(Status.EXISTS, None, http_status=200, rate=RateHeaders(9, 10, 1000, 99))
 REJECTED = Answer(Status.FAILED, Code.UNAUTHORIZED, http_status=401, message="Invalid token")
 SERVER_ERROR = Answer(Status.FAILED, Code.SERVER_ERROR, http_status=500)
 REFUSED = Answer(Status.FAILED, Code.NETWORK_ERROR, message="refused", connect_failed=True)
@@ -120,7 +120,7 @@ def test_location_estimate_holds_both_limits() -> None:
         ),
         (SERVER_ERROR, TokenState.UNKNOWN, Access.OTHER, Search.NOT_CHECKED, False),
         (
-            Answer(Status.EXISTS, None, http_status=200, rate=RateInfo(9, 10, 1000, 0)),
+            Answer(Status.EXISTS, None, http_status=200, rate=RateHeaders(9, 10, 1000, 0)),
             TokenState.ACCEPTED,
             Access.OK,
             Search.OK,
@@ -299,6 +299,27 @@ def test_a_wrong_token_is_rejected_with_one_request(sandbox: SandboxThread, tmp_
     assert "pit-wrong-token" not in done.stdout + done.stderr
 
 
+def test_a_rejected_location_has_no_sending_time(sandbox: SandboxThread, tmp_path: Path) -> None:
+    """Issue 26: a location a run could not send shows no time, and a check that can send
+    nothing says so rather than estimate; one row and one location are singular."""
+    src = write_csv(tmp_path / "in.csv", rows_for({"LA": 2, "LB": 1}))
+    done = check(sandbox, src, token="pit-wrong-token")
+    assert done.code == 1, done.stderr
+    lines = done.stdout.splitlines()
+    lb = next(line for line in lines if line.strip().startswith("LB"))
+    assert lb.split() == ["LB", "1", "rejected", "not", "checked", "not", "checked"] + ["-"] * 6
+    assert lines[-1] == "ready: 0 of 2 locations (2 not sendable); nothing can be sent"
+    document = as_json(check(sandbox, src, "--format", "json", token="pit-wrong-token"))
+    assert {(loc["estimated_s"], loc["days"]) for loc in document["locations"]} == {(None, None)}
+    summary = document["summary"]
+    assert (summary["estimated_s"], summary["estimated"], summary["days"]) == (None, None, None)
+    one = check(sandbox, write_csv(tmp_path / "one.csv", [("c1", "LA")]))
+    assert one.stdout.splitlines()[0] == f"1 row -> check against {sandbox.base_url}"
+    assert one.stdout.splitlines()[-1] == (
+        "ready: 1 of 1 location; estimated sending time 0s over 1 day"
+    )
+
+
 def test_one_good_and_one_bad_token(sandbox: SandboxThread, tmp_path: Path) -> None:
     sandbox.update_config(tokens=[ACME])  # BETA is not accepted at all
     tokens = tmp_path / "tokens.toml"
@@ -405,6 +426,8 @@ def test_an_unreachable_api_stops_within_seconds(tmp_path: Path) -> None:
     src = write_csv(tmp_path / "in.csv", rows_for({"LA": 3, "LB": 2}))
     started = time.monotonic()
     done = check(url, src, "--format", "json", timeout=60)
+    # The connect waits come to about a second; a check that waited for an answer instead
+    # would take the --timeout (30 s) per request. 20 s holds on a loaded machine too.
     assert time.monotonic() - started < 20
     assert done.code == 1
     lines = done.stderr.strip().splitlines()

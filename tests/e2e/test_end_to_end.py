@@ -255,7 +255,7 @@ def test_dry_run_sends_nothing(sandbox: SandboxThread, tmp_path: Path) -> None:
         (["run", "{tmp}/in.csv", "-o", "{tmp}/in.csv"], "the results file is Parquet"),
         (
             ["run", "{tmp}/in.csv", "-o", "{tmp}/o.parquet", "--rate", "fast"],
-            "rate (--rate): 'fast': expected N/Ts",
+            "rate (--rate): expected N/Ts, for example 100/10s (got 'fast')",
         ),
         (["run", "{tmp}/in.csv", "-o", "{tmp}/o.parquet", "--concurrency", "0"], "--concurrency"),
         (["run", "{tmp}/in.csv"], "Missing option '-o'"),

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 from pathlib import Path
 
 import polars as pl
 import pytest
 
-from pipeline.core.settings import parse_separator
+from pipeline.core.values import parse_separator
 from pipeline.inputs.reading import read_input, sniff_separator
 from pipeline.sandbox import SandboxThread
 from tests.conftest import run_cli
@@ -78,8 +79,7 @@ def test_bad_separator_is_one_line(tmp_path: Path) -> None:
     assert done.code == 2
     assert done.stderr.strip().splitlines() == [
         "pipeline: error: bad configuration (command line, GHL_* environment): separator "
-        "(--separator): 'ab': expected one character, or comma, semicolon, tab or pipe "
-        "(got 'ab')"
+        "(--separator): expected one character, or comma, semicolon, tab or pipe (got 'ab')"
     ]
 
 
@@ -142,18 +142,28 @@ def test_report_lists_rows_in_a_table(sandbox: SandboxThread, tmp_path: Path) ->
         "error_code",
         "error_message",
     ]
-    assert lines[1].split()[:5] == ["1", "bad", "id", "L1", "invalid"] and lines[-1] == "1 rows"
+    assert lines[1].split()[:5] == ["1", "bad", "id", "L1", "invalid"] and lines[-1] == "1 row"
     bad = run_cli("report", str(out), "--rows", "broken")
     assert bad.code == 2 and "expected statuses from" in bad.stderr
 
 
-@pytest.mark.parametrize("args", [[], ["run"], ["report"]])
-def test_nothing_given_prints_the_help(args: list[str]) -> None:
+def test_a_bare_pipeline_prints_its_help_on_stdout() -> None:
+    """Issue 26: as gh and git do, so that `pipeline | less` shows it; exit 0."""
+    done = run_cli()
+    assert (done.code, done.stderr) == (0, "")
+    assert done.stdout.splitlines()[0] == "Usage: pipeline [OPTIONS] COMMAND [ARGS]..."
+    assert "Commands:" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "usage"),
+    [(["run"], "pipeline run [OPTIONS] INPUT"), (["report"], "pipeline report [OPTIONS] RESULTS")],
+)
+def test_a_command_without_its_arguments_is_a_usage_error(args: list[str], usage: str) -> None:
     done = run_cli(*args)
-    assert done.code == 2
-    assert done.stderr.startswith("Usage: pipeline")
+    assert (done.code, done.stdout) == (2, "")
+    assert done.stderr.splitlines()[0] == f"Usage: {usage}"
     assert "Options:" in done.stderr or "Input:" in done.stderr  # the sections of run's help
-    assert "error" not in done.stderr.splitlines()[0]
 
 
 def test_a_token_pasted_as_a_variable_name_is_never_echoed(tmp_path: Path) -> None:
@@ -201,7 +211,7 @@ def test_fail_on_decides_the_exit_code_and_says_so(sandbox: SandboxThread, tmp_p
     src.write_text("contactId,locationId\nc1,L1\n,L1\nc3,L1\n", encoding="utf-8")  # a blank ID
     done = run_cli("run", str(src), "-o", str(tmp_path / "a.parquet"), *fast_limits(sandbox))
     assert done.code == 1
-    assert "exit 1: 1 rows match --fail-on invalid,failed,skipped" in done.stdout.splitlines()
+    assert "exit 1: 1 row matches --fail-on invalid,failed,skipped" in done.stdout.splitlines()
     done = run_cli(
         "run",
         str(src),
@@ -224,7 +234,7 @@ def test_no_lock_file_is_left_behind_and_a_held_lock_still_refuses(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from pipeline.state.locking import OutputLocked, exclusive
-    from pipeline.state.outputs import OutputFiles
+    from pipeline.state.output_files import OutputFiles
 
     files = OutputFiles(tmp_path / "r.parquet")
     with exclusive(files):
@@ -255,3 +265,51 @@ def test_no_lock_file_is_left_behind_and_a_held_lock_still_refuses(
         assert files.lock.exists()  # and the holder's file is still there
     os.close(stale)
     assert not files.lock.exists()
+
+
+def test_counts_of_one_are_singular(sandbox: SandboxThread, tmp_path: Path) -> None:
+    """Issue 26: "1 row", "1 location", "1 request" wherever a count is printed: the plan,
+    the summary, the advice and a report's listing."""
+    src = tmp_path / "one.csv"
+    src.write_text("contactId,locationId\nc1,L1\n", encoding="utf-8")
+    plan = run_cli("run", str(src), "-o", str(tmp_path / "p.parquet"), "--dry-run", token=None)
+    lines = plan.stdout.splitlines()
+    assert lines[0] == "plan: 1 row"
+    assert "requests to send: 1 over 1 location" in lines
+    assert f"1 row -> {tmp_path / 'p.parquet'}" in lines
+    out = tmp_path / "r.parquet"
+    src.write_text("contactId,locationId\nc1,L1\nbad id,L1\n", encoding="utf-8")
+    done = run_cli("run", str(src), "-o", str(out), *fast_limits(sandbox))
+    lines = done.stdout.rstrip().splitlines()
+    assert any(line.startswith("1 request in ") for line in lines), done.stdout
+    assert lines[-1] == (
+        f"next: 1 row needs attention: {PROGRAM} report {out} --rows failed,invalid,skipped "
+        f"--format csv -o {tmp_path}/r-problems.csv"
+    )
+    listed = run_cli("report", str(out), "--rows", "invalid")
+    assert listed.stdout.splitlines()[-1] == "1 row"
+
+
+def test_a_fatal_error_is_json_where_json_was_asked_for(tmp_path: Path) -> None:
+    """Issue 26: under --log-format json the error is a JSON log line; with --summary json,
+    stdout holds a JSON object with the exit code and the error line, not nothing."""
+    out = str(tmp_path / "o.parquet")
+    done = run_cli("run", "in.csv", "-o", out, "--rate", "5x", "--log-format", "json")
+    assert (done.code, done.stdout) == (2, "")
+    [line] = done.stderr.splitlines()
+    logged = json.loads(line)
+    assert logged.pop("timestamp").endswith("Z")
+    assert logged == {
+        "event": "bad configuration (command line, GHL_* environment): rate (--rate): "
+        "expected N/Ts, for example 100/10s (got '5x')",
+        "exit_code": 2,
+        "level": "error",
+    }
+    missing = tmp_path / "missing.csv"
+    done = run_cli("run", str(missing), "-o", out, "--summary", "json", token=None)
+    error = "pipeline: error: no API token: set the environment variable GHL_TOKEN (or use "
+    error += "--token-file, --tokens-file or --oauth-file)"
+    assert (done.code, done.stderr.splitlines()) == (2, [error])
+    assert json.loads(done.stdout) == {"exit_code": 2, "error": error}
+    done = run_cli("run", str(missing), "-o", out, env={"GHL_SUMMARY": "json"}, token=None)
+    assert json.loads(done.stdout) == {"exit_code": 2, "error": error}

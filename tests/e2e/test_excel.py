@@ -19,7 +19,7 @@ import xlsxwriter
 
 from pipeline.cli.commands import main
 from pipeline.sandbox import SandboxThread
-from tests.conftest import run_cli, wait_until, write_csv
+from tests.conftest import error_lines, run_cli, wait_until, write_csv
 from tests.e2e.test_end_to_end import fast_limits
 from tests.e2e.test_resilience import assert_all_settled_right, journal_lines, start_cli
 
@@ -51,7 +51,8 @@ def workbook(path: Path, sheets: dict[str, list[list[Cell]]], blank_tail: int = 
 
 def refused_with(done_code: int, stderr: str, line: str) -> None:
     assert done_code == 2, stderr
-    assert stderr.strip().splitlines() == [f"pipeline: error: {line}"]
+    assert len(stderr.strip().splitlines()) == 1, stderr  # the line alone: no log before it
+    assert error_lines(stderr) == [f"pipeline: error: {line}"]
 
 
 def refusal(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
@@ -117,9 +118,17 @@ def test_sheet_picks_a_worksheet(sandbox: SandboxThread, tmp_path: Path) -> None
     done = run_cli("run", str(src), "-o", str(again), "--sheet", "contacts", "--dry-run")
     assert done.code == 0, done.stderr[-1500:]
     assert pl.read_parquet(again)["contact_id"].to_list() == ["c1", "c2"]
-    # Without --sheet, the first sheet is read: it has no IDs, and says so.
+    # Without --sheet, the first sheet is read: it has no IDs, and says so, naming the
+    # workbook's other sheets and --sheet (issue 26).
     done = run_cli("run", str(src), "-o", str(tmp_path / "x.parquet"), "--dry-run")
-    assert done.code == 2 and "no contactId column; found ['read me first']" in done.stderr
+    refused_with(
+        done.code,
+        done.stderr,
+        f"{src}: no contactId column; found ['read me first']; accepted names are contactId "
+        "or contact_id in any letter case (or name one with --contact-column); that is the "
+        "first sheet, 'Notes', and the workbook also has 'Contacts': read one with "
+        "--sheet 'Contacts'",
+    )
 
 
 def test_an_unknown_sheet_names_the_sheets_there_are(

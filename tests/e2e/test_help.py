@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import REPO, run_cli, write_csv
 
-COMMANDS = ["run", "retry", "check", "report", "merge", "sandbox"]
+COMMANDS = ["run", "retry", "check", "report", "merge", "oauth", "sandbox"]
 
 
 def sections(help_text: str) -> list[str]:

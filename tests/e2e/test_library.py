@@ -132,7 +132,7 @@ def test_the_summary_says_the_verdict_that_fail_on_decides(sandbox: SandboxThrea
     rows = pl.concat([frame(1, 3), pl.DataFrame({"contactId": ["bad id!"], "locationId": ["L0"]})])
     kept = pipeline.run_conversations(rows, token=TOKEN, **options(sandbox))
     assert kept.exit_code == 1 and not kept.succeeded  # the invalid row, by default
-    assert kept.exit_reason == "1 rows match --fail-on invalid,failed,skipped"
+    assert kept.exit_reason == "1 row matches --fail-on invalid,failed,skipped"
     assert kept.report.by_status == {"created": 3, "invalid": 1}
     assert kept.rows is not None and kept.rows.height == 4
     assert kept.next == ""  # no command line to paste

@@ -11,6 +11,7 @@ HighLevel (``fakeapi``) in virtual time.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -23,7 +24,7 @@ import pytest
 
 import pipeline
 from pipeline.core.outcomes import Code, RowOutcome
-from pipeline.core.settings import Rate
+from pipeline.core.values import Rate
 from pipeline.sandbox import SandboxThread
 from pipeline.send.backoff import Backoff
 from pipeline.send.retrying import RetryPolicy
@@ -31,7 +32,7 @@ from pipeline.send.rows import LocationBatch
 from pipeline.send.sender import Sender
 from pipeline.send.session import StopSwitch
 from pipeline.state.checkpoints import Checkpoints
-from pipeline.state.outputs import OutputFiles
+from pipeline.state.output_files import OutputFiles
 from tests.conftest import REPO, TOKEN, wait_until
 from tests.e2e.test_array_job import aws, keys  # noqa: F401 - the fixture
 from tests.e2e.test_storage import BUCKET, s3  # noqa: F401 - the fixture
@@ -190,7 +191,8 @@ def test_a_takeover_of_a_command_line_run_with_workers_is_one_line_and_exit_75(
     assert older.returncode == 75, stderr[-3000:]
     assert stderr.strip().count("\n") == 0, stderr  # the logs are in the file: one line
     assert stderr.startswith("pipeline: error: ") and "(epoch 2) took its checkpoint over" in stderr
-    assert not stdout  # no summary: no results were written
+    # No summary (no results were written): --summary json's object says the error instead.
+    assert json.loads(stdout) == {"exit_code": 75, "error": stderr.strip()}
     assert creates(sandbox) < 60
     assert not [k for k in keys(aws, "cli-workers/") if k.endswith("results.parquet")]
 

@@ -21,7 +21,7 @@ import pytest
 from pipeline.observe.progress import JournalTail
 from pipeline.sandbox import SandboxThread
 from pipeline.send.lookups import LookupQueue, LookupSchedule
-from pipeline.state.outputs import OutputFiles
+from pipeline.state.output_files import OutputFiles
 from tests.conftest import run_cli, wait_until, write_csv
 from tests.e2e.test_end_to_end import fast_limits
 from tests.e2e.test_resilience import assert_all_settled_right, rows_for, start_cli

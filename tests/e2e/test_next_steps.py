@@ -236,9 +236,9 @@ def test_a_task_of_an_array_job_is_told_to_resume_its_part_and_that_works(
     assert set(pl.read_parquet(output)["error_code"]) >= {"unauthorized"}
 
     # Task 0: the problem rows, into a file in the folder the task ran in.
-    assert zero[-1].startswith("next: 1 rows need attention: ")
+    assert zero[-1].startswith("next: 1 row needs attention: ")
     assert zero[-1].endswith(" -o results.part-00000-of-00002-problems.csv")
-    listed = run_pasted(zero[-1], "rows need attention: ", cwd=where[0], env=readme_env)
+    listed = run_pasted(zero[-1], "needs attention: ", cwd=where[0], env=readme_env)
     assert listed.code == 0, listed.stderr
     assert pl.read_csv(where[0] / "results.part-00000-of-00002-problems.csv").height == 1
 

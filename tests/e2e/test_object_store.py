@@ -19,8 +19,8 @@ from pipeline.sandbox import SandboxThread
 from pipeline.state import objects
 from pipeline.state.checkpoints import Checkpoints
 from pipeline.state.journal import JournalWriter
-from pipeline.state.outputs import OutputFiles
-from tests.conftest import run_cli, write_csv
+from pipeline.state.output_files import OutputFiles
+from tests.conftest import error_lines, run_cli, write_csv
 from tests.e2e.test_array_job import keys, outcome
 from tests.e2e.test_end_to_end import fast_limits
 from tests.e2e.test_storage import (  # noqa: F401 - the fixture
@@ -67,8 +67,9 @@ def seeded(s3: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def messages(stderr: str) -> list[str]:
-    """What a person reads on stderr: every line but the JSON log lines."""
-    return [line for line in stderr.splitlines() if not line.startswith("{")]
+    """What a person reads on stderr: the error line (a JSON error event under --log-format
+    json, which fast_limits gives), not the other log lines."""
+    return error_lines(stderr)
 
 
 # Each command that reaches a URI, with what it needs from the test: the seeded folder, a

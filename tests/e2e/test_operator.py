@@ -203,6 +203,7 @@ def test_progress_bar_shows_rows_rate_and_counts(sandbox: SandboxThread, tmp_pat
         "--progress",
         "bar",
         *fast_limits(sandbox, 20, 1000),
+        env={"COLUMNS": "160"},  # room for every field (80 columns drop the in-flight ones)
     )
     assert done.code == 0, done.stderr
     assert "sending" in done.stderr and "40/40" in done.stderr

@@ -16,7 +16,7 @@ from pipeline.app.config import RunConfig
 from pipeline.app.job import Job
 from pipeline.app.run import execute
 from pipeline.sandbox import SandboxConfig, SandboxThread
-from pipeline.state.outputs import OutputFiles
+from pipeline.state.output_files import OutputFiles
 from tests.conftest import TOKEN
 
 # Small alphabets so that duplicates and collisions with earlier examples are common.

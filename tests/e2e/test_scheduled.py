@@ -15,7 +15,7 @@ from pathlib import Path
 import polars as pl
 
 from pipeline.sandbox import SandboxThread
-from tests.conftest import run_cli, write_csv
+from tests.conftest import error_lines, run_cli, write_csv
 from tests.e2e.test_end_to_end import fast_limits
 
 LOCATIONS = [f"Loc{k}" for k in range(5)]
@@ -138,7 +138,7 @@ def test_a_dry_run_counts_only_what_is_new(tmp_path: Path) -> None:
         "run", str(src), "-o", str(tmp_path / "plan.parquet"), "--dry-run",
         "--known", str(earlier), token=None,
     )  # fmt: skip
-    assert "requests to send: 1 over 1 locations" in done.stdout, done.stdout + done.stderr
+    assert "requests to send: 1 over 1 location" in done.stdout.splitlines(), done.stdout
 
 
 def test_a_missing_known_file_is_one_line_and_an_empty_folder_knows_nothing(
@@ -151,7 +151,7 @@ def test_a_missing_known_file_is_one_line_and_an_empty_folder_knows_nothing(
     typo = folder / "night1.parquet"
     done = run_cli("run", str(src), "-o", out, "--known", str(typo), *fast_limits(sandbox))
     assert done.code == 2
-    assert done.stderr == f"pipeline: error: --known {typo}: no such file or folder\n"
+    assert error_lines(done.stderr) == [f"pipeline: error: --known {typo}: no such file or folder"]
     for first_night in (str(folder), str(folder / "*.parquet")):  # nothing there yet
         done = run_cli(
             "run", str(src), "-o", out, "--overwrite", "--known", first_night,

@@ -82,3 +82,56 @@ def test_no_error_path_leaks_the_token(
         written = everything_written(tmp_path / "out") if (tmp_path / "out").exists() else b""
         assert SECRET.encode() not in written
         assert done.stderr  # the path did log something
+
+
+BAD_CONFIGURATION = "pipeline: error: bad configuration (command line, GHL_* environment, {}): "
+
+
+def test_a_configuration_error_shows_no_secret_of_any_option(tmp_path: Path) -> None:
+    """Issue 26: a secret in every option that takes one, and a configuration error: the
+    line names the option, its value and the rule, and none of the secrets."""
+    secrets = {
+        "cli_notify": "slack://CliTokA/CliTokB/CliTokC",
+        "cli_push": "CliPushPass1",
+        "env_token": "pit-env-0123-4567",
+        "env_notify": "json://hooks.example.com/EnvHook89",
+        "file_notify": "mailto://fileuser:FileMailPass@example.com",
+        "file_push": "FilePushPass2",
+        "file_token": "pit-file-8765-4321",
+    }
+    config = tmp_path / "run.toml"
+    config.write_text(
+        f'notify = "{secrets["file_notify"]}"\n'
+        f'pushgateway = "https://ops:{secrets["file_push"]}@push.example.com"\n',
+        encoding="utf-8",
+    )
+    (tmp_path / "token.txt").write_text(secrets["file_token"], encoding="utf-8")
+    src = write_csv(tmp_path / "in.csv", [("c1", "L1")])
+    common = ["run", str(src), "-o", str(tmp_path / "o.parquet"), "--config", str(config)]
+    env = {"GHL_NOTIFY": secrets["env_notify"], "GHL_TOKEN_FILE": str(tmp_path / "token.txt")}
+    done = run_cli(
+        *common,
+        "--base-url",
+        "http://example.com",
+        "--notify",
+        secrets["cli_notify"],
+        "--pushgateway",
+        f"https://ops:{secrets['cli_push']}@push.example.com",
+        env=env,
+        token=secrets["env_token"],
+    )
+    assert done.code == 2
+    assert done.stderr.splitlines() == [
+        BAD_CONFIGURATION.format(config) + "base-url (--base-url): plain http would send the "
+        "token unencrypted; use https, or --allow-insecure-http if you really mean it "
+        "(got 'http://example.com')"
+    ]
+    pasted = run_cli(*common, "--token-env", secrets["env_token"], env=env, token=None)
+    assert pasted.code == 2
+    assert pasted.stderr.splitlines() == [
+        BAD_CONFIGURATION.format(config) + "token-env (--token-env): expected the name of an "
+        "environment variable (letters, digits and _), not a token (got [REDACTED])"
+    ]
+    for finished in (done, pasted):
+        for secret in secrets.values():
+            assert secret not in finished.stdout + finished.stderr, secret

@@ -16,7 +16,7 @@ import polars as pl
 import pytest
 
 from pipeline.sandbox import SandboxThread
-from pipeline.state.outputs import OutputFiles
+from pipeline.state.output_files import OutputFiles
 from tests.conftest import run_cli
 from tests.e2e.test_end_to_end import fast_limits
 

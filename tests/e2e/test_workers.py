@@ -11,7 +11,7 @@ import polars as pl
 
 from pipeline.sandbox import SandboxThread
 from pipeline.send.workers import owner, split
-from pipeline.state.outputs import OutputFiles
+from pipeline.state.output_files import OutputFiles
 from tests.conftest import run_cli, wait_until, write_csv
 from tests.e2e.test_end_to_end import fast_limits, max_in_any_window
 from tests.e2e.test_resilience import assert_all_settled_right, journal_lines, rows_for, start_cli

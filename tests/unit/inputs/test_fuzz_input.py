@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import json
 import tempfile
 from pathlib import Path
 
@@ -64,9 +65,10 @@ def test_random_bytes_never_crash(
         code, err, out = run_dry(src, capsys)
         assert code in (0, 1, 2), err  # never an internal error (70)
         assert "Traceback" not in err
-        if code == 2:
-            lines = [line for line in err.splitlines() if line.startswith("pipeline: error:")]
-            assert len(lines) == 1, err
+        if code == 2:  # under --log-format json the one line is a JSON error event
+            events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+            lines = [e["event"] for e in events if e.get("level") == "error"]
+            assert len(lines) == 1 and events[-1]["exit_code"] == 2, err
             assert not any(gate in lines[0] for gate in FIRST_GATE), lines[0]
             # Only CSV the parser cannot split (a quote left open) may refuse the file: a
             # stray byte that is not UTF-8 spoils one row, never the file.

@@ -144,3 +144,36 @@ def test_no_duplicates_is_an_empty_table_with_its_schema() -> None:
 )
 def test_durations_as_the_dry_run_and_the_check_write_them(seconds: float, written: str) -> None:
     assert format_duration(seconds) == written
+
+
+def test_the_plans_figures_in_the_json_summary_are_rounded() -> None:
+    """A sum of float seconds is 10.299999999999999: the JSON summary (mailed, notified)
+    shows 10.3, under the same keys."""
+    import json
+
+    from pipeline.inputs.planning import PlanEstimate
+
+    estimate = PlanEstimate(
+        rows=3,
+        by_status={"to send": 3},
+        requests=3,
+        locations=1,
+        largest_locations=[("L1", 3)],
+        estimated_s=10.299999999999999,
+        over_daily_quota=[],
+        latency_s=0.1 + 0.2,
+        pace=1800.0000000002,
+        lookup_wait_s=60.00000000001,
+    )
+    told = estimate.to_dict()
+    assert (told["estimated_s"], told["latency_s"], told["pace"], told["lookup_wait_s"]) == (
+        10.3,
+        0.3,
+        1800.0,
+        60.0,
+    )
+    assert set(told) == {
+        "rows", "by_status", "requests", "locations", "largest_locations", "estimated_s",
+        "over_daily_quota", "latency_s", "pace", "lookup_wait_s", "lookups",
+    }  # fmt: skip
+    assert "10.299999" not in json.dumps(told)

@@ -31,7 +31,13 @@ import polars as pl
 import pytest
 
 from pipeline.observe import htmlcharts, htmlfigures, htmlreport
-from pipeline.observe.htmlfigures import Limit, bucket_width_s, ideal_seconds, limit_of, timeline
+from pipeline.observe.htmlfigures import (
+    LimitLine,
+    bucket_width_s,
+    ideal_seconds,
+    limit_of,
+    timeline,
+)
 from pipeline.observe.htmlreport import render_html
 from pipeline.observe.report import RunInfo
 from pipeline.sandbox import SandboxThread
@@ -166,18 +172,18 @@ def test_a_million_rows_over_a_thousand_locations_stay_a_small_page() -> None:
 
 
 def test_limit_is_the_runs_rate_or_highlevels_default() -> None:
-    assert limit_of(run_info(rate="50/0.5s and as announced")) == Limit(
+    assert limit_of(run_info(rate="50/0.5s and as announced")) == LimitLine(
         50, 0.5, "50 per 0.5 s (--rate)"
     )
     assert limit_of(run_info(rate="10/60s and as announced")).interval_s == 60.0
-    assert limit_of(run_info(rate="as announced")) == Limit(
+    assert limit_of(run_info(rate="as announced")) == LimitLine(
         100, 10.0, "100 per 10 s (HighLevel's default)"
     )
     assert limit_of(None).max_requests == 100
 
 
 def test_ideal_time_is_one_window_per_burst_after_the_first() -> None:
-    limit = Limit(100, 10.0, "")
+    limit = LimitLine(100, 10.0, "")
     assert [ideal_seconds(n, limit) for n in (0, 1, 100, 101, 300)] == [0, 0, 0, 10, 20]
 
 
@@ -213,7 +219,7 @@ def test_a_dry_runs_page_says_nothing_was_sent() -> None:
 def test_older_results_without_finished_at() -> None:
     page = render_html(results([{}, {}], finished=False), None, title="old.parquet")
     assert "no <code>finished_at</code> column" in page
-    assert "Every row succeeded." in page and "No problem rows" in page
+    assert "Every row was created." in page and "No problem rows" in page
 
 
 def test_the_problem_table_is_capped_and_says_how_to_get_the_rest() -> None:
@@ -291,9 +297,10 @@ DOM_FACTS = """JSON.stringify({
 })"""
 
 
-async def _render(browser: str, page: Path, profile: Path) -> Rendered:
+async def _render(browser: str, page: Path, profile: Path, facts: str = DOM_FACTS) -> Rendered:
     """Open ``page`` in headless Chromium over the DevTools protocol and record what
-    happened. Only this test's own browser process is started and ended."""
+    happened (``facts``: what to read from the rendered DOM). Only this test's own browser
+    process is started and ended."""
     log = (profile.parent / "chromium.log").open("wb")
     proc = subprocess.Popen(
         [
@@ -320,7 +327,7 @@ async def _render(browser: str, page: Path, profile: Path) -> Rendered:
                 targets = await answer.json()
             url = next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
             async with http.ws_connect(url, max_msg_size=0) as ws:
-                await _drive(ws, page, seen)
+                await _drive(ws, page, seen, facts)
     finally:
         proc.terminate()
         try:
@@ -332,7 +339,9 @@ async def _render(browser: str, page: Path, profile: Path) -> Rendered:
     return seen
 
 
-async def _drive(ws: aiohttp.ClientWebSocketResponse, page: Path, seen: Rendered) -> None:
+async def _drive(
+    ws: aiohttp.ClientWebSocketResponse, page: Path, seen: Rendered, expression: str
+) -> None:
     ids = iter(range(1, 1_000_000))
     pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
     loaded = asyncio.Event()
@@ -380,7 +389,7 @@ async def _drive(ws: aiohttp.ClientWebSocketResponse, page: Path, seen: Rendered
         seen.requests.clear()
         await call("Page.navigate", url=page.as_uri())
         await asyncio.wait_for(loaded.wait(), 30)
-        facts = await call("Runtime.evaluate", expression=DOM_FACTS, returnByValue=True)
+        facts = await call("Runtime.evaluate", expression=expression, returnByValue=True)
         seen.dom = json.loads(facts["result"]["value"])
         size = (await call("Page.getLayoutMetrics"))["cssContentSize"]
         whole = {"x": 0, "y": 0, "width": 1280, "height": size["height"]}
@@ -516,3 +525,177 @@ def test_html_report_of_a_real_run_renders_in_chromium(
     assert sum(n for pixel, n in colours.items() if near(pixel, created)) > 100  # status bar
     bars = htmlcharts.SERIES_COLOURS[0]
     assert sum(n for pixel, n in colours.items() if near(pixel, bars, 24)) > 50  # lines, bars
+
+
+# -- the truth at a glance (issue 26): what the cards, the next steps and the rows say ------
+
+PAGE_FACTS = """JSON.stringify({
+  cards: Object.fromEntries([...document.querySelectorAll('.cards .card')].map(card => [
+    card.querySelector('.label').textContent,
+    {value: card.querySelector('.value').textContent,
+     sub: card.querySelector('.sub') ? card.querySelector('.sub').textContent : '',
+     tone: [...card.classList].filter(name => name !== 'card').join(' '),
+     edge: getComputedStyle(card).borderTopColor}])),
+  verdict: document.querySelector('header .verdict')?.innerText ?? '',
+  next: document.querySelector('#next')?.innerText ?? null,
+  nextTop: document.querySelector('#next')?.getBoundingClientRect().top ?? null,
+  outcomesTop: document.querySelector('#outcomes').getBoundingClientRect().top,
+  legend: [...document.querySelectorAll('#outcomes .legend li')].map(li => li.textContent),
+  rows: [...document.querySelectorAll('#rows tbody tr')].map(tr => ({
+    attention: tr.classList.contains('attention'),
+    status: tr.querySelector('.pill').textContent,
+    code: tr.querySelector('td.code').textContent,
+    pill: getComputedStyle(tr.querySelector('.pill')).color,
+    background: getComputedStyle(tr).backgroundColor,
+  })),
+  width: (() => {
+    const panel = document.querySelector('#rows'), style = getComputedStyle(panel);
+    const scroller = panel.querySelector('.scroll');
+    return {
+      viewport: window.innerWidth,
+      document: document.documentElement.scrollWidth,
+      table: panel.querySelector('table').getBoundingClientRect().width,
+      room: panel.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight),
+      scroller: [scroller.scrollWidth, scroller.clientWidth],
+      overflowing: [...panel.querySelectorAll('td')]
+        .filter(td => td.scrollWidth > td.clientWidth + 1)
+        .map(td => td.className + ': ' + td.textContent.slice(0, 40)),
+    };
+  })(),
+})"""
+
+
+def rgb(colour: str) -> str:
+    """A colour as the browser's computed style writes it."""
+    red, green, blue = bytes.fromhex(colour.lstrip("#"))
+    return f"rgb({red}, {green}, {blue})"
+
+
+def test_a_stopped_run_that_created_nothing_says_so_and_what_to_do_next(
+    sandbox: SandboxThread, tmp_path: Path
+) -> None:
+    browser = chromium()
+    # Four contacts, each listed three times: 8 duplicates in the file; the token is rejected,
+    # so nothing is created (the page used to show "SUCCEEDED 8": the duplicates).
+    rows = [(f"c{i}", "LOC1") for i in range(4)] * 3
+    source = write_csv(tmp_path / "in.csv", rows)
+    out = tmp_path / "results.parquet"
+    done = run_cli(
+        "run", str(source), "-o", str(out), *fast_limits(sandbox), token="not-a-known-token"
+    )
+    assert done.code == 1, done.stderr
+    assert "Replace the token, then retry." in done.stdout  # what the terminal says
+    page = tmp_path / "report.html"
+    made = run_cli("report", str(out), "--format", "html", "-o", str(page))
+    assert made.code == 0, made.stderr
+
+    seen = asyncio.run(_render(browser, page, tmp_path / "profile", PAGE_FACTS))
+    assert seen.errors == [], seen.errors
+    cards = seen.dom["cards"]
+    assert "succeeded" not in cards, cards
+    assert cards["created"] == {**cards["created"], "value": "0", "sub": "nothing was created"}
+    assert cards["created"]["tone"] == ""
+    assert cards["already existed"]["value"] == "0"
+    assert cards["duplicates in file"]["value"] == "8"
+    assert cards["duplicates in file"]["tone"] == ""
+    assert (cards["failed"]["value"], cards["skipped"]["value"]) == ("1", "3")
+    assert cards["skipped"]["tone"] == "bad"
+    assert "4 rows need attention" in seen.dom["verdict"]
+    # What to do next, as the terminal says it, above the charts.
+    steps = seen.dom["next"]
+    assert steps is not None and steps.startswith("What to do next")
+    assert "token rejected (401): the token from the run's settings" in steps
+    assert "1 location (LOC1); 4 rows not sent. Replace the token, then retry." in steps
+    assert seen.dom["nextTop"] < seen.dom["outcomesTop"]
+    assert seen.dom["width"]["document"] <= 1280
+
+
+def test_a_run_that_found_every_conversation_there_says_it_created_nothing() -> None:
+    rows = [{"status": "exists", "error_code": "conversation_exists", "finished_at": T0}] * 4
+    rows += [{"status": "duplicate", "error_code": "duplicate_row", "attempts": 0}] * 8
+    page = render_html(results(rows), run_info(), title="r.parquet")
+    assert '<div class="label">succeeded</div>' not in page
+    assert (
+        '<p class="verdict neutral">No row needs attention: 0 created, 4 already existed, '
+        "8 duplicates in the file.</p>"
+    ) in page
+    assert 'id="next"' not in page  # nothing to do: no next steps
+
+
+def test_ids_not_found_yet_need_attention_and_the_problem_rows_fit_1280_px(
+    tmp_path: Path,
+) -> None:
+    browser = chromium()
+    words = "the phone number of the contact is not valid for the country of the location"
+    trace = "4f1c2b6e-9d3a-4e8b-a7f0-2c5d8e1b3a9f"
+    rows: list[dict[str, Any]] = [{"contact_id": f"c{i}", "finished_at": T0} for i in range(5)]
+    rows += [
+        {
+            "contact_id": f"n{i}",
+            "status": "exists",
+            "error_code": "id_not_found_yet",
+            "http_status": 400,
+            "error_message": "the contact has a conversation; the search did not show its id",
+            "attempts": 4,
+            "finished_at": T0,
+        }
+        for i in range(3)
+    ]
+    rows += [
+        {  # a long message, in words; a trace id twice as long as HighLevel's
+            "contact_id": "f1",
+            "location_id": "tDtDnQdgm2LXpyiqYvZ6",
+            "status": "failed",
+            "error_code": "unprocessable",
+            "http_status": 422,
+            "error_message": f"HighLevel answered 422: {words}; " * 6,
+            "trace_id": trace + trace,
+            "finished_at": T0,
+        },
+        {  # IDs and a message with no place to break
+            "contact_id": "A" * 200,
+            "location_id": "B" * 200,
+            "status": "invalid",
+            "error_code": "invalid_contact_id",
+            "error_message": "x" * 400,
+            "attempts": 0,
+        },
+        {
+            "status": "skipped",
+            "error_code": "daily_quota_exhausted",
+            "error_message": "the location's daily request quota is spent; rerun later",
+            "attempts": 0,
+        },
+    ]
+    text = render_html(results(rows), run_info(), title="r.parquet")
+    assert "--rows failed,invalid,skipped,id_not_found_yet --format csv" not in text  # < 200
+    page = tmp_path / "report.html"
+    page.write_text(text, encoding="utf-8")
+
+    seen = asyncio.run(_render(browser, page, tmp_path / "profile", PAGE_FACTS))
+    assert seen.errors == [], seen.errors
+    dom = seen.dom
+    cards = dom["cards"]
+    assert cards["id not found yet"]["value"] == "3"
+    assert cards["id not found yet"]["tone"] == "attention"
+    assert cards["id not found yet"]["edge"] == rgb(htmlcharts.ATTENTION_COLOUR)
+    assert cards["already existed"]["value"] == "0"  # not counted as done
+    assert cards["created"]["value"] == "5"
+    assert (
+        "6 rows need attention (failed, invalid, or skipped, or an id not found yet)"
+        in (dom["verdict"])
+    )
+    assert "exists, id not found yet 3" in " | ".join(dom["legend"])
+    waiting = [row for row in dom["rows"] if row["code"] == "id_not_found_yet"]
+    assert len(waiting) == 3 and len(dom["rows"]) == 6
+    assert all(row["attention"] and row["status"] == "exists" for row in waiting)
+    assert {row["pill"] for row in waiting} == {rgb(htmlcharts.ATTENTION_COLOUR)}
+    assert all(row["background"] != "rgba(0, 0, 0, 0)" for row in waiting)
+    assert not any(row["attention"] for row in dom["rows"] if row not in waiting)
+
+    width = dom["width"]
+    assert width["viewport"] == 1280
+    assert width["document"] <= 1280, width  # no sideways scrolling of the page
+    assert width["table"] <= width["room"] + 0.5, width  # the table fits its panel
+    assert width["scroller"][0] <= width["scroller"][1], width  # nor inside it
+    assert width["overflowing"] == [], width  # long messages and IDs wrap in their cells

@@ -3,12 +3,12 @@ from __future__ import annotations
 import random
 
 from pipeline.core.outcomes import Code, Status
-from pipeline.highlevel.client import Answer, RateInfo
+from pipeline.highlevel.client import Answer, RateHeaders
 from pipeline.send.backoff import Backoff
 
 
-def failed(code: Code, rate: RateInfo | None = None) -> Answer:
-    return Answer(Status.FAILED, code, rate=rate or RateInfo())
+def failed(code: Code, rate: RateHeaders | None = None) -> Answer:
+    return Answer(Status.FAILED, code, rate=rate or RateHeaders())
 
 
 def test_ceiling_grows_exponentially_up_to_the_cap() -> None:
@@ -25,10 +25,10 @@ def test_full_jitter_stays_within_the_ceiling() -> None:
 
 def test_retry_after_wins_on_429() -> None:
     backoff = Backoff(base=0.1, cap_s=1.0)
-    assert backoff.delay(1, failed(Code.RATE_LIMITED, RateInfo(retry_after_s=7.0))) == 7.0
+    assert backoff.delay(1, failed(Code.RATE_LIMITED, RateHeaders(retry_after_s=7.0))) == 7.0
 
 
 def test_spent_window_waits_part_of_the_interval() -> None:
     backoff = Backoff(rng=random.Random(3))
-    answer = failed(Code.RATE_LIMITED, RateInfo(remaining=0, interval_ms=10_000))
+    answer = failed(Code.RATE_LIMITED, RateHeaders(remaining=0, interval_ms=10_000))
     assert all(5.0 <= backoff.delay(1, answer) <= 10.0 for _ in range(100))

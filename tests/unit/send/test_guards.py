@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pipeline.core.outcomes import Code, Status
-from pipeline.highlevel.answers import Answer, RateInfo
+from pipeline.highlevel.answers import Answer, RateHeaders
 from pipeline.send.guards import MAX_CONNECT_FAILURES, Guards, Verdict
 
 TOKENS = {"A1": 0, "A2": 0, "B1": 1}
@@ -19,7 +19,7 @@ def guards() -> Guards:
 def answer(status: int | None, code: Code | None = None, **rate: int) -> Answer:
     outcome = Status.CREATED if status is not None and status < 300 else Status.FAILED
     return Answer(
-        outcome, code, "c" if outcome is Status.CREATED else None, status, rate=RateInfo(**rate)
+        outcome, code, "c" if outcome is Status.CREATED else None, status, rate=RateHeaders(**rate)
     )
 
 

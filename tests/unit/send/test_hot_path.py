@@ -11,13 +11,13 @@ import orjson
 import pytest
 
 from pipeline.core.outcomes import OUTCOME_COLUMNS, Code, RowOutcome, Status, quick_init
-from pipeline.highlevel.answers import Answer, RateInfo
+from pipeline.highlevel.answers import Answer, RateHeaders
 from pipeline.highlevel.client import _int_header, classify
 from pipeline.highlevel.transport import RawAnswer
 from pipeline.send.retrying import Retry, Settle
 from pipeline.state.journal import _record
 
-HOT = (RowOutcome, Answer, RateInfo, RawAnswer, Retry, Settle)
+HOT = (RowOutcome, Answer, RateHeaders, RawAnswer, Retry, Settle)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -153,7 +153,7 @@ def test_classify_success_unchanged_by_the_shortcuts() -> None:
         "c-1",
         201,
         None,
-        RateInfo(
+        RateHeaders(
             remaining=99,
             max_requests=100,
             interval_ms=10000,

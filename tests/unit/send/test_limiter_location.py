@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from pipeline.send.limiter import Limit, LocationLimiter, WindowLimiter
+from pipeline.core.values import Rate
+from pipeline.send.limiter import LocationLimiter, WindowLimiter
 
 
 class FakeClock:
@@ -45,7 +46,7 @@ class Run:
     refused_at: list[float] = field(default_factory=list)
     starts: list[float] = field(default_factory=list)  # seconds from the start, in order
     arrivals: list[float] = field(default_factory=list)  # when the server counted each
-    server_at_start: list[Limit] = field(default_factory=list)  # the server window adopted
+    server_at_start: list[Rate] = field(default_factory=list)  # the server window adopted
 
 
 def simulate(
@@ -206,7 +207,7 @@ def test_a_server_announcing_5000_ms_shortens_the_rests() -> None:
     clock = FakeClock()
     limiter = LocationLimiter((100, 10.0), clock=clock)
     run = simulate(limiter, clock, [Phase(100, 5_000)], horizon=12.0)
-    assert limiter.server_limit == Limit(100, 5.0)
+    assert limiter.server_limit == Rate(100, 5.0)
     assert run.starts.count(0.0) == 100
     assert counts(run.starts, 5.0, 5.05) == 100  # answered at 0.05, rested 5 s
     assert busiest(run.starts, 5.0) <= 100
@@ -217,7 +218,7 @@ def test_a_server_announcing_5_per_s_under_a_ceiling_of_100_per_10s() -> None:
     limiter = LocationLimiter((100, 10.0), (100, 10.0), clock=clock)
     run = simulate(limiter, clock, [Phase(5, 1_000)], horizon=30.0)
     assert limiter.max_requests == 5
-    assert limiter.ceiling == Limit(100, 10.0)  # the ceiling never moves
+    assert limiter.ceiling == Rate(100, 10.0)  # the ceiling never moves
     assert run.starts.count(0.0) == 100  # the assumed burst, before the first answer
     assert busiest(run.starts, 1.0, since=0.05) <= 5
     assert busiest(run.starts, 10.0) <= 100
@@ -328,22 +329,17 @@ def test_observe_steers_only_the_server_window() -> None:
     clock = FakeClock()
     limiter = LocationLimiter((100, 10.0), (10, 1.0), clock=clock)
     limiter.observe(max_requests=500, interval_ms=20_000, remaining=None)
-    assert limiter.server_limit == Limit(500, 20.0)
-    assert limiter.ceiling == Limit(10, 1.0)
+    assert limiter.server_limit == Rate(500, 20.0)
+    assert limiter.ceiling == Rate(10, 1.0)
     assert limiter.max_requests == 10
     limiter.observe(max_requests=None, interval_ms=None, remaining=0)  # rests the server's
     assert limiter.try_acquire() == pytest.approx(20.0)
 
 
 def test_constructors() -> None:
-    @dataclass(frozen=True)
-    class Rate:  # settings.Rate's shape
-        max_requests: int
-        interval_s: float
-
-    limiter = LocationLimiter(Rate(100, 10.0), Rate(5, 1.0))
-    assert (limiter.server_limit, limiter.ceiling) == (Limit(100, 10.0), Limit(5, 1.0))
-    assert LocationLimiter().server_limit == Limit(100, 10.0)  # HighLevel's published
+    limiter = LocationLimiter(Rate(100, 10.0), (5, 1.0))
+    assert (limiter.server_limit, limiter.ceiling) == (Rate(100, 10.0), Rate(5, 1.0))
+    assert LocationLimiter().server_limit == Rate(100, 10.0)  # HighLevel's published
     assert LocationLimiter().ceiling is None
     for bad in ((0, 10.0), (1, 0.0), (1, float("nan"))):
         with pytest.raises(ValueError):
@@ -454,14 +450,14 @@ def test_a_run_that_ends_gives_its_share_back() -> None:
     clock = FakeClock()
     limiter = LocationLimiter((100, 10.0), clock=clock)
     limiter.observe(max_requests=100, interval_ms=10_000, remaining=99, sharers=2)
-    assert limiter.server_limit == Limit(50, 10.0)
+    assert limiter.server_limit == Rate(50, 10.0)
     limiter.observe(max_requests=None, interval_ms=None, remaining=None, sharers=1)
-    assert limiter.server_limit == Limit(50, 10.0)  # its last requests are still in the window
+    assert limiter.server_limit == Rate(50, 10.0)  # its last requests are still in the window
     clock.now += 10.0
     limiter.share(1)
-    assert limiter.server_limit == Limit(100, 10.0)  # from the last announced max
+    assert limiter.server_limit == Rate(100, 10.0)  # from the last announced max
     limiter.share(2)  # a new peer takes its share at once
-    assert limiter.server_limit == Limit(50, 10.0)
+    assert limiter.server_limit == Rate(50, 10.0)
 
 
 def test_requests_from_before_the_run_cost_their_permits_and_nothing_more() -> None:

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from pipeline.core.outcomes import Code, Status
-from pipeline.highlevel.answers import Answer, RateInfo
+from pipeline.highlevel.answers import Answer, RateHeaders
 from pipeline.send.backoff import Backoff
 from pipeline.send.retrying import FindExisting, Retry, RetryPolicy, Settle, skipped
 
@@ -17,7 +17,7 @@ POLICY = RetryPolicy(
 
 
 def failed(code: Code, status: int | None = None, **rate: int | float) -> Answer:
-    return Answer(Status.FAILED, code, http_status=status, rate=RateInfo(**rate), trace_id="t-1")
+    return Answer(Status.FAILED, code, http_status=status, rate=RateHeaders(**rate), trace_id="t-1")
 
 
 def test_created_settles() -> None:

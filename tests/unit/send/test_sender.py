@@ -14,7 +14,7 @@ import pytest
 
 from pipeline.auth.tokens import Tokens
 from pipeline.core.outcomes import Code, RowOutcome, Status
-from pipeline.core.settings import Rate
+from pipeline.core.values import Rate
 from pipeline.highlevel.answers import Answer
 from pipeline.highlevel.client import ConversationsClient
 from pipeline.send.backoff import Backoff

@@ -20,10 +20,10 @@ from pipeline.core.outcomes import (
     Status,
 )
 from pipeline.core.schema import OUTCOME_SCHEMA, RESULT_SCHEMA
-from pipeline.inputs.earlier import settled
+from pipeline.inputs.resuming import settled
 from pipeline.state import journal as journal_module
 from pipeline.state.journal import JournalWriter, fingerprint, read_journal, read_records
-from pipeline.state.outputs import OutputFiles
+from pipeline.state.output_files import OutputFiles
 
 
 def outcome(i: int, status: Status = Status.CREATED, code: Code | None = None) -> RowOutcome:

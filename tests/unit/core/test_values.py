@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.core.errors import UsageError
-from pipeline.core.settings import Rate, check_base_url, parse_rate
+from pipeline.core.values import Rate, check_base_url, parse_rate
 
 
 @pytest.mark.parametrize(

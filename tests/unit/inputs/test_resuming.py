@@ -10,9 +10,9 @@ import pytest
 from pipeline.core.errors import UsageError
 from pipeline.core.outcomes import RowOutcome, Status
 from pipeline.core.schema import RESULT_SCHEMA
-from pipeline.inputs.earlier import find_earlier, outcomes_from_results
+from pipeline.inputs.resuming import find_earlier, outcomes_from_results
 from pipeline.state.journal import JournalWriter, fingerprint
-from pipeline.state.outputs import OutputFiles
+from pipeline.state.output_files import OutputFiles
 
 PLANNED = pl.LazyFrame(
     {"row_index": [0, 1, 2], "contact_id": ["a", "b", "c"], "location_id": ["L", "L", "M"]}

@@ -32,7 +32,7 @@ from pipeline.core.schema import OUTCOME_SCHEMA, RESULT_SCHEMA, compact, no_outc
 from pipeline.inputs.known import known_outcomes
 from pipeline.state import objects
 from pipeline.state.journal import fingerprint, read_journal
-from pipeline.state.outputs import OutputFiles
+from pipeline.state.output_files import OutputFiles
 
 FrameT = TypeVar("FrameT", pl.DataFrame, pl.LazyFrame)
 

@@ -23,16 +23,31 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 @dataclass(frozen=True, slots=True)
 class Rate:
-    """At most ``max_requests`` per ``interval_s`` seconds, per location."""
+    """At most ``max_requests`` per ``interval_s`` seconds: a ``--rate``, a location's
+    window as its answers announce it, HighLevel's published limit. One type for all of
+    them, so a limit read from headers and one typed on the command line compare equal."""
 
     max_requests: int
     interval_s: float
+
+    def __post_init__(self) -> None:
+        if self.max_requests < 1 or not self.interval_s > 0:
+            raise ValueError("max_requests and interval_s must be positive")
+
+    @classmethod
+    def of(cls, rate: Rate | tuple[int, float]) -> Rate:
+        return cls(*rate) if isinstance(rate, tuple) else rate
 
     def __str__(self) -> str:
         return f"{self.max_requests}/{self.interval_s:g}s"
 
     def as_tuple(self) -> tuple[int, float]:
         return (self.max_requests, self.interval_s)
+
+
+# HighLevel's published per-location limit: what a location is assumed to allow until its
+# first answer announces its own (the limiter, the plan's estimate and the report's chart).
+PUBLISHED_RATE = Rate(constants.DEFAULT_RATE_MAX, constants.DEFAULT_RATE_INTERVAL_S)
 
 
 def parse_rate(text: str) -> Rate:

@@ -25,7 +25,7 @@ a local state folder (``--state-dir``) beside a stand-in for the output, the *an
 same name apart. For a local output the anchor is the results file itself.
 
 These names are read back by later runs, possibly of an earlier version: they never change
-(``tests/unit/state/test_outputs.py`` holds them to the letter).
+(``tests/unit/state/test_output_files.py`` holds them to the letter).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.core.errors import UsageError
-from pipeline.core.settings import is_uri
+from pipeline.core.values import is_uri
 
 
 def state_anchor(uri: str, state_dir: Path) -> Path:

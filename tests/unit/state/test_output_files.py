@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.state.outputs import OutputFiles, state_anchor
+from pipeline.state.output_files import OutputFiles, state_anchor
 
 
 def test_the_files_beside_a_local_output(tmp_path: Path) -> None:
