@@ -319,7 +319,7 @@ class RunConfig(BaseSettings):
 
 def load_config(command_line: dict[str, Any], config_file: Path | None) -> RunConfig:
     """Merge the sources in precedence order and validate; any problem is one UsageError."""
-    file_values = _read_toml(config_file) if config_file is not None else {}
+    file_values = read_config_file(config_file) if config_file is not None else {}
     environment = {
         name.upper().removeprefix(ENV_PREFIX).lower(): value
         for name, value in os.environ.items()
@@ -376,7 +376,8 @@ def _words(value: Any) -> list[str]:
     return [word for item in items if isinstance(item, str) for word in item.split()]
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def read_config_file(path: Path) -> dict[str, Any]:
+    """A ``--config`` file's settings, keyed as ``RunConfig``'s fields (not yet validated)."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:

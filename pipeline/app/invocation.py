@@ -86,6 +86,7 @@ def job_for(
     overwrite: bool = False,
     log_level: int = logging.INFO,
     handle_signals: bool = False,
+    argv: Sequence[str] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Job:
     """The job: ``output`` (a shard writes its part beside it: ``--shard``, or the engine's
@@ -115,6 +116,7 @@ def job_for(
         overwrite=overwrite,
         log_level=log_level,
         handle_signals=handle_signals,
+        argv=None if argv is None else tuple(argv),
     )
 
 

@@ -36,6 +36,9 @@ class Job:
     # SIGINT/SIGTERM stop the run gracefully (the command line owns its process); a library
     # call installs no handler it cannot own, and Ctrl-C interrupts it as Python does.
     handle_signals: bool = False
+    # The command line as typed, to print the commands that continue it (a second Ctrl-C's
+    # --resume); None for a Python call, which prints none.
+    argv: tuple[str, ...] | None = None
     shard: Shard | None = None  # one task of an array job: its part of the locations
     merge_into: str | None = None  # --merge: the whole output, written once all parts are in
 

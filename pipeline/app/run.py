@@ -2,7 +2,7 @@
 
 This module only sequences the stages and owns the run's lifecycle: the lock, the staging
 folder, the journal's birth and removal (signals are the sending session's, ``session`` and
-``workers``: a run never signals itself). ``_execute`` reads as the list of phases, one
+``workers``: a run never signals itself). ``_phases`` reads as the list of phases, one
 function each, in the order the data flows; each stage lives in its own module
 and knows nothing of the ones after it (``planning``, ``resuming``, ``session`` or ``workers``
 with ``journal``, ``results``, ``report``). The files they share around the output are named
@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -159,7 +158,7 @@ def execute(
             None if job.dry_run else take_up(files, job.config.checkpoint_interval, resume=resume)
         )
         with staging(files) as stage, released_on_failure(checkpoints):
-            return _execute(
+            return _phases(
                 job, tokens, files, stage, checkpoints, resume=resume, retry_from=retry_from
             )
 
@@ -176,7 +175,7 @@ class _Start:
         return round(time.monotonic() - self.monotonic, 3)
 
 
-def _execute(
+def _phases(
     job: Job,
     tokens: Tokens | None,
     files: OutputFiles,
@@ -357,7 +356,7 @@ def _send(
     journal = JournalWriter(path, fingerprint=print_, resume_at=resume_at.get(path))
     try:
         shard = job.shard.label if job.shard is not None else None
-        leaving = interrupted_again(sys.argv[1:], shard) if job.handle_signals else None
+        leaving = None if job.argv is None else interrupted_again(job.argv, shard)
         result = run_async(
             send_session(
                 job, tokens, sendable, journal, gauge=gauge, switch=switch, leaving=leaving

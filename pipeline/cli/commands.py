@@ -16,11 +16,12 @@ import tempfile
 import traceback
 from collections.abc import MutableMapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal
 
 import click
 
-from pipeline.app.config import ENV_PREFIX
+from pipeline.app.config import ENV_PREFIX, read_config_file
 from pipeline.cli import files, oauth, serve  # noqa: F401 - their commands join the group
 from pipeline.cli.group import (
     RUN_EXAMPLES,
@@ -54,7 +55,7 @@ from pipeline.state.output_files import require_parquet_name
 @run_options
 def run(input: str, **options: Any) -> None:
     """Create a conversation for every (locationId, contactId) row of INPUT."""
-    _execute(input, options, retry_from=None)
+    _run_and_print(input, options, retry_from=None)
 
 
 @cli.command(
@@ -75,10 +76,10 @@ def retry(results: str, **options: Any) -> None:
     Rows that failed for a transient reason (429, 5xx, timeout, network, rejected token) and
     skipped rows are sent; every other row keeps its outcome.
     """
-    _execute(results, options, retry_from=results)
+    _run_and_print(results, options, retry_from=results)
 
 
-def _execute(input_path: str, options: dict[str, Any], *, retry_from: str | None) -> None:
+def _run_and_print(input_path: str, options: dict[str, Any], *, retry_from: str | None) -> None:
     """Run (or retry), print the summary, exit with the verdict: the work is the app's
     (``app.invocation.perform``), the same as a Python call's."""
     require_parquet_name(options["output"])
@@ -88,8 +89,7 @@ def _execute(input_path: str, options: dict[str, Any], *, retry_from: str | None
     from pipeline.app.invocation import perform
     from pipeline.observe.report import render
 
-    argv = (click.get_current_context().obj or {}).get("argv", sys.argv[1:])
-    summary = perform(job, tokens, resume=options["resume"], retry_from=retry_from, argv=argv)
+    summary = perform(job, tokens, resume=options["resume"], retry_from=retry_from, argv=job.argv)
     if job.config.summary == "json":
         click.echo(logs.scrub(json.dumps(summary.to_dict(), default=str)))
     elif job.config.summary == "table":
@@ -183,7 +183,8 @@ def main(argv: list[str] | None = None) -> None:
 def _fail(message: str, code: int, debug: bool, args: Sequence[str] = ()) -> None:
     """The one line of a fatal error on stderr: a JSON log line under ``--log-format json``,
     and with ``--summary json`` a JSON object on stdout too, so a script reading either
-    finds the error where it reads the rest."""
+    finds the error where it reads the rest. The two settings are read from where the
+    configuration comes from (``_given``), since it may be the configuration that failed."""
     if debug:
         click.echo(logs.scrub(traceback.format_exc()), err=True)
     text = logs.scrub(one_line(message))
@@ -200,13 +201,31 @@ def _fail(message: str, code: int, debug: bool, args: Sequence[str] = ()) -> Non
 
 def _given(args: Sequence[str], option: str) -> str | None:
     """An option's value as the command line gives it (the last), else its ``GHL_*``
-    variable's: read from the arguments, since the configuration may be what failed."""
+    variable's, else the ``--config`` file's: read from the sources themselves, since the
+    configuration may be what failed."""
+    value = _argument(args, option)
+    if value is not None:
+        return value
+    key = option.removeprefix("--").replace("-", "_")
+    found = [v for name, v in os.environ.items() if name.upper() == ENV_PREFIX + key.upper()]
+    if found:
+        return found[0]
+    config_file = _argument(args, "--config")
+    if config_file is None:
+        return None
+    try:
+        in_file = read_config_file(Path(config_file)).get(key)
+    except UsageError:  # the file itself is what failed: its line says so
+        return None
+    return None if in_file is None else str(in_file)
+
+
+def _argument(args: Sequence[str], option: str) -> str | None:
+    """The last value ``args`` give ``option`` (``--x V`` or ``--x=V``)."""
     value = None
     for arg, after in zip(args, [*args[1:], None], strict=True):
         if arg == option and after is not None:
             value = after
         elif arg.startswith(f"{option}="):
             value = arg.split("=", 1)[1]
-    variable = ENV_PREFIX + option.removeprefix("--").replace("-", "_").upper()
-    found = [v for name, v in os.environ.items() if name.upper() == variable]
-    return value if value is not None else (found[0] if found else None)
+    return value

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
@@ -157,9 +158,10 @@ def job_and_tokens(
         overwrite=options.get("overwrite", False),
         log_level=log_level,
         handle_signals=True,
+        argv=(click.get_current_context().obj or {}).get("argv", sys.argv[1:]),
     )
     require_token(job, tokens)
-    # After the usage errors, so that they reach the person (see _execute).
+    # After the usage errors, so that they reach the person (see commands._run_and_print).
     logs.configure(
         config.log_format,
         level=log_level,

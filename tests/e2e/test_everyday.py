@@ -313,3 +313,12 @@ def test_a_fatal_error_is_json_where_json_was_asked_for(tmp_path: Path) -> None:
     assert json.loads(done.stdout) == {"exit_code": 2, "error": error}
     done = run_cli("run", str(missing), "-o", out, env={"GHL_SUMMARY": "json"}, token=None)
     assert json.loads(done.stdout) == {"exit_code": 2, "error": error}
+    # Set in a --config file (the [run] table or bare keys), even when the file's other
+    # settings are what failed; the command line still decides over the file.
+    config = tmp_path / "pipeline.toml"
+    config.write_text('[run]\nlog-format = "json"\nsummary = "json"\nrate = "fast"\n')
+    done = run_cli("run", str(missing), "-o", out, "--config", str(config))
+    assert done.code == 2 and json.loads(done.stdout)["exit_code"] == 2
+    assert "expected N/Ts" in json.loads(done.stderr)["event"]
+    done = run_cli("run", str(missing), "-o", out, "--config", str(config), "--summary", "none")
+    assert done.stdout == "" and json.loads(done.stderr)["level"] == "error"
