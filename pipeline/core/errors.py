@@ -51,10 +51,12 @@ def first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-def plural(count: int, noun: str, many: str | None = None) -> str:
+def plural(count: int, noun: str, many: str | None = None, *, grouped: bool = False) -> str:
     """``count`` and ``noun``, plural unless the count is one: ``1 row``, ``0 rows``,
-    ``2 locations``; ``many`` is a plural that is not ``noun`` + s (``"entries"``)."""
-    return f"{count} {noun if count == 1 else many or noun + 's'}"
+    ``2 locations``; ``many`` is a plural that is not ``noun`` + s (``"entries"``);
+    ``grouped``: thousands apart, as a message read in a chat shows them (``1,000 rows``)."""
+    number = f"{count:,}" if grouped else str(count)
+    return f"{number} {noun if count == 1 else many or noun + 's'}"
 
 
 def one_line(text: str) -> str:

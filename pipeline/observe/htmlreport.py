@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 
 import polars as pl
 
+from pipeline.core.errors import plural
 from pipeline.core.outcomes import Code, Status
 from pipeline.observe.htmlcharts import (
     CSS,
@@ -203,7 +204,7 @@ def _header(report: Report, title: str, dry_run: bool) -> str:
     if run is not None:
         started = f"run started {esc(run.started_at.replace('T', ' ')[:19])} UTC · "
     cards = [
-        _card("rows", f"{rows:,}", f"{report.locations:,} locations"),
+        _card("rows", f"{rows:,}", plural(report.locations, "location", grouped=True)),
         *_done_cards(report, dry_run),
     ]
     for status in PROBLEM_STATUSES:

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Literal
 import structlog
 
 from pipeline.core import logs
+from pipeline.core.errors import plural
 
 if TYPE_CHECKING:
     import apprise
@@ -101,7 +102,8 @@ def build_message(summary: RunSummary) -> Message:
     report, run = summary.report, summary.report.run
     code, reason = summary.exit_code, summary.exit_reason
     dry = " (dry run)" if run is not None and run.dry_run else ""
-    title = f"pipeline: {report.rows:,} rows -> {summary.results}{dry}: exit {code}" + (
+    rows = plural(report.rows, "row", grouped=True)
+    title = f"pipeline: {rows} -> {summary.results}{dry}: exit {code}" + (
         f" ({reason})" if reason else ""
     )
     lines = [f"**exit {code}**" + (f": {reason}" if reason else "")]
@@ -142,9 +144,9 @@ def _counts(counts: dict[str, int], top: int | None = None) -> str:
 def _run_line(run: RunInfo, locations: int) -> str:
     parts = [f"took {_duration(run.elapsed_s)}"]
     throttled = f" ({run.throttled:,} throttled)" if run.throttled else ""
-    parts.append(f"{run.requests:,} requests{throttled}")
+    parts.append(f"{plural(run.requests, 'request', grouped=True)}{throttled}")
     if locations:
-        parts.append(f"{locations:,} locations")
+        parts.append(plural(locations, "location", grouped=True))
     return ", ".join(parts)
 
 

@@ -384,6 +384,8 @@ def test_a_clean_dry_run_without_run_info() -> None:
     ]
     bare = build_message(summary_of(results="r.parquet", exit_code=130))
     assert bare.title == "pipeline: 0 rows -> r.parquet: exit 130"
+    one = build_message(summary_of(rows=1, locations=1, run={"requests": 1}, exit_code=0))
+    assert one.title.startswith("pipeline: 1 row -> ") and "1 request, 1 location" in one.body
     assert "took" not in bare.body
 
 

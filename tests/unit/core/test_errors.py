@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.core.errors import UsageError, first_line, one_line
+from pipeline.core.errors import UsageError, first_line, one_line, plural
 
 
 def test_first_line_of_a_one_line_message() -> None:
@@ -41,4 +41,12 @@ def test_one_line_of_nothing_is_empty(text: str) -> None:
 def test_one_line_leaves_a_line_alone() -> None:
     assert one_line("pipeline: error: no contactId column") == (
         "pipeline: error: no contactId column"
+    )
+
+
+def test_a_count_of_one_is_singular_and_grouped_counts_read_as_in_a_chat() -> None:
+    assert [plural(n, "row") for n in (0, 1, 2, 1000)] == ["0 rows", "1 row", "2 rows", "1000 rows"]
+    assert plural(1234, "location", grouped=True) == "1,234 locations"
+    assert (
+        plural(1, "entry", "entries") == "1 entry" and plural(3, "entry", "entries") == "3 entries"
     )
