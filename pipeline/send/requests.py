@@ -32,6 +32,7 @@ from pipeline.send.limiter import PrioritySlots
 from pipeline.send.retrying import Retry
 from pipeline.send.rows import Location, Row
 from pipeline.send.watchdog import PROBE_EVERY_S, Watchdog
+from pipeline.send.window import TOLERANCE_S
 
 log = structlog.get_logger("pipeline.send.requests")
 
@@ -104,7 +105,9 @@ class RequestLayer:
         5,000 connections for 1,000 rows), and the first answer lets every row go again."""
         while self._watchdog.silent:
             wait_s = self._next_probe_at - self._clock()
-            if not self._slots.in_use and wait_s <= 0:
+            # A wait shorter than the clock can tell would wake still not due, and spin
+            # (it did, in virtual time: a timer 1e-17 s ahead fires without time moving).
+            if not self._slots.in_use and wait_s <= TOLERANCE_S:
                 self._next_probe_at = self._clock() + PROBE_EVERY_S
                 return
             self._request_ended.clear()

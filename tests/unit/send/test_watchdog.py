@@ -304,3 +304,19 @@ def test_an_oauth_run_whose_api_dies_exits_1_within_a_minute(tmp_path: Path) -> 
     assert results["row_index"].to_list() == list(range(2000))
     assert "internal_error" not in set(results["error_code"].drop_nulls())
     assert (results["error_code"] == "unreachable").sum() > 1000
+
+
+async def test_a_probe_due_closer_than_the_clock_can_tell_goes_now() -> None:
+    """While the API is silent, the next probe waits for its time; one due 1e-10 s ahead
+    can never be waited for (the event loop fires a timer within its clock's resolution at
+    once, and a virtual clock does not move for it), so it is due now. It spun forever in
+    virtual time before."""
+    from pipeline.send.requests import RequestLayer
+
+    now = 1.0
+    watchdog = Watchdog(30.0, clock=lambda: now)
+    watchdog.failed("Cannot connect")  # silent: one probe at a time
+    layer = RequestLayer(4, watchdog=watchdog, observe=lambda *_: None, clock=lambda: now)
+    layer._next_probe_at = now + 1e-10
+    assert layer._next_probe_at > now  # not due by ``wait_s <= 0``
+    await asyncio.wait_for(layer._probe_turn(), timeout=2.0)
