@@ -308,6 +308,7 @@ color:var(--c);background:color-mix(in srgb,var(--c) 14%,white);white-space:nowr
 .rows{table-layout:fixed}
 .rows td{font-size:13px;overflow-wrap:anywhere}
 .rows td.id,.rows td.code,.rows td.msg .trace{white-space:normal}
+.locations td.id{white-space:normal;overflow-wrap:anywhere;min-width:12ch;max-width:32ch}
 .rows .col-row_index{width:56px}.rows .col-status{width:88px}.rows .col-http_status{width:52px}
 .rows .col-attempts{width:48px}.rows .col-contact_id,.rows .col-location_id{width:16%}
 .rows .col-error_code{width:17%}

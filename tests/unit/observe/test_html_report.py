@@ -560,6 +560,12 @@ PAGE_FACTS = """JSON.stringify({
       overflowing: [...panel.querySelectorAll('td')]
         .filter(td => td.scrollWidth > td.clientWidth + 1)
         .map(td => td.className + ': ' + td.textContent.slice(0, 40)),
+      locations: (() => {
+        const box = document.querySelector('#locations .scroll');
+        return box ? [box.scrollWidth, box.clientWidth] : null;
+      })(),
+      locationIds: [...document.querySelectorAll('#locations td')]
+        .map(td => td.textContent).filter(text => text.length > 100).length,
     };
   })(),
 })"""
@@ -699,3 +705,5 @@ def test_ids_not_found_yet_need_attention_and_the_problem_rows_fit_1280_px(
     assert width["table"] <= width["room"] + 0.5, width  # the table fits its panel
     assert width["scroller"][0] <= width["scroller"][1], width  # nor inside it
     assert width["overflowing"] == [], width  # long messages and IDs wrap in their cells
+    assert width["locationIds"] == 1, width  # the 200-character location id is listed ...
+    assert width["locations"][0] <= width["locations"][1], width  # ... and wraps there too
