@@ -30,9 +30,14 @@ _BEARER = re.compile(r"(?i)\bbearer\s+[^\s'\",}]+")
 _secrets: set[str] = set()
 
 
+# A value this short is no secret, and redacting it everywhere garbles every message: a
+# GHL_TOKEN=x tried by hand made "http://e[REDACTED]ample.com" of a URL in an error.
+MIN_SECRET_CHARS = 6
+
+
 def register_secret(value: str) -> None:
-    """Redact ``value`` from every log event from now on."""
-    if value:
+    """Redact ``value`` from every log event from now on (unless it is too short to be one)."""
+    if len(value) >= MIN_SECRET_CHARS:
         _secrets.add(value)
 
 

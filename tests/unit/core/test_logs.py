@@ -46,3 +46,13 @@ def test_exceptions_are_scrubbed_too(captured: io.StringIO) -> None:
         log.exception("boom")
     raw = captured.getvalue()
     assert SECRET not in raw and "RuntimeError" in raw
+
+
+def test_a_value_too_short_to_be_a_secret_is_not_redacted_everywhere() -> None:
+    """A token of one letter tried by hand would turn every "x" of every message into
+    [REDACTED]; a real token, six characters or more, is redacted wherever it appears."""
+    logs.register_secret("x")
+    logs.register_secret("")
+    assert logs.scrub("http://example.com") == "http://example.com"
+    logs.register_secret("sixsix")
+    assert logs.scrub("a sixsix b") == f"a {logs.REDACTED} b"
