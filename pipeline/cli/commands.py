@@ -21,7 +21,6 @@ from typing import Any, Literal
 
 import click
 
-from pipeline.app.config import ENV_PREFIX, read_config_file
 from pipeline.cli import files, oauth, serve  # noqa: F401 - their commands join the group
 from pipeline.cli.group import (
     RUN_EXAMPLES,
@@ -206,6 +205,8 @@ def _given(args: Sequence[str], option: str) -> str | None:
     value = _argument(args, option)
     if value is not None:
         return value
+    from pipeline.app.config import ENV_PREFIX, read_config_file
+
     key = option.removeprefix("--").replace("-", "_")
     found = [v for name, v in os.environ.items() if name.upper() == ENV_PREFIX + key.upper()]
     if found:

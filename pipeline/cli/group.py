@@ -12,15 +12,17 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from pipeline.app.config import ENV_PREFIX, RunConfig, load_config
-from pipeline.app.job import Job
-from pipeline.auth.tokens import Tokens
 from pipeline.cli.helpformat import FlowGroup
+from pipeline.cli.options import stored_specs
 from pipeline.core import logs
+
+if TYPE_CHECKING:
+    from pipeline.app.job import Job
+    from pipeline.auth.tokens import Tokens
 
 
 @click.group(
@@ -36,37 +38,14 @@ def cli() -> None:
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 
-def option_specs() -> list[tuple[str, str, Any, str, str]]:
-    """(option, field, default, help, metavar) for every configuration field, for the CLI."""
-    specs = []
-    for name, field in RunConfig.model_fields.items():
-        default = field.get_default(call_default_factory=True)
-        shown = "" if default in (None, False, []) else f" [default: {default}]"
-        env = f" [env: {ENV_PREFIX}{name.upper()}]"
-        choices = get_args(field.annotation) if get_origin(field.annotation) is Literal else ()
-        if choices:
-            metavar = "[" + "|".join(choices) + "]"
-        elif isinstance(default, list):
-            metavar = "URL"
-        elif default == "auto":
-            metavar = "N|auto"
-        elif isinstance(default, int | float) and not isinstance(default, bool):
-            metavar = "N" if isinstance(default, int) else "X"
-        else:
-            metavar = "FILE" if "file" in name else "TEXT"
-        flag = f"--{name.replace('_', '-')}"
-        specs.append((flag, name, default, f"{field.description}{shown}{env}", metavar))
-    return specs
-
-
 def _config_options() -> list[Decorator]:
     """One option per configuration field (``config.RunConfig``): values are passed on as
     typed, and pydantic-settings validates them together with the environment and file."""
     options: list[Decorator] = []
-    for flag, name, default, help_text, metavar in option_specs():
-        if isinstance(default, bool):
+    for flag, name, kind, help_text, metavar in stored_specs():
+        if kind == "flag":
             options.append(click.option(flag, name, is_flag=True, default=None, help=help_text))
-        elif isinstance(default, list):  # repeatable
+        elif kind == "multiple":  # repeatable
             options.append(click.option(flag, name, multiple=True, help=help_text, metavar=metavar))
         else:
             options.append(click.option(flag, name, default=None, help=help_text, metavar=metavar))
@@ -139,6 +118,7 @@ def job_and_tokens(
     the connection exactly as the run it precedes will. A command without ``--dry-run`` or
     ``--overwrite`` counts as not asking for them; without a token, only a dry run goes on.
     """
+    from pipeline.app.config import RunConfig, load_config
     from pipeline.app.invocation import job_for, tokens_for
     from pipeline.app.job import require_token
 

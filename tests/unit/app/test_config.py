@@ -78,3 +78,12 @@ def test_missing_config_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", ["example.toml", "sandbox.toml"])
 def test_bundled_configs_are_valid(name: str) -> None:
     assert isinstance(load_config({}, REPO / "configs" / name), RunConfig)
+
+
+def test_the_command_line_s_option_table_is_the_model_s() -> None:
+    """``--help`` reads cli/options.json, not pydantic: the file must say what RunConfig
+    says (after a change to the model: ``python -m pipeline.cli.options``)."""
+    from pipeline.cli.options import option_specs, stored_specs
+
+    assert stored_specs() == option_specs()
+    assert len(stored_specs()) == len(RunConfig.model_fields)
