@@ -355,14 +355,15 @@ def load_config(command_line: dict[str, Any], config_file: Path | None) -> RunCo
 def _register_secrets(sources: list[dict[str, Any]], environ: Mapping[str, str]) -> None:
     """Register with the log redaction, before any validation can print, every secret the
     settings carry in any source: notification URLs (a webhook's URL is its key), a
-    Pushgateway URL's credentials, a token pasted where a variable's name belongs, and the
-    token in the variable named."""
+    Pushgateway URL's credentials (a base URL's too, which are refused), a token pasted
+    where a variable's name belongs, and the token in the variable named."""
     variables = {"GHL_TOKEN"}
     for values in sources:
-        words = {key: _words(values.get(key)) for key in ("notify", "pushgateway", "token_env")}
+        keys = ("notify", "pushgateway", "token_env", "base_url")
+        words = {key: _words(values.get(key)) for key in keys}
         for url in words["notify"]:
             logs.register_secret(url)
-        for url in words["pushgateway"]:
+        for url in words["pushgateway"] + words["base_url"]:  # refused with credentials
             logs.register_credentials(url)
         variables.update(name for name in words["token_env"] if _VARIABLE_NAME.match(name))
         for pasted in (name for name in words["token_env"] if not _VARIABLE_NAME.match(name)):

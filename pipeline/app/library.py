@@ -15,7 +15,7 @@ themselves (``.rows``). Every option of ``pipeline run`` is honoured as the comm
 honours it, through the same path (``app.invocation``): tokens from ``token_env``,
 ``token_file``, ``tokens_file`` or ``oauth_file`` when neither ``token`` nor ``tokens`` is
 given, ``shard``/``merge``, ``fail_on``, ``notify``, ``metrics_file``, ``pushgateway``. Only
-``summary`` is refused: the call prints nothing, it returns its summary.
+``summary`` is refused: the call prints no summary, it returns it (its logs go to stderr).
 
 ``create_conversations_async`` is the form for code that already runs an event loop
 (Jupyter does): the job runs on a worker thread with its own loop, so the caller's loop is
@@ -224,8 +224,7 @@ def _refuse_options(options: Mapping[str, Any]) -> None:
     if cli_only:
         named = ", ".join(f"{name}=" for name in cli_only)
         problems.append(
-            f"does not take {named} (the call prints nothing: it returns its summary, "
-            "run_conversations)"
+            f"does not take {named} (the call prints no summary: it returns it, run_conversations)"
         )
     if problems:
         raise OptionNotTaken(

@@ -58,7 +58,7 @@ def register_credentials(url: str) -> None:
 
 def scrub(text: str) -> str:
     """``text`` with every registered secret and bearer credential replaced."""
-    for secret in _secrets:
+    for secret in sorted(_secrets, key=len, reverse=True):  # "user:pass" before "pass"
         if secret in text:
             text = text.replace(secret, REDACTED)
     return _BEARER.sub(f"Bearer {REDACTED}", text)

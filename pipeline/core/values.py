@@ -69,6 +69,11 @@ def check_base_url(url: str, *, allow_insecure_http: bool) -> str:
         raise UsageError(
             f"--base-url {url!r}: expected an http(s) URL such as {constants.DEFAULT_BASE_URL}"
         )
+    if parts.username is not None or parts.password is not None:
+        raise UsageError(
+            f"--base-url {url!r}: a user or password in the URL cannot be sent: HighLevel "
+            "takes the token alone, in the Authorization header; give the URL without them"
+        )
     if parts.scheme == "http" and not allow_insecure_http and not _is_loopback(parts.hostname):
         raise UsageError(
             f"--base-url {url!r}: plain http would send the token unencrypted; "
@@ -124,8 +129,9 @@ def parse_fail_on(text: str) -> tuple[frozenset[str], frozenset[str]]:
     if unknown or not names:
         raise UsageError(
             f"--fail-on {text!r}: expected statuses ({', '.join(sorted(statuses))}) or "
-            f"error codes (such as missing_contact_id, unauthorized), comma-separated; "
-            f"not {', '.join(unknown) or 'nothing'}"
+            "error codes (such as missing_contact_id, unauthorized), comma-separated"
+            # Which names are unknown, when the value is not all of them (it is shown whole).
+            + (f"; not {', '.join(unknown)}" if unknown and unknown != names else "")
         )
     return (
         frozenset(n for n in names if n in statuses),

@@ -215,7 +215,7 @@ def _header(report: Report, title: str, dry_run: bool) -> str:
         tone = "bad" if count and not (dry_run and status == Status.SKIPPED.value) else ""
         cards.append(_card(status, f"{count:,}", sub, tone))
     if run is not None:
-        cards.append(_card("duration", duration(run.elapsed_s), f"{run.workers} worker(s)"))
+        cards.append(_card("duration", duration(run.elapsed_s), plural(run.workers, "worker")))
         cards.append(
             _card("requests", f"{run.requests:,}", f"{run.requests_per_s:,.1f} per second")
         )

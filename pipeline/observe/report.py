@@ -188,6 +188,8 @@ def read_results(path: str | Path) -> tuple[pl.DataFrame, RunInfo | None]:
     found = named(path, kinds=("*.parquet",), list_remote=False)
     if not found.remote and not found.paths:
         raise UsageError(f"{path}: no files match")
+    if not found.remote and not found.pattern and not Path(path).exists():
+        raise UsageError(f"{path}: no such file")  # as the other commands say it
     try:
         if found.pattern:
             parts = pl.read_parquet(path, missing_columns="insert")
@@ -222,6 +224,12 @@ def render(report: Report, fmt: ReportFormat = "table", *, title: str = "") -> s
     if fmt == "markdown":
         return _markdown(report, title)
     return _table(report, title)
+
+
+def _cut(text: str, width: int) -> str:
+    """``text`` in ``width`` characters, an ellipsis saying when some were left out (the
+    whole is in ``--format markdown`` and ``json``)."""
+    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
 
 
 def _run_line(run: RunInfo) -> str:
@@ -280,15 +288,16 @@ def _table(report: Report, title: str) -> str:
         statuses = [s for s in STATUS_ORDER if s in report.by_status]
         lines.append(f"  {'location_id':<24} {'rows':>7} " + " ".join(f"{s:>9}" for s in statuses))
         for row in report.by_location:
-            name = str(row["location_id"])[:24]
+            name = _cut(str(row["location_id"]), 24)
             lines.append(
                 f"  {name:<24} {row['rows']:>7} " + " ".join(f"{row[s]:>9}" for s in statuses)
             )
     if report.top_failures:
         lines.append("top failures:")
         for failure in report.top_failures:
-            message = (failure["error_message"] or "")[:70]
-            lines.append(f"  {failure['rows']:>7}  {failure['error_code']}: {message}")
+            code = failure["error_code"]
+            message = _cut(failure["error_message"] or "", 70)
+            lines.append(f"  {failure['rows']:>7}  {code}: {message}")
     if report.run is not None:
         lines.append(_run_line(report.run))
     return "\n".join(lines)
@@ -332,7 +341,10 @@ def _markdown(report: Report, title: str) -> str:
 
 RowsFormat = Literal["table", "json", "markdown", "csv"]
 # The columns a listing of rows shows in a table (a CSV or JSON listing has them all).
-ROW_COLUMNS = ("row_index", "contact_id", "location_id", "status", "error_code", "error_message")
+ROW_COLUMNS = (
+    "row_index", "contact_id", "location_id", "status", "conversation_id", "error_code",
+    "error_message",
+)  # fmt: skip
 
 
 def select_rows(frame: pl.DataFrame, statuses: str) -> pl.DataFrame:
@@ -371,12 +383,16 @@ def select_rows(frame: pl.DataFrame, statuses: str) -> pl.DataFrame:
 
 def render_rows(rows: pl.DataFrame, fmt: RowsFormat) -> str:
     """A listing of rows: CSV and JSON with every column, a table or markdown with the
-    columns that say what happened."""
+    columns that say what happened (the conversation id when any row has one)."""
     if fmt == "csv":
         return rows.write_csv()
     if fmt == "json":
         return json.dumps(rows.to_dicts(), indent=2, default=str)
-    shown = rows.select([c for c in ROW_COLUMNS if c in rows.columns])
+    # The conversation's id when any row listed has one (created rows: what they are for).
+    columns = [c for c in ROW_COLUMNS if c in rows.columns]
+    if "conversation_id" in columns and rows["conversation_id"].null_count() == rows.height:
+        columns.remove("conversation_id")
+    shown = rows.select(columns)
     cells = [[("" if v is None else str(v)) for v in row] for row in shown.iter_rows()]
     if fmt == "markdown":
         head = "| " + " | ".join(shown.columns) + " |"

@@ -107,7 +107,7 @@ def test_the_printed_summary_is_refused_by_name() -> None:
         pipeline.create_conversations(frame(1, 2), dry_run=True, summary="json")
     assert isinstance(refused.value, TypeError)  # as Python refuses an unexpected keyword
     message = str(refused.value)
-    assert "does not take summary= (the call prints nothing" in message
+    assert "does not take summary= (the call prints no summary: it returns it" in message
     assert message.endswith("it takes: " + ", ".join(accepted()))
     assert "token, tokens, output, resume, overwrite, dry_run, base_url" in message
     assert "summary" not in message.partition("it takes: ")[2].split(", ")

@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from pipeline.inputs.planning import IdRules, estimate, plan, to_send
-from pipeline.observe.report import RunInfo, build_report, render
+from pipeline.observe.report import RunInfo, build_report, render, render_rows
 from pipeline.sandbox import SandboxThread
 from tests.conftest import REPO, TOKEN, run_cli, wait_until, write_csv
 from tests.e2e.test_end_to_end import fast_limits
@@ -110,7 +110,10 @@ def test_report_of_a_foreign_or_broken_file(tmp_path: Path) -> None:
     done = run_cli("report", str(other))
     assert done.code == 2 and "not a results file" in done.stderr
     done = run_cli("report", str(tmp_path / "missing.parquet"))
-    assert done.code == 2 and "missing.parquet" in done.stderr
+    assert (done.code, done.stderr) == (
+        2,
+        f"pipeline: error: {tmp_path / 'missing.parquet'}: no such file\n",
+    )
     # The run's input given by mistake: what it is not, and what would do.
     done = run_cli("report", "data/sample.csv")
     assert (done.code, done.stderr) == (
@@ -221,3 +224,47 @@ def test_journal_tail_counts_only_complete_new_lines(tmp_path: Path) -> None:
     with journal.open("ab") as handle:
         handle.write(b'led"}\n{"status":"exists"}\n')
     assert tail.poll() == {"created": 1, "failed": 1, "exists": 1}
+
+
+def test_a_long_failure_message_in_the_table_says_it_was_cut() -> None:
+    """The table keeps each top failure on its line: a message longer than 70 characters
+    ends in an ellipsis, never mid-word without a sign (the markdown and JSON keep it all)."""
+    message = "the API could not be reached or stopped answering; the run stopped before sending"
+    frame = pl.DataFrame(
+        {
+            "row_index": [0],
+            "contact_id": ["c"],
+            "location_id": ["L1"],
+            "status": ["skipped"],
+            "error_code": ["unreachable"],
+            "error_message": [message],
+        }
+    )
+    table = render(build_report(frame), "table")
+    [line] = [line for line in table.splitlines() if "unreachable:" in line]
+    assert line == f"        1  unreachable: {message[:69]}…"
+    assert message in render(build_report(frame), "markdown")
+
+
+def test_listed_created_rows_show_their_conversation_ids() -> None:
+    """`report --rows created` is for the ids: the table shows them; a listing of rows
+    that have none (invalid, failed) leaves the empty column out."""
+    frame = pl.DataFrame(
+        {
+            "row_index": [0, 1],
+            "contact_id": ["c0", "c1"],
+            "location_id": ["L1", "L1"],
+            "status": ["created", "invalid"],
+            "conversation_id": ["conv-0", None],
+            "error_code": [None, "missing_contact_id"],
+            "error_message": [None, "no contact id"],
+        }
+    )
+    created = render_rows(frame.head(1), "table").splitlines()
+    assert created[0].split() == [
+        "row_index", "contact_id", "location_id", "status", "conversation_id", "error_code",
+        "error_message",
+    ]  # fmt: skip
+    assert "conv-0" in created[1]
+    invalid = render_rows(frame.tail(1), "markdown").splitlines()
+    assert "conversation_id" not in invalid[0] and "missing_contact_id" in invalid[2]

@@ -132,6 +132,17 @@ def test_a_configuration_error_shows_no_secret_of_any_option(tmp_path: Path) -> 
         BAD_CONFIGURATION.format(config) + "token-env (--token-env): expected the name of an "
         "environment variable (letters, digits and _), not a token (got [REDACTED])"
     ]
-    for finished in (done, pasted):
+    # A base URL that carries credentials is refused, and they are not shown either.
+    secrets["base_pass"] = "BaseUrlPass3"
+    credentialed = run_cli(
+        *common, "--base-url", f"https://me:{secrets['base_pass']}@api.example.com", env=env
+    )
+    assert credentialed.code == 2
+    assert credentialed.stderr.splitlines() == [
+        BAD_CONFIGURATION.format(config) + "base-url (--base-url): a user or password in the "
+        "URL cannot be sent: HighLevel takes the token alone, in the Authorization header; "
+        "give the URL without them (got 'https://[REDACTED]@api.example.com')"
+    ]
+    for finished in (done, pasted, credentialed):
         for secret in secrets.values():
             assert secret not in finished.stdout + finished.stderr, secret

@@ -50,3 +50,22 @@ def test_plain_http_elsewhere_needs_consent() -> None:
 def test_base_url_rejects_nonsense(url: str) -> None:
     with pytest.raises(UsageError):
         check_base_url(url, allow_insecure_http=False)
+
+
+@pytest.mark.parametrize("url", ["https://user:pw@api.example.com", "http://user@127.0.0.1:8099"])
+def test_a_base_url_with_credentials_is_refused(url: str) -> None:
+    """aiohttp refuses a URL with credentials beside an Authorization header: every request
+    was an internal error (exit 70, a traceback a row) before this rule."""
+    with pytest.raises(UsageError, match="a user or password in the URL cannot be sent"):
+        check_base_url(url, allow_insecure_http=True)
+
+
+def test_fail_on_names_the_unknown_names_only_when_the_value_is_more() -> None:
+    from pipeline.core.values import parse_fail_on
+
+    with pytest.raises(UsageError) as whole:
+        parse_fail_on("bogus")
+    assert str(whole.value).endswith("comma-separated")  # the value itself is shown beside
+    with pytest.raises(UsageError) as part:
+        parse_fail_on("invalid,bogus,nope")
+    assert str(part.value).endswith("comma-separated; not bogus, nope")
