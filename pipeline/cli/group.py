@@ -38,11 +38,22 @@ def cli() -> None:
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 
-def _config_options() -> list[Decorator]:
+# What only a run does with its rows: a check (and a token export) reads the same input,
+# tokens and connection, but writes no results, so these would be taken and ignored.
+RUN_ONLY = frozenset(
+    {"summary", "fail_on", "known", "notify", "notify_on", "metrics_file", "pushgateway"}
+    | {"merge", "checkpoint_interval", "workers", "progress", "progress_interval"}
+    | {"keep_columns"}
+)
+
+
+def _config_options(leave_out: frozenset[str] = frozenset()) -> list[Decorator]:
     """One option per configuration field (``config.RunConfig``): values are passed on as
     typed, and pydantic-settings validates them together with the environment and file."""
     options: list[Decorator] = []
     for flag, name, kind, help_text, metavar in stored_specs():
+        if name in leave_out:
+            continue
         if kind == "flag":
             options.append(click.option(flag, name, is_flag=True, default=None, help=help_text))
         elif kind == "multiple":  # repeatable
@@ -153,7 +164,7 @@ def job_and_tokens(
 
 CHECK_OPTIONS: list[Decorator] = [
     _CONFIG_FILE_OPTION,
-    *_config_options(),
+    *_config_options(leave_out=RUN_ONLY),
     click.option(
         "--format",
         "fmt",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import time
 from collections import Counter
@@ -455,3 +456,18 @@ def test_many_small_locations_are_estimated_at_this_tools_pace(
     document = as_json(check(sandbox, src, "--format", "json"))
     assert max(loc["estimated_s"] for loc in document["locations"]) < 1.0
     assert document["summary"]["estimated_s"] == pytest.approx(12_000 / 1_800, rel=0.01)
+
+
+def test_a_check_offers_only_the_options_it_uses(tmp_path: Path) -> None:
+    """A check writes no results: the run's options about them (the summary, --fail-on,
+    --known, notifications, metrics, workers...) are neither listed nor silently taken."""
+    from pipeline.cli.group import RUN_ONLY
+
+    shown = run_cli("check", "--help").stdout
+    flags = {f"--{name.replace('_', '-')}" for name in RUN_ONLY}
+    assert not [flag for flag in flags if re.search(rf"{flag}\b", shown)]
+    assert "--rate" in shown and "--tokens-file" in shown and "--format" in shown
+    src = write_csv(tmp_path / "in.csv", [("c1", "L1")])
+    done = run_cli("check", str(src), "--fail-on", "invalid")
+    assert done.code == 2
+    assert done.stderr.splitlines()[-1].startswith("pipeline: error: No such option '--fail-on'.")
