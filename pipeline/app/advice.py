@@ -81,13 +81,11 @@ def _locations(rows_by_location: dict[str, int]) -> str:
     names = list(rows_by_location)
     shown = ", ".join(names[:_SHOWN_LOCATIONS])
     more = f" and {len(names) - _SHOWN_LOCATIONS} more" if len(names) > _SHOWN_LOCATIONS else ""
-    noun = "location" if len(names) == 1 else "locations"
-    return f"{len(names)} {noun} ({shown}{more})"
+    return f"{plural(len(names), 'location')} ({shown}{more})"
 
 
 def _rows(rows_by_location: dict[str, int]) -> str:
-    total = sum(rows_by_location.values())
-    return f"{total:,} row{'' if total == 1 else 's'}"
+    return plural(sum(rows_by_location.values()), "row", grouped=True)
 
 
 def _oauth(source: str) -> bool:

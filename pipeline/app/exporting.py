@@ -24,7 +24,7 @@ from pipeline.app.preflight import plan_rows
 from pipeline.auth.oauth import OAuthSigner, OAuthSource
 from pipeline.auth.signer import CredentialsBusy, NoToken
 from pipeline.auth.tokens import Tokens
-from pipeline.core.errors import UsageError
+from pipeline.core.errors import UsageError, plural
 from pipeline.core.outcomes import RETRYABLE, Code
 
 TOKENS_FILE = "tokens.toml"
@@ -186,9 +186,9 @@ def render_export(export: TokenExport) -> str:
         )
     if export.left_out:
         rows = sum(out.rows for out in export.left_out)
-        noun = "location" if len(export.left_out) == 1 else "locations"
         lines.append(
-            f"left out: {len(export.left_out)} {noun} ({rows:,} rows of the input), no token:"
+            f"left out: {plural(len(export.left_out), 'location')} "
+            f"({plural(rows, 'row', grouped=True)} of the input), no token:"
         )
         lines += [f"  {out.location_id}  {out.reason}" for out in export.left_out]
     return "\n".join(lines)

@@ -126,10 +126,8 @@ def perform(
     *,
     resume: bool = False,
     retry_from: str | Path | None = None,
-    argv: Sequence[str] | None = None,
 ) -> RunSummary:
-    """Run the job, judge it, and tell others; ``argv``: the command line, to print the next
-    command from (None for a Python call)."""
+    """Run the job, judge it, and tell others."""
     from pipeline.app.run import execute
     from pipeline.app.summary import summarise
 
@@ -137,7 +135,6 @@ def perform(
     summary = summarise(
         job,
         result,
-        argv=argv,
         token_source=tokens.source if tokens is not None else lambda _: "",
     )
     tell_others(job.config, summary)

@@ -6,7 +6,7 @@ lives in ``observe.summary``, where notifications and metrics read it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pipeline.app.advice import advise
@@ -40,16 +40,15 @@ def summarise(
     job: Job,
     result: RunResult,
     *,
-    argv: Sequence[str] | None,
     token_source: Callable[[str], str],
 ) -> RunSummary:
-    """The run's summary; ``argv``: the command line, to print the next command from (None
-    for a Python call)."""
+    """The run's summary; the next command is printed from ``job.argv`` (none for a Python
+    call)."""
     results = str(job.files.results)
     code, reason = verdict(job, result)
     advice = advise(
         results,
-        argv=argv,
+        argv=job.argv,
         token_source=token_source,
         problem_rows=result.report.problem_rows,
         interrupted=result.signal is not None,

@@ -88,7 +88,7 @@ def _run_and_print(input_path: str, options: dict[str, Any], *, retry_from: str 
     from pipeline.app.invocation import perform
     from pipeline.observe.report import render
 
-    summary = perform(job, tokens, resume=options["resume"], retry_from=retry_from, argv=job.argv)
+    summary = perform(job, tokens, resume=options["resume"], retry_from=retry_from)
     if job.config.summary == "json":
         click.echo(logs.scrub(json.dumps(summary.to_dict(), default=str)))
     elif job.config.summary == "table":

@@ -9,9 +9,7 @@ import click
 
 from pipeline.cli.group import cli
 from pipeline.cli.helpformat import SectionedCommand
-from pipeline.core.errors import (
-    UsageError,
-)
+from pipeline.core.errors import UsageError, plural
 from pipeline.state.output_files import OutputFiles, require_parquet_name
 
 if TYPE_CHECKING:
@@ -113,7 +111,7 @@ def _advice(results: str, frame: pl.DataFrame) -> list[str]:
     left = frame.filter(pl.col("error_code") == Code.INTERRUPTED.value).height
     if left:
         lines.append(
-            f"interrupted: {left:,} row{'' if left == 1 else 's'} not sent. Run the same "
+            f"interrupted: {plural(left, 'row', grouped=True)} not sent. Run the same "
             "command with --resume: it sends only the rows not yet sent."
         )
     return lines

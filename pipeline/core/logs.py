@@ -27,7 +27,7 @@ _SECRET_KEYS = frozenset(
 )
 _BEARER = re.compile(r"(?i)\bbearer\s+[^\s'\",}]+")
 
-_secrets: set[str] = set()
+_secrets: list[str] = []  # longest first: "user:pass" is replaced before "pass"
 
 
 # A value this short is no secret, and redacting it everywhere garbles every message: a
@@ -37,8 +37,9 @@ MIN_SECRET_CHARS = 6
 
 def register_secret(value: str) -> None:
     """Redact ``value`` from every log event from now on (unless it is too short to be one)."""
-    if len(value) >= MIN_SECRET_CHARS:
-        _secrets.add(value)
+    if len(value) >= MIN_SECRET_CHARS and value not in _secrets:
+        _secrets.append(value)
+        _secrets.sort(key=len, reverse=True)  # here, once, not on every event scrubbed
 
 
 def register_credentials(url: str) -> None:
@@ -58,7 +59,7 @@ def register_credentials(url: str) -> None:
 
 def scrub(text: str) -> str:
     """``text`` with every registered secret and bearer credential replaced."""
-    for secret in sorted(_secrets, key=len, reverse=True):  # "user:pass" before "pass"
+    for secret in _secrets:
         if secret in text:
             text = text.replace(secret, REDACTED)
     return _BEARER.sub(f"Bearer {REDACTED}", text)

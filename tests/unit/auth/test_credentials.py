@@ -93,7 +93,7 @@ def write(path: Path, text: str, mode: int = 0o600) -> Path:
 def _forget_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     """Secrets registered here (some one letter long) would be redacted from every later
     test's log lines: each test registers into a copy, dropped when it ends."""
-    monkeypatch.setattr(logs, "_secrets", set(logs._secrets))
+    monkeypatch.setattr(logs, "_secrets", list(logs._secrets))
 
 
 @pytest.fixture
