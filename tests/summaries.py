@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.observe.report import Report, RunInfo
+from pipeline.observe.report import Report
+from pipeline.observe.run_figures import RunInfo
 from pipeline.observe.summary import RunSummary
 
 _RUN = {"started_at": "2026-12-06T00:00:00+00:00", "elapsed_s": 0.0, "requests": 0}

@@ -21,7 +21,7 @@ import structlog
 from pipeline.core.errors import UsageError, first_line
 from pipeline.core.values import is_uri
 from pipeline.inputs.shards import Shard
-from pipeline.observe.report import RunInfo
+from pipeline.observe.run_figures import RunInfo
 from pipeline.state import objects
 from pipeline.state.output_files import OutputFiles
 from pipeline.state.paths import named

@@ -47,7 +47,8 @@ from pipeline.inputs.planning import (
 from pipeline.inputs.reading import Columns, read_input
 from pipeline.inputs.resuming import EarlierState, find_earlier, results_exist, to_look_up
 from pipeline.observe.progress import Eta, JournalTail, ProgressReporter, RowsLeft
-from pipeline.observe.report import Report, RunInfo, build_report
+from pipeline.observe.report import Report, build_report
+from pipeline.observe.run_figures import RunInfo
 from pipeline.send.inflight import Gauge
 from pipeline.send.session import SessionResult, StopSwitch, run_async, send_session
 from pipeline.send.workers import run_workers
@@ -402,7 +403,7 @@ def _write_results(
         mean_latency_ms=mean_ms,
         p50_latency_ms=p50_ms,
         p99_latency_ms=p99_ms,
-    )
+    ).after(RunInfo.from_metadata(earlier.results_metadata))
     write_atomically(results, files, metadata=run.to_metadata())
     return run
 

@@ -45,6 +45,9 @@ class EarlierState:
     outcomes: pl.DataFrame = field(default_factory=no_outcomes)
     # The valid length of each journal found: a resumed journal is appended to from there.
     journal_ends: dict[Path, int] = field(default_factory=dict)
+    # The metadata of the output's own results file, when resumed: the figures of the runs
+    # that wrote it, which this run's add to.
+    results_metadata: dict[str, str] = field(default_factory=dict)
 
 
 def settled(outcomes: FrameT) -> FrameT:
@@ -144,8 +147,10 @@ def find_earlier(
         parts.append(known_outcomes(planned, known))
     if retry_from is not None:
         parts.append(outcomes_from_results(retry_from, planned))
+    metadata: dict[str, str] = {}
     if resume and results_exist(files):
         parts.append(outcomes_from_results(files.results, planned))
+        metadata = _metadata(files.results)
     ends: dict[Path, int] = {}
     expected = fingerprint(planned) if found else ""
     for journal in found:
@@ -162,4 +167,12 @@ def find_earlier(
     outcomes = pl.concat([compact(p) for p in parts]).unique(
         subset="row_index", keep="last", maintain_order=True
     )
-    return EarlierState(outcomes, ends)
+    return EarlierState(outcomes, ends, metadata)
+
+
+def _metadata(path: str | Path) -> dict[str, str]:
+    """A results file's metadata (just read whole: it is there and readable)."""
+    try:
+        return pl.read_parquet_metadata(path)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise UsageError(f"{path}: cannot be read as a results file ({first_line(exc)})") from exc

@@ -20,7 +20,7 @@ import polars as pl
 from pipeline.core.errors import UsageError
 from pipeline.core.outcomes import Code, Status
 from pipeline.core.values import PUBLISHED_RATE, parse_rate
-from pipeline.observe.report import RunInfo
+from pipeline.observe.run_figures import RunInfo
 
 TOP_SERIES = 8  # locations drawn one by one; the rest are one line
 TARGET_BUCKETS = 120  # time buckets on the x axis, about

@@ -57,7 +57,8 @@ from pipeline.observe.htmlfigures import (
     statuses_shown,
     timeline,
 )
-from pipeline.observe.report import STATUS_ORDER, Report, RunInfo, build_report
+from pipeline.observe.report import STATUS_ORDER, Report, build_report
+from pipeline.observe.run_figures import RunInfo
 
 MAX_LISTED_ROWS = 200  # rows in the problem table
 MAX_MESSAGE_CHARS = 160  # of an error message in a table cell (the whole one is its tooltip)

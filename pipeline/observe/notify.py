@@ -37,7 +37,7 @@ from pipeline.core.errors import plural
 if TYPE_CHECKING:
     import apprise
 
-    from pipeline.observe.report import RunInfo
+    from pipeline.observe.run_figures import RunInfo
     from pipeline.observe.summary import RunSummary
 
 DEADLINE_S = 10.0  # all receivers together; apprise's own socket timeouts are 4 s each

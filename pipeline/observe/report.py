@@ -3,14 +3,14 @@ and throughput. ``pipeline report RESULTS`` and the end-of-run summary are the s
 
 Everything is computed from the results table itself, so a report can never disagree with
 the file. What the table cannot know (when the run started, how long it took, how many
-requests it made) travels inside the Parquet file as key-value metadata under
-``pipeline.app.run``; a results file from elsewhere simply has no such section.
+requests it made) travels inside the Parquet file's metadata (``run_figures``); a results
+file from elsewhere simply has no such section.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,64 +18,15 @@ import polars as pl
 
 from pipeline.core.errors import UsageError, first_line, plural
 from pipeline.core.outcomes import Code, Status
+from pipeline.observe.run_figures import RunInfo
 from pipeline.state.paths import named
 
-RUN_METADATA_KEY = "pipeline.run"
 SUCCESS_STATUSES = frozenset({Status.CREATED, Status.EXISTS, Status.DUPLICATE})
 STATUS_ORDER = [s.value for s in Status]
 TOP_LOCATIONS = 15
 TOP_FAILURES = 10
 
 ReportFormat = Literal["table", "json", "markdown"]
-
-
-@dataclass(frozen=True, slots=True)
-class RunInfo:
-    """What a results file cannot say by itself about the run that wrote it."""
-
-    started_at: str  # ISO-8601, UTC
-    elapsed_s: float
-    requests: int
-    dry_run: bool
-    rate: str
-    workers: int
-    peak_in_flight: int | None = None  # requests in flight at once, at most (all workers)
-    mean_latency_ms: float | None = None  # from sending a request to its answer
-    p50_latency_ms: float | None = None  # ... the median of those times
-    p99_latency_ms: float | None = None  # ... and their 99th percentile
-    throttled: int = 0  # 429 answers
-    # One task's part of a split run (--shard): "K/N", the whole input's fingerprint and
-    # row count, which pipeline merge checks the parts against.
-    shard: str | None = None
-    input_fingerprint: str | None = None
-    input_rows: int | None = None
-    token_refreshes: int = 0  # OAuth access tokens refreshed (--oauth-file)
-    tokens_minted: int = 0  # location tokens minted from an agency's (--oauth-file)
-    # Each location's daily quota left (X-RateLimit-Daily-Remaining), as its last answer said.
-    daily_remaining: dict[str, int] = field(default_factory=dict)
-    # The parts of an array job merged (pipeline merge): how many tasks. Then started_at and
-    # elapsed_s span the first task's start to the last task's end, the longest task took
-    # slowest_task_s, and requests are those of each task's last attempt (a part holds only
-    # the attempt that wrote it: an earlier, interrupted or retried attempt's are not in it).
-    tasks: int | None = None
-    slowest_task_s: float | None = None
-
-    @property
-    def requests_per_s(self) -> float:
-        return self.requests / self.elapsed_s if self.elapsed_s > 0 else 0.0
-
-    def to_metadata(self) -> dict[str, str]:
-        return {RUN_METADATA_KEY: json.dumps(asdict(self))}
-
-    @classmethod
-    def from_metadata(cls, metadata: dict[str, str]) -> RunInfo | None:
-        raw = metadata.get(RUN_METADATA_KEY)
-        if raw is None:
-            return None
-        try:
-            return cls(**json.loads(raw))
-        except (ValueError, TypeError):
-            return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +200,11 @@ def _run_line(run: RunInfo) -> str:
     return (
         f"{plural(run.requests, 'request')} in {run.elapsed_s:.2f}s "
         f"({run.requests_per_s:.1f} requests/s)"
+        + (
+            f" over {run.runs} runs (the first and {plural(run.runs - 1, '--resume')})"
+            if run.runs > 1
+            else ""
+        )
         + (
             f", at most {run.peak_in_flight} in flight, {run.mean_latency_ms:g} ms each on average"
             if run.peak_in_flight and run.mean_latency_ms is not None

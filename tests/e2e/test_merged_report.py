@@ -9,7 +9,7 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.observe.report import RunInfo
+from pipeline.observe.run_figures import RunInfo
 from pipeline.sandbox import SandboxThread
 from tests.conftest import run_cli, write_csv
 from tests.e2e.test_end_to_end import fast_limits

@@ -11,7 +11,8 @@ import polars as pl
 import pytest
 
 from pipeline.inputs.planning import IdRules, estimate, plan, to_send
-from pipeline.observe.report import RunInfo, build_report, render, render_rows
+from pipeline.observe.report import build_report, render, render_rows
+from pipeline.observe.run_figures import RunInfo
 from pipeline.sandbox import SandboxThread
 from tests.conftest import REPO, TOKEN, run_cli, wait_until, write_csv
 from tests.e2e.test_end_to_end import fast_limits

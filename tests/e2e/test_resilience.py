@@ -338,3 +338,37 @@ def test_retry_sends_only_what_did_not_settle(sandbox: SandboxThread, tmp_path: 
     created = sandbox.state.conversations()
     assert results["conversation_id"].to_list()[2] == created[("L", "a")]
     assert posts_per_pair(sandbox) == Counter({"L": 2 + 2, "M": 1 + 1})
+
+
+def test_a_resume_adds_its_figures_to_the_first_runs(
+    sandbox: SandboxThread, tmp_path: Path
+) -> None:
+    """The results file's run figures count every run that wrote it: a --resume that sends
+    the failed rows adds its requests, and one that finds nothing left keeps them all (it
+    wrote its own empty figures over the first run's)."""
+    src = write_csv(tmp_path / "in.csv", [(f"c{i}", "L") for i in range(6)])
+    out = tmp_path / "r.parquet"
+    sandbox.update_config(fault_500=1.0)
+    args = ["run", str(src), "-o", str(out), *fast_limits(sandbox)]
+    assert run_cli(*args, "--max-attempts", "1").code == 1
+
+    def figures() -> dict[str, object]:
+        return json.loads(pl.read_parquet_metadata(out)["pipeline.run"])  # type: ignore[no-any-return]
+
+    first = figures()
+    assert (first["requests"], first["runs"]) == (6, 1)
+    sandbox.update_config(fault_500=0.0)
+    assert run_cli(*args, "--resume").code == 0
+    second = figures()
+    assert second["requests"] == 12 and second["runs"] == 2
+    assert second["started_at"] == first["started_at"]
+    assert second["elapsed_s"] >= first["elapsed_s"]  # type: ignore[operator]
+    done = run_cli(*args, "--resume", "--summary", "table")
+    assert done.code == 0
+    third = figures()
+    assert third["requests"] == 12 and third["runs"] == 3, third
+    assert (
+        "12 requests in " in done.stdout
+        and "over 3 runs (the first and 2 --resumes)" in done.stdout
+    )
+    assert posts_per_pair(sandbox) == Counter({"L": 12})

@@ -39,7 +39,7 @@ from pipeline.observe.htmlfigures import (
     timeline,
 )
 from pipeline.observe.htmlreport import render_html
-from pipeline.observe.report import RunInfo
+from pipeline.observe.run_figures import RunInfo
 from pipeline.sandbox import SandboxThread
 from tests.conftest import REPO, TOKEN, run_cli, write_csv
 from tests.e2e.test_end_to_end import RESULT_COLUMNS, fast_limits
