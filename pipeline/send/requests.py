@@ -70,9 +70,9 @@ class RequestLayer:
         self._gauge = gauge or Gauge()
         self._request_ended = asyncio.Event()  # probes wait on it while the API is silent
         self._next_probe_at = 0.0
-        self.requests = 0  # HTTP requests made, creates and searches
+        self.requests = 0  # HTTP requests that went out (a connection made): creates, searches
         self.peak_in_flight = 0
-        self.latencies = Latencies()  # every request's time, for the mean, p50 and p99
+        self.latencies = Latencies()  # those requests' times, for the mean, p50 and p99
 
     @property
     def in_flight(self) -> int:
@@ -126,7 +126,8 @@ class RequestLayer:
         cohort = self._inflight.on_send(self._slots.in_use) if self._inflight else None
         try:
             answer = await call(location.location_id, row.contact_id)
-            sent = answer.sent
+            # No connection made, no request out: the API counts none, nor does the summary.
+            sent = answer.sent and not answer.connect_failed
         finally:
             in_flight = self._slots.in_use
             self.peak_in_flight = max(self.peak_in_flight, in_flight)
@@ -135,7 +136,8 @@ class RequestLayer:
             self._slots.release()
             self.requests += sent
         latency = self._clock() - sent_at
-        self.latencies.add(latency)
+        if sent:
+            self.latencies.add(latency)
         self._request_ended.set()
         if answer.http_status is not None:
             self._watchdog.answered()

@@ -154,7 +154,7 @@ class Sender:
         return self._layer.peak_in_flight
 
     @property
-    def latencies(self) -> Latencies:  # every request's time, for the mean, p50 and p99
+    def latencies(self) -> Latencies:  # the times of the requests that went out
         return self._layer.latencies
 
     # -- public -------------------------------------------------------------------------

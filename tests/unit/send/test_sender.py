@@ -183,11 +183,15 @@ async def test_without_the_search_scope_one_search_then_none() -> None:
 
 
 async def test_an_unreachable_api_stops_after_three_attempts() -> None:
+    """Three connections tried, none made: no request went out, so none is counted (the
+    API counted none), and no latency is measured of an answer that never came."""
     api = FakeHighLevel(unreachable=True)
     loop = asyncio.get_running_loop()
     started = loop.time()
     outcomes, sender = await send(api, [("L1", contacts(40)), ("L2", contacts(40, "d"))])
-    assert sender.stop_code is Code.UNREACHABLE and sender.requests == 3
+    assert sender.stop_code is Code.UNREACHABLE and sender.requests == 0
+    assert sum(outcome.attempts for outcome in outcomes.values()) == 3
+    assert sender.latencies.mean_s is None
     assert "Cannot connect" in (sender.stop_detail or "")
     assert statuses(outcomes) == {("skipped", "unreachable"): 80}
     assert loop.time() - started < 5.0
