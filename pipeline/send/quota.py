@@ -49,12 +49,24 @@ class DailyAllowance:
     reserve: int = 0
     left: int | None = None
     told: bool = False  # the log has said it is spent
+    # What the summary reports: the daily remaining of the answer to the request sent last.
+    # Answers arrive out of order under varying latency (the last to arrive said 1-2 more
+    # than the server's count), and the figure rises when the API's day turns mid-run.
+    remaining: int | None = None
+    _said_at: float = float("-inf")
 
-    def observe(self, daily_remaining: int | None, *, in_flight: int, sharers: int) -> None:
-        """An answer's daily remaining, with ``in_flight`` of our requests on their way
-        and ``sharers`` runs of ours sending to the location."""
-        if daily_remaining is not None:
-            self.left = (daily_remaining - self.reserve - in_flight) // sharers
+    def observe(
+        self, daily_remaining: int | None, *, in_flight: int, sharers: int, sent_at: float
+    ) -> None:
+        """An answer's daily remaining, to a request sent at ``sent_at``, with
+        ``in_flight`` of our requests on their way and ``sharers`` runs of ours sending to
+        the location. ``left`` follows every answer (the in-flight requests subtracted
+        cover those answered out of order); ``remaining`` only the latest-sent request's."""
+        if daily_remaining is None:
+            return
+        self.left = (daily_remaining - self.reserve - in_flight) // sharers
+        if sent_at >= self._said_at:
+            self.remaining, self._said_at = daily_remaining, sent_at
 
     @property
     def spent(self) -> bool:

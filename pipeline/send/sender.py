@@ -142,12 +142,20 @@ class Sender:
         self.stop_code: Code | None = None
         self.stop_detail: str | None = None  # why, in a line, when the run stopped itself
         self.throttled = 0  # 429 answers
-        # Each location's X-RateLimit-Daily-Remaining, as its last answer said (metrics).
-        self.daily_remaining: dict[str, int] = {}
 
     @property
     def requests(self) -> int:  # HTTP requests made, creates and searches
         return self._layer.requests
+
+    @property
+    def daily_remaining(self) -> dict[str, int]:
+        """Each location's X-RateLimit-Daily-Remaining, as the answer to the request sent
+        last said (``DailyAllowance.remaining``): the summary's and the metrics' figure."""
+        return {
+            location_id: location.quota.remaining
+            for location_id, location in self._locations.items()
+            if location.quota.remaining is not None
+        }
 
     @property
     def peak_in_flight(self) -> int:
@@ -294,7 +302,7 @@ class Sender:
             log.warning(
                 "daily quota spent; the location's rows not started are skipped",
                 location_id=location.location_id,
-                daily_remaining=self.daily_remaining.get(location.location_id),
+                daily_remaining=quota.remaining,
                 reserve=self._daily_reserve,
             )
         return True
@@ -410,9 +418,8 @@ class Sender:
         # The first answer sizes the first burst: a peer that registered by now counts.
         sharers = self._peers.sharers(location.location_id, fresh=not limiter.answers)
         if rate.daily_remaining is not None:
-            self.daily_remaining[location.location_id] = rate.daily_remaining
             location.quota.observe(
-                rate.daily_remaining, in_flight=limiter.in_flight, sharers=sharers
+                rate.daily_remaining, in_flight=limiter.in_flight, sharers=sharers, sent_at=sent_at
             )
         if rate.interval_ms:
             self._watchdog.window(rate.interval_ms / 1000)
