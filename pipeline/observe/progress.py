@@ -109,6 +109,17 @@ class JournalTail:
 Seconds = Callable[[Sequence[int]], float]  # rows left, one count a location -> seconds
 
 
+def with_waits(eta: float | None, gauge: Gauge | None, now: float) -> float | None:
+    """The ETA, no sooner than the last waiting lookup's next search or the latest retry
+    scheduled: rows waiting for their ids (the search index lags behind creates) are done in
+    the journal, and a row waiting to retry is in no plan, but the run ends only after
+    them. (No gauge with workers: theirs are apart.)"""
+    if eta is None or gauge is None:
+        return eta
+    due = max(gauge.retries_due_at, gauge.lookups_due_at if gauge.looking_up else 0.0)
+    return max(eta, due - now)
+
+
 class Eta:
     """When sending ends, from the plan's estimate (``seconds``) of the rows left.
 
@@ -289,6 +300,7 @@ class ProgressReporter:
             eta = self._eta.update(self._tail.rows.left)
         elif rate > 0:  # no plan to go by: the rate so far
             eta = (self._total - done) / rate
+        eta = with_waits(eta, self._gauge, time.monotonic())
         summary = " ".join(f"{status} {count}" for status, count in sorted(counts.items()))
         return done, rate, eta, summary
 

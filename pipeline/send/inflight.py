@@ -80,11 +80,15 @@ _LAG_SMOOTHING = 0.2
 class Gauge:
     """Requests in flight now and the limit now, and the rows whose ids are still looked up
     (``lookups``), for the progress display: the sender writes, the display's thread reads
-    (single ints: no lock needed)."""
+    (single numbers: no lock needed)."""
 
     in_flight: int = 0
     limit: int = 0
     looking_up: int = 0
+    # When the last row waiting for its id is next searched, and the latest retry scheduled
+    # (time.monotonic; 0: none). The run ends no sooner: the ETA holds until then.
+    lookups_due_at: float = 0.0
+    retries_due_at: float = 0.0
 
 
 @dataclass(slots=True)

@@ -116,6 +116,7 @@ class IdLookups:
         self._queue.add(row, delay)
         self._watchdog.waiting_until(self._clock() + delay)
         self._gauge.looking_up = len(self._queue)
+        self._gauge.lookups_due_at = self._queue.last_due()
         return None
 
     async def _look_up_again(self, row: Row) -> None:
@@ -131,6 +132,7 @@ class IdLookups:
         if answer is not None:
             self.settle(row, answer)
         self._gauge.looking_up = len(self._queue) - 1  # this search is ending
+        self._gauge.lookups_due_at = self._queue.last_due()
 
     def settle(self, row: Row, answer: Answer) -> None:
         """The row's last answer: recorded, unless the journal holds it already (a row that

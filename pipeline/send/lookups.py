@@ -103,6 +103,10 @@ class LookupQueue(Generic[T]):
     def __len__(self) -> int:
         return len(self._heap) + len(self._searching)
 
+    def last_due(self) -> float:
+        """When the last waiting item is due (the queue's clock); 0.0 when none waits."""
+        return max((due for due, _, _ in self._heap), default=0.0)
+
     def add(self, item: T, delay_s: float) -> None:
         """Search ``item`` again in ``delay_s`` seconds."""
         if self._stopped:

@@ -178,6 +178,8 @@ class RequestLayer:
             trace_id=answer.trace_id,
             delay_s=round(retry.delay_s, 3),
         )
+        due = self._clock() + retry.delay_s
         if retry.pause_location:
-            self._watchdog.waiting_until(self._clock() + retry.delay_s)
+            self._watchdog.waiting_until(due)
+        self._gauge.retries_due_at = max(self._gauge.retries_due_at, due)
         await asyncio.sleep(retry.delay_s)

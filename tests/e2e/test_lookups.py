@@ -75,11 +75,14 @@ def test_the_queue_searches_each_item_when_due_and_drains() -> None:
 
         queue: LookupQueue[str] = LookupQueue(search, clock=loop.time)
         runner = asyncio.create_task(queue.run())
+        assert queue.last_due() == 0.0  # none waits
         queue.add("b", 0.02)
         queue.add("a", 0.01)
         assert len(queue) == 2
+        assert queue.last_due() == pytest.approx(loop.time() + 0.02, abs=0.005)
         await asyncio.wait_for(queue.drained(), 2)
         runner.cancel()
+        assert queue.last_due() == 0.0
         return seen
 
     seen = asyncio.run(scenario())
@@ -185,6 +188,27 @@ def test_ids_are_found_when_the_index_lags_past_the_first_searches(
     assert exists.height > 0
     assert exists["error_code"].to_list() == ["conversation_exists"] * exists.height
     assert endpoint_counts(sandbox)[SEARCH] > exists.height  # searched more than once each
+
+
+def test_the_eta_waits_for_the_lookups_after_the_last_create(
+    sandbox: SandboxThread, tmp_path: Path
+) -> None:
+    """Rows waiting for their ids are done in the journal; the run is not: while they wait,
+    after the last create, the ETA is the time to the last one's next search, not 0. A
+    second run of pairs created a moment ago meets "already exists" for every row, and an
+    index that does not show them yet."""
+    sandbox.update_config(search_lag_s=5.0)
+    src = write_csv(tmp_path / "in.csv", rows_for(2, 30))
+    args = ["--progress-interval", "0.2", *limits_for(sandbox)]
+    assert run_cli("run", str(src), "-o", str(tmp_path / "first.parquet"), *args).code == 0
+    done = run_cli("run", str(src), "-o", str(tmp_path / "again.parquet"), *args)
+    assert done.code == 0, done.stderr[-2000:]
+    assert pl.read_parquet(tmp_path / "again.parquet")["status"].unique().to_list() == ["exists"]
+    events = [json.loads(line) for line in done.stderr.splitlines() if '"progress"' in line]
+    waiting = [e for e in events if e["done"] == e["total"] and e["looking_up"]]
+    assert waiting, events  # every row done in the journal, their ids still looked up
+    assert any(e["eta_s"] >= 0.2 for e in waiting), waiting
+    assert all(e["eta_s"] <= 90 for e in waiting)  # never past --lookup-wait
 
 
 def test_ids_the_index_never_showed_are_found_by_a_retry_with_searches_only(

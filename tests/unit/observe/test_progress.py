@@ -21,7 +21,9 @@ from pipeline.observe.progress import (
     RowsLeft,
     clock_time,
     fit,
+    with_waits,
 )
+from pipeline.send.inflight import Gauge
 
 BUSY = Figures(
     done=500,
@@ -170,3 +172,24 @@ def test_rows_left_of_each_location_follow_the_journal(tmp_path: Path) -> None:
         handle.write(record(5, "exists") + record(11, "failed") + record(9))
     assert tail.poll() == {"created": 3, "exists": 1, "failed": 1}  # row 5 counted once
     assert rows.left == [1, 0]
+
+
+def test_rows_waiting_for_their_ids_hold_the_eta_until_their_next_search() -> None:
+    """Done in the journal is not done: the last waiting lookup's next search bounds the
+    ETA from below; no lookups, no gauge (workers) or no ETA leave it as it is."""
+    waiting = Gauge(looking_up=3, lookups_due_at=107.5)
+    assert with_waits(0.0, waiting, now=100.0) == 7.5
+    assert with_waits(12.0, waiting, now=100.0) == 12.0  # sending ends later still
+    assert with_waits(0.0, waiting, now=110.0) == 0.0  # due: a search is on its way
+    assert with_waits(0.0, Gauge(looking_up=0, lookups_due_at=107.5), now=100.0) == 0.0
+    assert with_waits(0.0, None, now=100.0) == 0.0
+    assert with_waits(None, waiting, now=100.0) is None
+
+
+def test_a_row_waiting_to_retry_holds_the_eta_until_its_retry() -> None:
+    """The last row left waits out a backoff: the plan's seconds for one row are gone in a
+    round trip, but the run ends only after the retry."""
+    assert with_waits(0.0, Gauge(retries_due_at=103.0), now=100.0) == 3.0
+    assert with_waits(0.0, Gauge(retries_due_at=99.0), now=100.0) == 0.0  # retried by now
+    both = Gauge(looking_up=1, lookups_due_at=104.0, retries_due_at=103.0)
+    assert with_waits(1.0, both, now=100.0) == 4.0
