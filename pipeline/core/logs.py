@@ -131,6 +131,11 @@ def _open_log_file(path: Path) -> TextIO:
     return _log_files[path]
 
 
+def _terse(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """A console line without the keys that say nothing (``dry_run=False``, ``None``)."""
+    return {key: value for key, value in event.items() if value is not False and value is not None}
+
+
 def configure(
     log_format: LogFormat = "auto",
     *,
@@ -151,21 +156,31 @@ def configure(
     out: TextIO | _Stderr = stream if stream is not None else _Stderr()
     if log_format == "auto":
         log_format = "console" if out.isatty() else "json"
-    renderer: structlog.types.Processor
     global _summary_on_screen
     _summary_on_screen = summary_table and log_format != "json"
+    # JSON is for machines: every key, an ISO UTC time. The console is for a person: the
+    # local time of day, and no key that says nothing (False, None), so a line fits.
+    shown: list[structlog.types.Processor]
     if log_format == "json":
-        renderer = structlog.processors.JSONRenderer()
+        shown = [
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,  # tracebacks become text, then get scrubbed
+            redact,
+            structlog.processors.JSONRenderer(),
+        ]
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=out.isatty())
+        shown = [
+            structlog.processors.TimeStamper(fmt="%H:%M:%S", utc=False),
+            structlog.processors.format_exc_info,
+            _terse,
+            redact,
+            structlog.dev.ConsoleRenderer(colors=out.isatty(), pad_event_to=0, pad_level=False),
+        ]
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,  # tracebacks become text, then get scrubbed
-            redact,
-            renderer,
+            *shown,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(out),  # type: ignore[arg-type]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 import pytest
 import structlog
@@ -56,3 +57,22 @@ def test_a_value_too_short_to_be_a_secret_is_not_redacted_everywhere() -> None:
     assert logs.scrub("http://example.com") == "http://example.com"
     logs.register_secret("sixsix")
     assert logs.scrub("a sixsix b") == f"a {logs.REDACTED} b"
+
+
+def test_a_console_line_is_for_a_person_and_json_keeps_every_key() -> None:
+    """On a terminal: the local time of day, the level, the event, and only the keys that
+    say something (the plan's line was 166 characters); JSON keeps them all, ISO and UTC."""
+    console, machine = io.StringIO(), io.StringIO()
+    fields = {"rows": 1000, "to_send": 984, "already_done": 0, "dry_run": False, "shard": None}
+    logs.configure("console", stream=console)
+    structlog.get_logger("t").info("planned", token=SECRET, **fields)
+    line = console.getvalue().strip()
+    assert re.fullmatch(
+        r"\d\d:\d\d:\d\d \[info\] planned already_done=0 rows=1000 to_send=984 token=\S+", line
+    ), line
+    assert SECRET not in line  # redacted on the console too
+    logs.configure("json", stream=machine)
+    structlog.get_logger("t").info("planned", **fields)
+    event = json.loads(machine.getvalue())
+    assert event["dry_run"] is False and event["shard"] is None and event["already_done"] == 0
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z", event["timestamp"])
