@@ -11,11 +11,7 @@ in one place, ``output_files.OutputFiles``.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,12 +22,12 @@ import structlog
 from pipeline.app.advice import interrupted_again
 from pipeline.app.job import Job, require_token
 from pipeline.app.merging import merge_if_complete
+from pipeline.app.output_checks import check_output_folder, check_paths, staging
 from pipeline.auth.tokens import Tokens
 from pipeline.core import logs
 from pipeline.core.errors import UsageError, first_line
 from pipeline.core.outcomes import Code
 from pipeline.core.schema import compact, no_outcomes
-from pipeline.core.values import is_uri
 from pipeline.inputs.known import known_outcomes
 from pipeline.inputs.planning import (
     ASSUMED_LATENCY_S,
@@ -45,7 +41,7 @@ from pipeline.inputs.planning import (
     to_send,
 )
 from pipeline.inputs.reading import Columns, read_input
-from pipeline.inputs.resuming import EarlierState, find_earlier, results_exist, to_look_up
+from pipeline.inputs.resuming import EarlierState, find_earlier, to_look_up
 from pipeline.observe.progress import Eta, JournalTail, ProgressReporter, RowsLeft
 from pipeline.observe.report import Report, build_report
 from pipeline.observe.run_figures import RunInfo
@@ -67,54 +63,6 @@ class RunResult:
     signal: int | None = None  # the signal that interrupted the run, if one did
     plan: PlanEstimate | None = None
     stop_detail: str | None = None  # why the run stopped itself, in a line (unreachable API)
-
-
-def check_output_folder(files: OutputFiles) -> None:
-    """The output's folder must exist (it is created) and be writable, before anything else."""
-    folder = files.folder
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(
-            f"{folder}: cannot create the output folder ({exc.strerror or exc})"
-        ) from exc
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise UsageError(f"{folder}: the output folder is not writable")
-
-
-def check_paths(job: Job, files: OutputFiles, *, resume: bool) -> None:
-    """Refuse an output that should not be written, before anything is sent."""
-    where = files.results
-    if files.uri is not None:
-        same = files.uri == job.source
-    else:
-        same = not is_uri(job.source) and Path(job.source).resolve() == where
-    if same or (files.uri is None and files.anchor.resolve() == Path(job.source).resolve()):
-        raise UsageError(f"{where}: the output would overwrite the input; choose another -o")
-    if files.uri is None and files.anchor.is_dir():
-        raise UsageError(
-            f"{where}: the output is a directory; give a file path such as out/results.parquet"
-        )
-    if results_exist(files) and not (resume or job.overwrite):
-        raise UsageError(
-            f"{where}: the output exists; add --overwrite to replace it, "
-            "or --resume to continue the run that wrote it"
-        )
-
-
-@contextlib.contextmanager
-def staging(files: OutputFiles) -> Iterator[Path]:
-    """A clean staging folder for this run, removed when it ends however it ends.
-
-    It is only ever used under the output's lock, so anything already there was left by a
-    run that died (``kill -9``) and is removed first."""
-    folder = files.stage
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def load_plan(job: Job, stage: Path) -> pl.LazyFrame:

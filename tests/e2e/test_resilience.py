@@ -372,3 +372,29 @@ def test_a_resume_adds_its_figures_to_the_first_runs(
         and "over 3 runs (the first and 2 --resumes)" in done.stdout
     )
     assert posts_per_pair(sandbox) == Counter({"L": 12})
+
+
+def test_a_dry_run_never_writes_its_plan_over_the_results_it_was_asked_to_resume(
+    sandbox: SandboxThread, tmp_path: Path
+) -> None:
+    """--dry-run --resume over a finished run's results was exit 0 and every id gone (the
+    plan's skipped/dry_run rows in their place). It is refused in one line, the file left
+    as it was; the line's suggestion, pasted, plans only what is left."""
+    src = write_csv(tmp_path / "in.csv", [(f"c{i}", "L") for i in range(5)])
+    out = tmp_path / "r.parquet"
+    assert run_cli("run", str(src), "-o", str(out), *fast_limits(sandbox)).code == 0
+    before = out.read_bytes()
+    done = run_cli("run", str(src), "-o", str(out), "--resume", "--dry-run")
+    assert done.code == 2, done.stderr
+    assert done.stderr == (
+        f"pipeline: error: {out}: --dry-run with --resume would write its plan over this run's "
+        f"results; to see what is left to send, plan into another file: --dry-run --known {out} "
+        "-o plan.parquet\n"
+    )
+    assert out.read_bytes() == before
+    plan = tmp_path / "plan.parquet"
+    suggested = run_cli("run", str(src), "--dry-run", "--known", str(out), "-o", str(plan))
+    assert suggested.code == 0, suggested.stderr
+    assert pl.read_parquet(plan)["status"].to_list() == ["exists"] * 5  # known: none to send
+    fresh = run_cli("run", str(src), "-o", str(tmp_path / "new.parquet"), "--resume", "--dry-run")
+    assert fresh.code == 0, fresh.stderr  # nothing to lose: a cron line's --resume is fine
