@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import tempfile
 import traceback
@@ -153,7 +154,11 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in args
     _temp_dir_for_polars(os.environ)
     try:
-        cli.main(args=args, prog_name="pipeline", standalone_mode=False, obj={"argv": args})
+        try:
+            cli.main(args=args, prog_name="pipeline", standalone_mode=False, obj={"argv": args})
+        finally:
+            if argv is None:  # the process ends now: a Ctrl-C while it exits changes nothing
+                _ignore_interrupts()
     except UsageError as exc:
         _fail(str(exc), exc.exit_code, debug, args)
     except click.exceptions.NoArgsIsHelpError as exc:
@@ -166,7 +171,8 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:
         _fail(exc.format_message(), EXIT_USAGE, debug, args)
     except (click.exceptions.Abort, KeyboardInterrupt):
-        sys.exit(EXIT_SIGINT)
+        _ignore_interrupts()  # a third Ctrl-C must not cut this line short
+        _fail(_interrupted(args), EXIT_SIGINT, debug, args, kind="interrupted")
     except OSError as exc:  # disk full, permissions: say what and where, not how
         where = f" ({exc.filename})" if exc.filename else ""
         _fail(f"{exc.strerror or exc}{where}", EXIT_INTERNAL, debug, args)
@@ -179,7 +185,28 @@ def main(argv: list[str] | None = None) -> None:
         )
 
 
-def _fail(message: str, code: int, debug: bool, args: Sequence[str] = ()) -> None:
+def _ignore_interrupts() -> None:
+    """From here the process only says its last line and exits: a Ctrl-C landing now (the
+    second of two quick ones) would escape ``main`` and kill it by SIGINT, with no line
+    and no exit code of ours (Python re-raises an uncaught KeyboardInterrupt as a signal)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _interrupted(args: Sequence[str]) -> str:
+    """A Ctrl-C outside the sending (while reading, planning or writing the results; the
+    sending's own handler prints its line): a run or retry says how to continue, since
+    ``--resume`` is right whatever was reached (the journal keeps what was settled; the
+    results are written whole or not at all)."""
+    if not args or args[0] not in ("run", "retry"):
+        return "stopped"
+    from pipeline.app.advice import resume_command
+
+    return f"stopped before the end; continue with: {resume_command(args)}"
+
+
+def _fail(
+    message: str, code: int, debug: bool, args: Sequence[str] = (), *, kind: str = "error"
+) -> None:
     """The one line of a fatal error on stderr: a JSON log line under ``--log-format json``,
     and with ``--summary json`` a JSON object on stdout too, so a script reading either
     finds the error where it reads the rest. The two settings are read from where the
@@ -192,9 +219,9 @@ def _fail(message: str, code: int, debug: bool, args: Sequence[str] = ()) -> Non
         event = {"event": text, "exit_code": code, "level": "error", "timestamp": stamp}
         click.echo(json.dumps(event), err=True)
     else:
-        click.echo(f"pipeline: error: {text}", err=True)
+        click.echo(f"pipeline: {kind}: {text}", err=True)
     if _given(args, "--summary") == "json":
-        click.echo(json.dumps({"exit_code": code, "error": f"pipeline: error: {text}"}))
+        click.echo(json.dumps({"exit_code": code, "error": f"pipeline: {kind}: {text}"}))
     sys.exit(code)
 
 

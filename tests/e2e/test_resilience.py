@@ -315,6 +315,33 @@ def test_second_sigint_leaves_at_once(sandbox: SandboxThread, tmp_path: Path) ->
     assert journal.exists() and journal.read_text(encoding="utf-8").startswith('{"journal": 1')
 
 
+@pytest.mark.parametrize("gap_s", [0.0, 0.02, 0.05, 0.1])
+def test_two_quick_ctrl_cs_always_say_how_to_continue(
+    sandbox: SandboxThread, tmp_path: Path, gap_s: float
+) -> None:
+    """The second Ctrl-C may land while requests finish (the sending's handler leaves at
+    once), or after, while the results are written (it was exit 130 and not a word): either
+    way one line gives the --resume command, and pasted it settles every row once."""
+    src = write_csv(tmp_path / "in.csv", rows_for(2, 300))
+    out = tmp_path / "out.parquet"
+    args = ["run", str(src), "-o", str(out), *fast_limits(sandbox, 50, 500)]
+    proc = start_cli(*args)
+    wait_until(lambda: journal_lines(out) >= 20, timeout=30)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(gap_s)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "Traceback" not in stderr
+    again = shlex.join([".venv/bin/pipeline", *args, "--resume"])
+    said = [line for line in (stdout + stderr).splitlines() if again in line]
+    assert said, (stdout[-1000:], stderr[-1000:])
+    done = run_cli(*args, "--resume")
+    assert done.code == 0, done.stderr[-2000:]
+    assert_all_settled_right(sandbox, out, 600)
+    assert max(posts_per_pair(sandbox).values()) <= 600  # nothing created twice
+
+
 def test_retry_sends_only_what_did_not_settle(sandbox: SandboxThread, tmp_path: Path) -> None:
     rows = [("a", "L"), ("b", "L"), ("a", "L"), ("bad/id", "L"), ("c", "M")]
     src = write_csv(tmp_path / "in.csv", rows)
