@@ -49,7 +49,9 @@ if TYPE_CHECKING:
     help="csv lists rows (all of them without --rows), with every column. html is one "
     "self-contained page with charts; with --rows, its table lists those rows.",
 )
-@click.option("-o", "--output", default=None, help="Write to FILE instead of standard output.")
+@click.option(
+    "-o", "--output", default=None, metavar="FILE", help="Write to FILE instead of standard output."
+)
 def report(
     results: str,
     statuses: str | None,
@@ -62,6 +64,8 @@ def report(
     writes the summary as one self-contained page with charts."""
     from pipeline.observe.report import build_report, read_results, render, render_rows, select_rows
 
+    if output is not None:
+        _check_report_output(output, results, fmt)
     frame, run = read_results(results)
     if fmt == "html":
         from pipeline.observe.htmlreport import render_html
@@ -86,6 +90,27 @@ def report(
         Path(output).write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"-o {output}: cannot be written ({exc.strerror or exc})") from exc
+
+
+_SUFFIX = {"table": "txt", "json": "json", "markdown": "md", "csv": "csv", "html": "html"}
+
+
+def _check_report_output(output: str, results: str, fmt: str) -> None:
+    """A report is text: it never replaces the results file it reads, nor any Parquet file
+    (a results file named by mistake), nor takes a name that would pass for one."""
+    target, name = Path(output), Path(output).name
+    suggestion = f"name it {Path(name).stem}.{_SUFFIX[fmt]}"
+    if target.exists() and Path(results).exists() and target.resolve() == Path(results).resolve():
+        raise UsageError(f"-o {output}: is the results file being reported; {suggestion}")
+    if name.lower().endswith(".parquet"):
+        raise UsageError(f"-o {output}: a report is {fmt} text, not a results file; {suggestion}")
+    try:
+        with target.open("rb") as existing:
+            parquet = existing.read(4) == b"PAR1"
+    except OSError:
+        parquet = False
+    if parquet:
+        raise UsageError(f"-o {output}: holds Parquet (a results file?); {suggestion}")
 
 
 def _advice(results: str, frame: pl.DataFrame) -> list[str]:

@@ -126,6 +126,31 @@ def test_report_of_a_foreign_or_broken_file(tmp_path: Path) -> None:
     assert done.stderr == f"pipeline: error: {tmp_path}/parts/*.parquet: no files match\n"
 
 
+def test_a_report_never_writes_over_a_results_file(sandbox: SandboxThread, tmp_path: Path) -> None:
+    """`report R --format csv -o R` turned the results into CSV (exit 0): the results file
+    itself, any Parquet file, and a name ending .parquet are refused; a text file is
+    written over as before (a report is made again and again)."""
+    src = write_csv(tmp_path / "in.csv", [("c1", "L1"), ("c2", "L1")])
+    out = tmp_path / "r.parquet"
+    assert run_cli("run", str(src), "-o", str(out), "--base-url", sandbox.base_url).code == 0
+    before = out.read_bytes()
+    other = tmp_path / "other.data"
+    other.write_bytes(before)  # Parquet by another name
+    for target, said in [
+        (out, "is the results file being reported; name it r.csv"),
+        (tmp_path / "new.parquet", "a report is csv text, not a results file; name it new.csv"),
+        (other, "holds Parquet (a results file?); name it other.csv"),
+    ]:
+        done = run_cli("report", str(out), "--format", "csv", "-o", str(target))
+        assert (done.code, done.stderr) == (2, f"pipeline: error: -o {target}: {said}\n")
+    assert out.read_bytes() == before and other.read_bytes() == before
+    assert not (tmp_path / "new.parquet").exists()
+    text = tmp_path / "r.csv"
+    text.write_text("an older report\n", encoding="utf-8")
+    assert run_cli("report", str(out), "--format", "csv", "-o", str(text)).code == 0
+    assert text.read_text(encoding="utf-8").startswith("row_index,")
+
+
 def test_report_without_run_metadata() -> None:
     frame = pl.DataFrame(
         {
