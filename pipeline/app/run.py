@@ -206,10 +206,8 @@ def _plan_sending(
     pending = pl.concat(
         [creates.with_columns(lookup=pl.lit(False)), lookups.with_columns(lookup=pl.lit(True))]
     )
-    plan_estimate = estimate(planned, creates, **job.bounds)
-    plan_estimate = replace(
-        plan_estimate, lookups=missing_ids.height, lookup_wait_s=job.config.lookup_wait
-    )
+    plan_estimate = estimate(planned, creates, lookups=missing_ids.height, **job.bounds)
+    plan_estimate = replace(plan_estimate, lookup_wait_s=job.config.lookup_wait)
     log.info(
         "planned",
         rows=plan_estimate.rows,

@@ -189,7 +189,7 @@ class PlanEstimate:
     """What a run of this plan will do, before it does it (printed by ``--dry-run``)."""
 
     rows: int
-    by_status: dict[str, int]  # "to send", "invalid", "duplicate"
+    by_status: dict[str, int]  # "to send", "to look up", "already done", "invalid", "duplicate"
     requests: int
     locations: int
     largest_locations: list[tuple[str, int]]
@@ -213,7 +213,8 @@ class PlanEstimate:
 
     def render(self) -> str:
         lines = [f"plan: {plural(self.rows, 'row')}"]
-        lines += [f"  {name:<10} {count:>9}" for name, count in self.by_status.items()]
+        width = max(10, *map(len, self.by_status))  # "already done" is longer than most
+        lines += [f"  {name:<{width}} {count:>9}" for name, count in self.by_status.items()]
         lines.append(f"requests to send: {self.requests} over {plural(self.locations, 'location')}")
         if self.lookups:
             lines.append(
@@ -352,11 +353,15 @@ def estimate(
     latency_s: float = ASSUMED_LATENCY_S,
     max_in_flight: int | None = None,
     pace: float | None = None,
+    lookups: int = 0,
 ) -> PlanEstimate:
     """Each location sends its rows as fast as every one of ``limits`` (N requests per T
     seconds, all holding at once) allows, all locations at once (``send_seconds``, at
     ``latency_s`` a request); a location's rows beyond ``daily_quota`` wait for the next day.
-    ``max_in_flight`` and ``pace`` bound the whole run too (``run_seconds``)."""
+    ``max_in_flight`` and ``pace`` bound the whole run too (``run_seconds``).
+
+    ``sendable``: the valid rows earlier runs did not settle, of which ``lookups`` only
+    need their id searched; the rest of the valid rows are already done (a resume)."""
     per_location = (
         sendable.group_by("location_id")
         .len()
@@ -377,10 +382,13 @@ def estimate(
     )
     counts = planned.lazy().group_by("status").len().collect(engine="streaming")
     status_rows = dict(zip(counts["status"].to_list(), counts["len"].to_list(), strict=True))
+    done = status_rows.get(None, 0) - requests - lookups
     return PlanEstimate(
         rows=sum(status_rows.values()),
         by_status={
-            "to send": status_rows.get(None, 0),
+            "to send": requests,
+            **({"to look up": lookups} if lookups else {}),
+            **({"already done": done} if done > 0 else {}),
             **{
                 s: status_rows[s]
                 for s in (Status.INVALID.value, Status.DUPLICATE.value)
@@ -394,6 +402,7 @@ def estimate(
         latency_s=latency_s,
         over_daily_quota=list(over.iter_rows()),
         pace=pace,
+        lookups=lookups,
     )
 
 

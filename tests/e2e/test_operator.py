@@ -67,6 +67,25 @@ def test_estimate_follows_the_per_location_limit_and_daily_quota() -> None:
     assert "at most 10 requests/s from this machine" in paced.render()
 
 
+def test_the_plan_of_a_resumed_run_counts_what_is_done_and_what_is_left() -> None:
+    """A resume's plan said "to send 290" beside 200 requests: the rows earlier runs settled
+    are already done, those without their id only looked up; the counts add up to the rows."""
+    rows = [(f"a{i}", "BIG") for i in range(250)] + [(f"b{i}", "SMALL") for i in range(40)]
+    rows += [("a0", "BIG"), ("bad/id", "SMALL")]
+    planned = planned_frame(rows)
+    left = to_send(planned).filter(pl.col("row_index") >= 90)  # 90 done, 5 of them without id
+    result = estimate(planned, left, limits=[(100, 10.0)], daily_quota=200, lookups=5)
+    assert result.by_status == {
+        "to send": 200,
+        "to look up": 5,
+        "already done": 85,
+        "invalid": 1,
+        "duplicate": 1,
+    }
+    assert sum(result.by_status.values()) == result.rows == 292
+    assert "  already done        85\n  invalid              1\n" in result.render()
+
+
 def test_dry_run_prints_the_plan(tmp_path: Path) -> None:
     src = write_csv(tmp_path / "in.csv", [(f"c{i}", f"L{i % 3}") for i in range(650)])
     done = run_cli("run", str(src), "-o", str(tmp_path / "o.parquet"), "--dry-run", token=None)
