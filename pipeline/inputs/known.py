@@ -26,6 +26,7 @@ from pipeline.core.outcomes import Code, Status
 from pipeline.core.schema import OUTCOME_SCHEMA, compact, no_outcomes
 from pipeline.inputs.planning import to_send
 from pipeline.state.paths import named
+from pipeline.state.results import unreadable
 
 log = structlog.get_logger("pipeline.inputs.known")
 
@@ -68,7 +69,7 @@ def _check_results(path: str) -> None:
     try:
         schema = pl.read_parquet_schema(path)
     except (pl.exceptions.PolarsError, OSError) as exc:
-        raise UsageError(f"--known {path}: cannot be read as Parquet ({first_line(exc)})") from exc
+        raise UsageError(f"--known {unreadable(str(path), exc)}") from exc
     missing = [name for name in _NEEDED if name not in schema and name != "status"]
     if missing:
         raise UsageError(f"--known {path}: not a results file (no {', '.join(missing)} column)")

@@ -33,6 +33,7 @@ from pipeline.inputs.known import known_outcomes
 from pipeline.state import objects
 from pipeline.state.journal import fingerprint, read_journal
 from pipeline.state.output_files import OutputFiles
+from pipeline.state.results import unreadable
 
 FrameT = TypeVar("FrameT", pl.DataFrame, pl.LazyFrame)
 
@@ -116,7 +117,7 @@ def outcomes_from_results(path: str | Path, planned: pl.DataFrame | pl.LazyFrame
         outcomes = settled(earlier.select(list(OUTCOME_SCHEMA)).cast(OUTCOME_SCHEMA))  # type: ignore[arg-type]
         kept = outcomes.collect(engine="streaming")
     except (pl.exceptions.PolarsError, OSError) as exc:
-        raise UsageError(f"{path}: cannot be read as a results file ({first_line(exc)})") from exc
+        raise UsageError(unreadable(str(path), exc)) from exc
     planned_rows = planned.lazy().select(pl.len()).collect(engine="streaming").item()
     if earlier_rows != planned_rows or mismatched.height:
         raise UsageError(f"{path}: these results are of a different input (the rows do not match)")
@@ -175,4 +176,4 @@ def _metadata(path: str | Path) -> dict[str, str]:
     try:
         return pl.read_parquet_metadata(path)
     except (pl.exceptions.PolarsError, OSError) as exc:
-        raise UsageError(f"{path}: cannot be read as a results file ({first_line(exc)})") from exc
+        raise UsageError(unreadable(str(path), exc)) from exc

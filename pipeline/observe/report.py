@@ -16,10 +16,12 @@ from typing import Any, Literal
 
 import polars as pl
 
-from pipeline.core.errors import UsageError, first_line, plural
+from pipeline.core.errors import UsageError, plural
 from pipeline.core.outcomes import Code, Status
 from pipeline.observe.run_figures import RunInfo
+from pipeline.state.output_files import OutputFiles
 from pipeline.state.paths import named
+from pipeline.state.results import unreadable
 
 SUCCESS_STATUSES = frozenset({Status.CREATED, Status.EXISTS, Status.DUPLICATE})
 STATUS_ORDER = [s.value for s in Status]
@@ -140,6 +142,13 @@ def read_results(path: str | Path) -> tuple[pl.DataFrame, RunInfo | None]:
     if not found.remote and not found.paths:
         raise UsageError(f"{path}: no files match")
     if not found.remote and not found.pattern and not Path(path).exists():
+        journals = OutputFiles(Path(path)).existing_journals()
+        if journals:  # the results are written at the end of the run that keeps this journal
+            raise UsageError(
+                f"{path}: no results yet: a run is writing them, or stopped before it could "
+                f"(its journal: {journals[0]}); they are written when it ends, or by the same "
+                "command with --resume"
+            )
         raise UsageError(f"{path}: no such file")  # as the other commands say it
     try:
         if found.pattern:
@@ -149,21 +158,11 @@ def read_results(path: str | Path) -> tuple[pl.DataFrame, RunInfo | None]:
             frame = pl.read_parquet(path)
             metadata = pl.read_parquet_metadata(path)
     except (pl.exceptions.PolarsError, OSError) as exc:
-        raise UsageError(_unreadable(str(path), exc)) from exc
+        raise UsageError(unreadable(str(path), exc)) from exc
     missing = {"row_index", "status", "error_code", "location_id"} - set(frame.columns)
     if missing:
         raise UsageError(f"{path}: not a results file (no {', '.join(sorted(missing))} column)")
     return frame, RunInfo.from_metadata(metadata)
-
-
-def _unreadable(path: str, exc: BaseException) -> str:
-    """A file that is no Parquet at all is most often the run's input given by mistake."""
-    if "PAR1" in str(exc) or "out of specification" in str(exc):
-        return (
-            f"{path}: not a results file (not Parquet); give the Parquet file a run wrote "
-            "with -o, such as out/results.parquet"
-        )
-    return f"{path}: cannot be read as a results file ({first_line(exc)})"
 
 
 # -- rendering ----------------------------------------------------------------------------

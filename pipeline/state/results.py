@@ -12,6 +12,7 @@ from pathlib import Path
 
 import polars as pl
 
+from pipeline.core.errors import first_line
 from pipeline.core.outcomes import RESULT_SPEC, SKIP_MESSAGES, Code, ResultColumn, Status
 from pipeline.core.schema import FEW_VALUED, OUTCOME_SCHEMA, RESULT_SCHEMA
 from pipeline.state.output_files import OutputFiles
@@ -135,3 +136,14 @@ def _write(
         frame.sink_parquet(where, compression="zstd", statistics=True, metadata=metadata)
     else:
         frame.write_parquet(where, compression="zstd", statistics=True, metadata=metadata)
+
+
+def unreadable(path: str, exc: BaseException) -> str:
+    """Why a results file (reported, retried, resumed, known) cannot be read, in a line: a
+    file that is no Parquet at all is most often the run's input given by mistake."""
+    if "PAR1" in str(exc) or "out of specification" in str(exc):
+        return (
+            f"{path}: not a results file (not Parquet); give the Parquet file a run wrote "
+            "with -o, such as out/results.parquet"
+        )
+    return f"{path}: cannot be read as a results file ({first_line(exc)})"

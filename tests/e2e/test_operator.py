@@ -141,6 +141,19 @@ def test_report_of_a_foreign_or_broken_file(tmp_path: Path) -> None:
         "pipeline: error: data/sample.csv: not a results file (not Parquet); give the Parquet "
         "file a run wrote with -o, such as out/results.parquet\n",
     )
+    # The same file given to retry, or as --known: the same line (it was polars' own words).
+    done = run_cli("retry", "data/sample.csv", "-o", str(tmp_path / "x.parquet"))
+    assert done.code == 2 and done.stderr.endswith(
+        "data/sample.csv: not a results file (not Parquet); give the Parquet file a run wrote "
+        "with -o, such as out/results.parquet\n"
+    ), done.stderr
+    done = run_cli(
+        "run", "data/sample.csv", "-o", str(tmp_path / "y.parquet"), "--dry-run",
+        "--known", "data/sample.csv",
+    )  # fmt: skip
+    assert done.code == 2 and "--known data/sample.csv: not a results file (not Parquet)" in (
+        done.stderr
+    ), done.stderr
     done = run_cli("report", str(tmp_path / "parts" / "*.parquet"))
     assert done.stderr == f"pipeline: error: {tmp_path}/parts/*.parquet: no files match\n"
 

@@ -425,3 +425,23 @@ def test_a_dry_run_never_writes_its_plan_over_the_results_it_was_asked_to_resume
     assert pl.read_parquet(plan)["status"].to_list() == ["exists"] * 5  # known: none to send
     fresh = run_cli("run", str(src), "-o", str(tmp_path / "new.parquet"), "--resume", "--dry-run")
     assert fresh.code == 0, fresh.stderr  # nothing to lose: a cron line's --resume is fine
+
+
+def test_a_report_of_a_run_still_writing_says_so(sandbox: SandboxThread, tmp_path: Path) -> None:
+    """`pipeline report OUT` while the run sends said 'no such file': the results come at
+    the end of the run whose journal is there, or of its --resume."""
+    src = write_csv(tmp_path / "in.csv", rows_for(2, 300))
+    out = tmp_path / "out.parquet"
+    proc = start_cli("run", str(src), "-o", str(out), *fast_limits(sandbox, 20, 1000))
+    try:
+        wait_until(lambda: journal_lines(out) >= 1, timeout=30)
+        done = run_cli("report", str(out))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    assert (done.code, done.stderr) == (
+        2,
+        f"pipeline: error: {out}: no results yet: a run is writing them, or stopped before it "
+        f"could (its journal: {out}.journal); they are written when it ends, or by the same "
+        "command with --resume\n",
+    )

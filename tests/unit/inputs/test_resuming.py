@@ -84,7 +84,7 @@ def test_results_written_before_trace_id_still_count(tmp_path: Path) -> None:
 def test_a_file_that_is_no_results_is_a_usage_error(tmp_path: Path) -> None:
     path = tmp_path / "r.parquet"
     path.write_text("not parquet", encoding="utf-8")
-    with pytest.raises(UsageError, match="cannot be read as a results file"):
+    with pytest.raises(UsageError, match=r"not a results file \(not Parquet\); give the Parquet"):
         outcomes_from_results(path, PLANNED)
 
 
