@@ -150,6 +150,8 @@ def read_results(path: str | Path) -> tuple[pl.DataFrame, RunInfo | None]:
                 "command with --resume"
             )
         raise UsageError(f"{path}: no such file")  # as the other commands say it
+    if found.pattern and not found.remote and len(found.paths) > 1:
+        _parts_of_one_run(str(path), [str(p) for p in found.paths])
     try:
         if found.pattern:
             parts = pl.read_parquet(path, missing_columns="insert")
@@ -163,6 +165,29 @@ def read_results(path: str | Path) -> tuple[pl.DataFrame, RunInfo | None]:
     if missing:
         raise UsageError(f"{path}: not a results file (no {', '.join(sorted(missing))} column)")
     return frame, RunInfo.from_metadata(metadata)
+
+
+def _parts_of_one_run(pattern: str, paths: list[str]) -> None:
+    """Files a glob reads together must be the parts of one split run (``--shard``): the
+    rows of unrelated results files, added up, describe no run."""
+    seen: dict[str, str] = {}  # part -> file
+    first: RunInfo | None = None
+    for part_path in paths:
+        try:
+            run = RunInfo.from_metadata(pl.read_parquet_metadata(part_path))
+        except (pl.exceptions.PolarsError, OSError) as exc:
+            raise UsageError(unreadable(part_path, exc)) from exc
+        if run is None or run.shard is None:
+            raise UsageError(
+                f"{pattern}: {part_path} is no part of a split run (--shard); a glob reads the "
+                "parts of one run together: report each results file on its own"
+            )
+        first = first or run
+        if run.input_fingerprint != first.input_fingerprint:
+            raise UsageError(f"{pattern}: {part_path} is a part of another input than {paths[0]}")
+        if run.shard in seen:
+            raise UsageError(f"{pattern}: {part_path} and {seen[run.shard]} are the same part")
+        seen[run.shard] = part_path
 
 
 # -- rendering ----------------------------------------------------------------------------

@@ -108,6 +108,14 @@ def test_three_tasks_and_a_merge_account_for_every_row(
         created[("Loc00", "c0")]
     ]
     assert "363 rows" in done.stdout
+    # A glob that catches the merged file too would count every row twice: refused.
+    everything = str(tmp_path / "out" / "*.parquet")
+    mixed = run_cli("report", everything)
+    assert (mixed.code, mixed.stderr) == (
+        2,
+        f"pipeline: error: {everything}: {merged} is no part of a split run (--shard); a glob "
+        "reads the parts of one run together: report each results file on its own\n",
+    )
     # Sorted a range at a time (ranges of 50 rows here, not 500,000): the same file.
     monkeypatch.setattr(merging, "CHUNK_ROWS", 50)
     ranged = tmp_path / "out" / "ranged.parquet"
