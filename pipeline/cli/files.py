@@ -113,10 +113,17 @@ def _check_report_output(output: str, results: str, fmt: str) -> None:
         raise UsageError(f"-o {output}: holds Parquet (a results file?); {suggestion}")
 
 
+# Where the run's token came from is not in its results file: say so, and where it may be.
+_UNRECORDED_SOURCE = (
+    "the run's source (GHL_TOKEN, --token-file, --tokens-file or --oauth-file: the results "
+    "file does not record which)"
+)
+
+
 def _advice(results: str, frame: pl.DataFrame) -> list[str]:
     """What to do next, as the run's summary says it, for the HTML page: the file records
-    neither the run's command line nor where its tokens came from, so the lines name the
-    run's settings, and an interrupted run (whose summary gives a command) gets a line."""
+    neither the run's command line nor where its tokens came from, so the lines say where
+    a token may come from, and an interrupted run (whose summary gives a command) gets a line."""
     import polars as pl
 
     from pipeline.app.advice import advise
@@ -126,7 +133,7 @@ def _advice(results: str, frame: pl.DataFrame) -> list[str]:
         lines = advise(
             results,
             argv=None,
-            token_source=lambda _: "the run's settings",
+            token_source=lambda _: _UNRECORDED_SOURCE,
             problem_rows=0,
             interrupted=False,
             dry_run=False,

@@ -610,7 +610,10 @@ def test_a_stopped_run_that_created_nothing_says_so_and_what_to_do_next(
     # What to do next, as the terminal says it, above the charts.
     steps = seen.dom["next"]
     assert steps is not None and steps.startswith("What to do next")
-    assert "token rejected (401): the token from the run's settings" in steps
+    assert (
+        "token rejected (401): the token from the run's source (GHL_TOKEN, --token-file, "
+        "--tokens-file or --oauth-file: the results file does not record which)" in steps
+    )
     assert "1 location (LOC1); 4 rows not sent. Replace the token, then retry." in steps
     assert seen.dom["nextTop"] < seen.dom["outcomesTop"]
     assert seen.dom["width"]["document"] <= 1280
