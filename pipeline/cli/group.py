@@ -45,6 +45,11 @@ RUN_ONLY = frozenset(
     | {"merge", "checkpoint_interval", "workers", "progress", "progress_interval"}
     | {"keep_columns"}
 )
+# How a run retries its requests and looks up ids: a check (and an export of tokens) sends
+# one request a location, and neither retries nor looks anything up.
+SEND_ONLY = frozenset({"max_attempts", "max_retry_wait", "lookup_wait", "daily_reserve"})
+# Static tokens: an export mints tokens from --oauth-file alone.
+STATIC_TOKENS = frozenset({"token_env", "token_file", "tokens_file"})
 
 
 def _config_options(leave_out: frozenset[str] = frozenset()) -> list[Decorator]:
@@ -162,22 +167,34 @@ def job_and_tokens(
     return job, tokens
 
 
-CHECK_OPTIONS: list[Decorator] = [
-    _CONFIG_FILE_OPTION,
-    *_config_options(leave_out=RUN_ONLY),
-    click.option(
-        "--format",
-        "fmt",
-        type=click.Choice(["table", "json"]),
-        default="table",
-        show_default=True,
-        help="A table to read, or one JSON document for scripts.",
-    ),
-    _DEBUG_OPTION,
-]
+def _probe_options(leave_out: frozenset[str]) -> list[Decorator]:
+    """The options of a command that asks the API once a location (check, export-tokens)."""
+    return [
+        _CONFIG_FILE_OPTION,
+        *_config_options(leave_out=leave_out),
+        click.option(
+            "--format",
+            "fmt",
+            type=click.Choice(["table", "json"]),
+            default="table",
+            show_default=True,
+            help="A table to read, or one JSON document for scripts.",
+        ),
+        _DEBUG_OPTION,
+    ]
+
+
+CHECK_OPTIONS = _probe_options(RUN_ONLY | SEND_ONLY)
+EXPORT_OPTIONS = _probe_options(RUN_ONLY | SEND_ONLY | STATIC_TOKENS)
 
 
 def check_options(command: Callable[..., None]) -> Callable[..., None]:
     for option in reversed(CHECK_OPTIONS):
+        command = option(command)
+    return command
+
+
+def export_options(command: Callable[..., None]) -> Callable[..., None]:
+    for option in reversed(EXPORT_OPTIONS):
         command = option(command)
     return command

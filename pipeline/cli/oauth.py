@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import click
 
-from pipeline.cli.group import check_options, cli, job_and_tokens
+from pipeline.cli.group import cli, export_options, job_and_tokens
 from pipeline.cli.helpformat import RUN_SECTIONS, SectionedCommand
 from pipeline.core import logs
 from pipeline.core.errors import EXIT_OK, EXIT_ROWS_NOT_DONE
@@ -72,7 +72,7 @@ def oauth() -> None:
     help="Where the tasks find the folder (a Secret's mount, /etc/ghl), for the paths in "
     "tokens.toml [default: the folder itself].",
 )
-@check_options
+@export_options
 def export_tokens(
     input: str,
     output: Path,

@@ -460,13 +460,21 @@ def test_many_small_locations_are_estimated_at_this_tools_pace(
 
 def test_a_check_offers_only_the_options_it_uses(tmp_path: Path) -> None:
     """A check writes no results: the run's options about them (the summary, --fail-on,
-    --known, notifications, metrics, workers...) are neither listed nor silently taken."""
-    from pipeline.cli.group import RUN_ONLY
+    --known, notifications, metrics, workers...) are neither listed nor silently taken; nor
+    are those about retries and lookups (it sends one request a location). An export of
+    tokens mints them from --oauth-file: no static token option either."""
+    from pipeline.cli.group import RUN_ONLY, SEND_ONLY, STATIC_TOKENS
+
+    def flags(names: frozenset[str]) -> set[str]:
+        return {f"--{name.replace('_', '-')}" for name in names}
 
     shown = run_cli("check", "--help").stdout
-    flags = {f"--{name.replace('_', '-')}" for name in RUN_ONLY}
-    assert not [flag for flag in flags if re.search(rf"{flag}\b", shown)]
+    assert not [flag for flag in flags(RUN_ONLY | SEND_ONLY) if re.search(rf"{flag}\b", shown)]
     assert "--rate" in shown and "--tokens-file" in shown and "--format" in shown
+    export = run_cli("oauth", "export-tokens", "--help").stdout
+    left_out = flags(RUN_ONLY | SEND_ONLY | STATIC_TOKENS)
+    assert not [flag for flag in left_out if re.search(rf"{flag}\b", export)]
+    assert "--oauth-file" in export and "--min-lifetime" in export and "--rate" in export
     src = write_csv(tmp_path / "in.csv", [("c1", "L1")])
     done = run_cli("check", str(src), "--fail-on", "invalid")
     assert done.code == 2
