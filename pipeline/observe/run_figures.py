@@ -54,8 +54,11 @@ class RunInfo:
         the first run's figures with its own. Counts and sending times add up (``elapsed_s``
         is the time spent running, not the days between runs); the start is the first
         run's; the mean latency is weighted by requests, and p50/p99 are the slower
-        run's (percentiles of two runs do not combine; this bounds them)."""
-        if earlier is None or earlier.dry_run or self.dry_run or earlier.tasks:
+        run's (percentiles of two runs do not combine; this bounds them).
+
+        A part of a split run (``--shard``) keeps its last attempt's figures: ``pipeline
+        merge`` spans the job from each part's start and time, which a sum would not give."""
+        if earlier is None or earlier.dry_run or self.dry_run or earlier.tasks or self.shard:
             return self
         mean = _weighted(
             (self.mean_latency_ms, self.requests), (earlier.mean_latency_ms, earlier.requests)

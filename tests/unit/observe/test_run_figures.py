@@ -77,6 +77,8 @@ def test_nothing_to_add_to() -> None:
     assert replace(SECOND, dry_run=True).after(FIRST).requests == 100
     merged = replace(FIRST, tasks=4, slowest_task_s=3.0)  # an array job's: not one run's
     assert SECOND.after(merged) is SECOND
+    part = replace(SECOND, shard="1/2")  # merge spans the job by each part's start and time
+    assert part.after(replace(FIRST, shard="1/2")) is part
 
 
 def test_older_files_without_the_count_read_as_one_run() -> None:
