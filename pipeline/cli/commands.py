@@ -73,8 +73,10 @@ def run(input: str, **options: Any) -> None:
 def retry(results: str, **options: Any) -> None:
     """Send again the rows of RESULTS that did not settle; write a complete new results file.
 
-    Rows that failed for a transient reason (429, 5xx, timeout, network, rejected token) and
-    skipped rows are sent; every other row keeps its outcome.
+    Rows that failed for a reason a later attempt may not meet (429, 5xx, timeout, network,
+    a rejected token, a refused location or scope) and skipped rows are sent; rows whose
+    conversation exists without its id are searched for, never created; every other row
+    keeps its outcome.
     """
     _run_and_print(results, options, retry_from=results)
 
@@ -169,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(exc.ctx.get_help() if exc.ctx is not None else exc.format_message(), err=True)
         sys.exit(EXIT_USAGE)
     except click.ClickException as exc:
-        _fail(exc.format_message(), EXIT_USAGE, debug, args)
+        _fail(_usage_message(exc), EXIT_USAGE, debug, args)
     except (click.exceptions.Abort, KeyboardInterrupt):
         _ignore_interrupts()  # a third Ctrl-C must not cut this line short
         _fail(_interrupted(args), EXIT_SIGINT, debug, args, kind="interrupted")
@@ -183,6 +185,17 @@ def main(argv: list[str] | None = None) -> None:
             debug,
             args,
         )
+
+
+def _usage_message(exc: click.ClickException) -> str:
+    """Click's message; for a token given on the command line, why there is no such option
+    (a command line shows in ps, shell history and cron mail) and what to use."""
+    if isinstance(exc, click.NoSuchOption) and exc.option_name.split("=")[0] == "--token":
+        return (
+            "no --token option: a token on the command line shows in ps, shell history and "
+            "logs; give it in GHL_TOKEN, a file (--token-file), or a tokens file (--tokens-file)"
+        )
+    return exc.format_message()
 
 
 def _ignore_interrupts() -> None:
