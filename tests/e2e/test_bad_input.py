@@ -241,5 +241,5 @@ def test_token_file(sandbox: SandboxThread, tmp_path: Path) -> None:
 def test_token_is_never_a_command_line_value(tmp_path: Path) -> None:
     src = write_csv(tmp_path / "in.csv", [("c1", "L1")])
     done = run_cli("run", str(src), "-o", str(tmp_path / "o.parquet"), "--token", "pit-abc")
-    refused(done.code, done.stderr, "No such option")
+    refused(done.code, done.stderr, "no --token option: a token on the command line shows in ps")
     assert "pit-abc" not in done.stderr
