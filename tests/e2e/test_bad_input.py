@@ -239,7 +239,14 @@ def test_token_file(sandbox: SandboxThread, tmp_path: Path) -> None:
 
 
 def test_token_is_never_a_command_line_value(tmp_path: Path) -> None:
+    """There is no --token (a command line shows in ps, shell history and cron mail): the
+    line says so and names the three ways, without repeating the value."""
     src = write_csv(tmp_path / "in.csv", [("c1", "L1")])
-    done = run_cli("run", str(src), "-o", str(tmp_path / "o.parquet"), "--token", "pit-abc")
-    refused(done.code, done.stderr, "no --token option: a token on the command line shows in ps")
-    assert "pit-abc" not in done.stderr
+    for given in (["--token", "pit-abc"], ["--token=pit-abc"]):
+        done = run_cli("run", str(src), "-o", str(tmp_path / "o.parquet"), *given)
+        assert (done.code, done.stderr) == (
+            2,
+            "pipeline: error: no --token option: a token on the command line shows in ps, "
+            "shell history and logs; give it in GHL_TOKEN, a file (--token-file), or a "
+            "tokens file (--tokens-file)\n",
+        )

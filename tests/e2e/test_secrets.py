@@ -146,16 +146,3 @@ def test_a_configuration_error_shows_no_secret_of_any_option(tmp_path: Path) -> 
     for finished in (done, pasted, credentialed):
         for secret in secrets.values():
             assert secret not in finished.stdout + finished.stderr, secret
-
-
-def test_a_token_given_on_the_command_line_is_refused_with_where_to_give_it() -> None:
-    """There is no --token (a command line shows in ps, shell history and cron mail): the
-    line says so and names the three ways, without repeating the value."""
-    for given in (["--token", "pit-abcdef-123456"], ["--token=pit-abcdef-123456"]):
-        done = run_cli("run", "data/sample.csv", "-o", "/tmp/never.parquet", *given, token=None)
-        assert (done.code, done.stderr) == (
-            2,
-            "pipeline: error: no --token option: a token on the command line shows in ps, "
-            "shell history and logs; give it in GHL_TOKEN, a file (--token-file), or a "
-            "tokens file (--tokens-file)\n",
-        )
