@@ -95,6 +95,7 @@ class LookupQueue(Generic[T]):
         self._search = search
         self._clock = clock
         self._heap: list[tuple[float, int, T]] = []
+        self._last_due = 0.0  # the latest due time added while items wait (``last_due``)
         self._order = itertools.count()  # ties by arrival: items are never compared
         self._searching: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Event()
@@ -104,14 +105,20 @@ class LookupQueue(Generic[T]):
         return len(self._heap) + len(self._searching)
 
     def last_due(self) -> float:
-        """When the last waiting item is due (the queue's clock); 0.0 when none waits."""
-        return max((due for due, _, _ in self._heap), default=0.0)
+        """When the last waiting item is due (the queue's clock); 0.0 when none waits.
+
+        Kept as items are added, not searched for (a rerun can hold 100,000 rows here, and
+        this is asked at every add): the latest due is popped last, so while any item waits
+        the running maximum is exact."""
+        return self._last_due if self._heap else 0.0
 
     def add(self, item: T, delay_s: float) -> None:
         """Search ``item`` again in ``delay_s`` seconds."""
         if self._stopped:
             return
-        heapq.heappush(self._heap, (self._clock() + delay_s, next(self._order), item))
+        due = self._clock() + delay_s
+        self._last_due = max(self._last_due, due) if self._heap else due
+        heapq.heappush(self._heap, (due, next(self._order), item))
         self._changed.set()
 
     async def run(self) -> None:
