@@ -21,7 +21,7 @@ import structlog
 from pipeline.core.errors import UsageError, first_line
 from pipeline.core.values import is_uri
 from pipeline.inputs.shards import Shard
-from pipeline.observe.run_figures import RunInfo
+from pipeline.observe.run_figures import RunInfo, parts_by_index
 from pipeline.state import objects
 from pipeline.state.output_files import OutputFiles
 from pipeline.state.paths import named
@@ -91,18 +91,8 @@ def merge_parts(paths: list[str], output: str, *, state_dir: Path, spec: str) ->
     """Check the parts and write the one results file, in input order; its run info.
     ``spec``: how the parts were named, for the messages."""
     runs = {path: _run_info(path) for path in paths}
-    first_path, first = next(iter(runs.items()))
-    count = int(str(first.shard).split("/")[1])
-    seen: dict[int, str] = {}
-    for path, run in runs.items():
-        if run.input_fingerprint != first.input_fingerprint or run.input_rows != first.input_rows:
-            raise UsageError(f"{path}: a part of another input than {first_path}")
-        index, of = (int(n) for n in str(run.shard).split("/"))
-        if of != count:
-            raise UsageError(f"{path}: part {index} of {of}, but {first_path} is of {count}")
-        if index in seen:
-            raise UsageError(f"{path} and {seen[index]}: both are part {index} of {count}")
-        seen[index] = path
+    first = next(iter(runs.values()))
+    count, seen = parts_by_index(runs)
     missing = sorted(set(range(count)) - set(seen))
     if missing:
         listed = ", ".join(str(k) for k in missing)

@@ -46,19 +46,20 @@ def check_paths(job: Job, files: OutputFiles, *, resume: bool) -> None:
         raise UsageError(
             f"{where}: the output is a directory; give a file path such as out/results.parquet"
         )
-    if results_exist(files) and not (resume or job.overwrite):
+    exists = results_exist(files)  # for an output in object storage, a request: ask once
+    if exists and not (resume or job.overwrite):
         raise UsageError(
             f"{where}: the output exists; add --overwrite to replace it, "
             "or --resume to continue the run that wrote it"
         )
-    if job.dry_run and resume and (files.existing_journals() or results_exist(files)):
+    if job.dry_run and resume and (exists or files.existing_journals()):
         # A dry run continues no run: its plan would replace the results (ids and all).
         raise UsageError(
             f"{where}: --dry-run with --resume would write its plan over this run's results; "
             + (
                 f"to see what is left to send, plan into another file: --dry-run --known {where} "
                 "-o plan.parquet"
-                if results_exist(files)
+                if exists
                 else "resume the run first (without --dry-run), or plan into another -o"
             )
         )

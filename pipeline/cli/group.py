@@ -104,10 +104,18 @@ _RUN_OPTIONS: list[Decorator] = [
 ]
 
 
-def run_options(command: Callable[..., None]) -> Callable[..., None]:
-    for option in reversed(_RUN_OPTIONS):
-        command = option(command)
-    return command
+def _applying(options: list[Decorator]) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """One decorator that puts ``options`` on a command, in their order in its help."""
+
+    def apply(command: Callable[..., None]) -> Callable[..., None]:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return apply
+
+
+run_options = _applying(_RUN_OPTIONS)
 
 
 RUN_EXAMPLES = (
@@ -188,13 +196,5 @@ CHECK_OPTIONS = _probe_options(RUN_ONLY | SEND_ONLY)
 EXPORT_OPTIONS = _probe_options(RUN_ONLY | SEND_ONLY | STATIC_TOKENS)
 
 
-def check_options(command: Callable[..., None]) -> Callable[..., None]:
-    for option in reversed(CHECK_OPTIONS):
-        command = option(command)
-    return command
-
-
-def export_options(command: Callable[..., None]) -> Callable[..., None]:
-    for option in reversed(EXPORT_OPTIONS):
-        command = option(command)
-    return command
+check_options = _applying(CHECK_OPTIONS)
+export_options = _applying(EXPORT_OPTIONS)

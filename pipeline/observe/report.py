@@ -18,7 +18,7 @@ import polars as pl
 
 from pipeline.core.errors import UsageError, plural
 from pipeline.core.outcomes import Code, Status
-from pipeline.observe.run_figures import RunInfo
+from pipeline.observe.run_figures import RunInfo, parts_by_index
 from pipeline.state.output_files import OutputFiles
 from pipeline.state.paths import named
 from pipeline.state.results import unreadable
@@ -170,8 +170,7 @@ def read_results(path: str | Path) -> tuple[pl.DataFrame, RunInfo | None]:
 def _parts_of_one_run(pattern: str, paths: list[str]) -> None:
     """Files a glob reads together must be the parts of one split run (``--shard``): the
     rows of unrelated results files, added up, describe no run."""
-    seen: dict[str, str] = {}  # part -> file
-    first: RunInfo | None = None
+    runs: dict[str, RunInfo] = {}
     for part_path in paths:
         try:
             run = RunInfo.from_metadata(pl.read_parquet_metadata(part_path))
@@ -182,12 +181,8 @@ def _parts_of_one_run(pattern: str, paths: list[str]) -> None:
                 f"{pattern}: {part_path} is no part of a split run (--shard); a glob reads the "
                 "parts of one run together: report each results file on its own"
             )
-        first = first or run
-        if run.input_fingerprint != first.input_fingerprint:
-            raise UsageError(f"{pattern}: {part_path} is a part of another input than {paths[0]}")
-        if run.shard in seen:
-            raise UsageError(f"{pattern}: {part_path} and {seen[run.shard]} are the same part")
-        seen[run.shard] = part_path
+        runs[part_path] = run
+    parts_by_index(runs)  # of one input, one count, each part once (as merge checks them)
 
 
 # -- rendering ----------------------------------------------------------------------------

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, replace
 
+from pipeline.core.errors import UsageError
+
 RUN_METADATA_KEY = "pipeline.run"
 
 
@@ -102,3 +104,23 @@ def _weighted(*figures: tuple[float | None, int]) -> float | None:
 
 def _slower(*values: float | None) -> float | None:
     return max((v for v in values if v is not None), default=None)
+
+
+def parts_by_index(runs: dict[str, RunInfo]) -> tuple[int, dict[int, str]]:
+    """The parts of one split run (each file's figures, every one with a ``shard``): how
+    many the run has, and each part's file by its index. Parts of another input or of
+    another count, and one part twice, are refused: read together (``pipeline report`` of a
+    glob, ``pipeline merge``) they would describe no run."""
+    first_path, first = next(iter(runs.items()))
+    count = int(str(first.shard).split("/")[1])
+    seen: dict[int, str] = {}
+    for path, run in runs.items():
+        if run.input_fingerprint != first.input_fingerprint or run.input_rows != first.input_rows:
+            raise UsageError(f"{path}: a part of another input than {first_path}")
+        index, of = (int(n) for n in str(run.shard).split("/"))
+        if of != count:
+            raise UsageError(f"{path}: part {index} of {of}, but {first_path} is of {count}")
+        if index in seen:
+            raise UsageError(f"{path} and {seen[index]}: both are part {index} of {count}")
+        seen[index] = path
+    return count, seen
